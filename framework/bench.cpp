@@ -1,0 +1,180 @@
+#include "framework/bench.h"
+
+#include <fmt/format.h>
+#include <sys/resource.h>
+#include <torch/version.h>
+
+#include "framework/amp/autocast.h"
+#include "framework/eval/search.h"
+#include "framework/logging.h"
+#include "framework/model.h"
+#include "framework/optim/optimizers.h"
+#include "framework/optim/schedule.h"
+#include "framework/train/loss.h"
+#include "framework/train/trainer.h"
+
+namespace clinic {
+
+double transformer_train_flops(const ModelConfig& m, int64_t V, int64_t B,
+                               int64_t S, int64_t T) {
+  const double d = m.d_model, f = m.ffn_dim;
+  // Per token, 2 FLOPs per multiply-add.
+  double enc_tok = 2 * 4 * d * d + 2 * 2 * S * d + 2 * 2 * d * f;
+  double dec_tok = 2 * 4 * d * d + 2 * 2 * T * d      // self-attention
+                   + 2 * 2 * d * d + 2 * 2 * S * d    // cross q, out; scores
+                   + 2 * 2 * d * f;                   // FFN
+  double cross_kv_per_src = 2 * 2 * d * d;
+  double fwd = B * S * m.encoder_layers * enc_tok +
+               B * T * m.decoder_layers * dec_tok +
+               B * S * m.decoder_layers * cross_kv_per_src + B * T * 2 * d * V;
+  return 3 * fwd;
+}
+
+double measure_gemm_peak(int64_t n, bool bf16) {
+  auto opts = torch::TensorOptions().dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
+  auto a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts);
+  auto c = torch::mm(a, b);  // warm the kernels and the allocator
+  double best = 0;
+  for (int i = 0; i < 5; ++i) {
+    double t0 = now_seconds();
+    c = torch::mm(a, b);
+    double dt = now_seconds() - t0;
+    best = std::max(best, 2.0 * n * n * n / dt / 1e9);
+  }
+  return best;
+}
+
+namespace {
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;
+}
+}  // namespace
+
+void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
+  int64_t threads = configure_threads(cfg.train.threads);
+  torch::manual_seed(static_cast<uint64_t>(cfg.train.seed));
+  auto device = pick_device(cfg.train.device);
+  const int64_t V = cfg.data.vocab_size, L = o.seq_len;
+  const int64_t B = std::max<int64_t>(1, cfg.data.max_tokens / L);
+  VocabInfo info{V, V, cfg.data.joint_vocab};
+  auto model = build_model(cfg.model, info);
+  model->to(device);
+  model->train();
+  auto opt = build_optimizer(*model, cfg.optim);
+  set_lr(*opt, cfg.optim.lr);
+  auto loss_fn = loss_registry().get(cfg.train.criterion)(cfg.train);
+  at::ScalarType dtype = cfg.train.precision == "bf16" ? at::kBFloat16
+                         : (cfg.train.precision == "fp16" && device.is_cuda()) ? at::kHalf
+                                                                              : at::kFloat;
+  auto rand_ids = [&](int64_t rows, int64_t len) {
+    return torch::randint(kEos + 1, V, {rows, len}, torch::kLong);
+  };
+  double t_data = 0, t_fwd = 0, t_bwd = 0, t_opt = 0;
+  double last_loss = 0;
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
+  for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
+    bool timed = step >= o.warmup;
+    double t0 = now_seconds();
+    Batch b;
+    b.src = rand_ids(B, L).to(device);
+    b.tgt_in = rand_ids(B, L).to(device);
+    b.tgt_out = rand_ids(B, L).to(device);
+    double t1 = now_seconds();
+    opt->zero_grad();
+    torch::Tensor logits;
+    {
+      AutocastGuard ag(device.type(), dtype);
+      logits = model->forward(b.src, b.tgt_in);
+    }
+    auto lo = loss_fn(logits, b.tgt_out);
+    auto loss = lo.loss / static_cast<double>(B * L);
+    sync();
+    double t2 = now_seconds();
+    loss.backward();
+    sync();
+    double t3 = now_seconds();
+    opt->step();
+    sync();
+    double t4 = now_seconds();
+    last_loss = loss.item<double>();
+    if (timed) {
+      t_data += t1 - t0;
+      t_fwd += t2 - t1;
+      t_bwd += t3 - t2;
+      t_opt += t4 - t3;
+    }
+  }
+  double total = t_data + t_fwd + t_bwd + t_opt;
+  double ups = o.steps / total;
+  double flops = transformer_train_flops(cfg.model, V, B, L, L);
+  double achieved = flops * ups / 1e9;
+  double peak = measure_gemm_peak(2048, dtype == at::kBFloat16);
+  double tok = 2.0 * B * L * ups, tgt_tok = 1.0 * B * L * ups;
+
+  double beam5_sps = 0, beam5_tps = 0, beam1_sps = 0, beam1_tps = 0, lat1 = 0;
+  if (o.translate) {
+    const int64_t n = 64, out_len = 32;
+    auto src = rand_ids(n, 20).to(device);
+    for (int64_t beam : {5, 1}) {
+      SearchOptions so;
+      so.beam = beam;
+      so.max_len_a = 0;
+      so.max_len_b = out_len;
+      so.min_len = out_len;  // fixed work: every hypothesis has out_len tokens
+      so.max_positions = cfg.model.max_target_positions;
+      double t0 = now_seconds();
+      beam_search(*model, src, so);
+      double dt = now_seconds() - t0;
+      (beam == 5 ? beam5_sps : beam1_sps) = n / dt;
+      (beam == 5 ? beam5_tps : beam1_tps) = n * out_len / dt;
+    }
+    SearchOptions so;
+    so.beam = 5;
+    so.max_len_b = out_len;
+    so.min_len = out_len;
+    so.max_len_a = 0;
+    double t0 = now_seconds();
+    beam_search(*model, src.narrow(0, 0, 1), so);
+    lat1 = now_seconds() - t0;
+  }
+  if (o.json) {
+    out << fmt::format(
+        "{{\"recipe\": \"{}\", \"precision\": \"{}\", \"threads\": {}, "
+        "\"libtorch\": \"{}\", \"batch_rows\": {}, \"seq_len\": {}, \"steps\": {}, "
+        "\"updates_per_s\": {:.4f}, \"tokens_per_s\": {:.1f}, \"tgt_tokens_per_s\": {:.1f}, "
+        "\"forward_s\": {:.4f}, \"backward_s\": {:.4f}, \"optimizer_s\": {:.4f}, "
+        "\"data_s\": {:.4f}, \"peak_rss_mb\": {:.1f}, \"flops_per_update\": {:.4g}, "
+        "\"achieved_gflops\": {:.2f}, \"gemm_peak_gflops\": {:.2f}, \"mfu\": {:.4f}, "
+        "\"loss\": {:.5f}, \"beam5_sentences_per_s\": {:.2f}, \"beam5_tokens_per_s\": {:.1f}, "
+        "\"beam1_sentences_per_s\": {:.2f}, \"beam1_tokens_per_s\": {:.1f}, "
+        "\"beam5_latency_bs1_s\": {:.4f}}}\n",
+        cfg.source, cfg.train.precision, threads, TORCH_VERSION, B, L, o.steps, ups, tok,
+        tgt_tok, t_fwd / o.steps, t_bwd / o.steps, t_opt / o.steps, t_data / o.steps,
+        peak_rss_mb(), flops, achieved, peak, achieved / peak, last_loss, beam5_sps,
+        beam5_tps, beam1_sps, beam1_tps, lat1);
+    return;
+  }
+  out << fmt::format("recipe {} | precision {} | {} threads | LibTorch {}\n", cfg.source,
+                     cfg.train.precision, threads, TORCH_VERSION)
+      << fmt::format("batch {} rows x {} tokens (src and tgt), {} timed updates\n", B, L,
+                     o.steps)
+      << fmt::format("train: {:.3f} updates/s | {:.0f} tokens/s | {:.0f} tgt tokens/s\n",
+                     ups, tok, tgt_tok)
+      << fmt::format("split per update: forward {:.3f}s backward {:.3f}s optimizer {:.3f}s "
+                     "data {:.3f}s\n",
+                     t_fwd / o.steps, t_bwd / o.steps, t_opt / o.steps, t_data / o.steps)
+      << fmt::format("FLOPs/update {:.3g} | achieved {:.1f} GFLOP/s | GEMM peak {:.1f} "
+                     "GFLOP/s | MFU {:.1f}%\n",
+                     flops, achieved, peak, 100 * achieved / peak)
+      << fmt::format("peak RSS {:.0f} MiB\n", peak_rss_mb());
+  if (o.translate)
+    out << fmt::format("translate: beam 5 {:.1f} sent/s {:.0f} tok/s | beam 1 {:.1f} sent/s "
+                       "{:.0f} tok/s | beam 5 batch-1 latency {:.3f}s\n",
+                       beam5_sps, beam5_tps, beam1_sps, beam1_tps, lat1);
+}
+
+}  // namespace clinic

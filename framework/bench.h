@@ -1,0 +1,27 @@
+#pragma once
+// clinic bench: training (and optionally decoding) throughput of a recipe's
+// model on synthetic batches, against this machine's measured GEMM peak.
+#include <ostream>
+
+#include "framework/config.h"
+
+namespace clinic {
+
+struct BenchOptions {
+  int64_t steps = 5;
+  int64_t warmup = 1;
+  bool json = false;
+  bool translate = false;
+  int64_t seq_len = 32;  // source and target length of the synthetic rows
+};
+
+/// Analytic matmul FLOPs of one training update (3x forward: forward,
+/// input-gradient and weight-gradient GEMMs) for B rows of S source and
+/// T target tokens.
+double transformer_train_flops(const ModelConfig& m, int64_t vocab, int64_t B,
+                               int64_t S, int64_t T);
+/// Best of a few fp32 (or bf16) n x n torch::mm, in GFLOP/s.
+double measure_gemm_peak(int64_t n, bool bf16);
+void run_bench(const RunConfig& cfg, const BenchOptions& opts, std::ostream& out);
+
+}  // namespace clinic

@@ -1,0 +1,507 @@
+#include "framework/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fmt/format.h>
+#include <set>
+#include <sstream>
+
+#include "clinic_paths.h"
+#include "framework/errors.h"
+
+namespace fs = std::filesystem;
+
+namespace clinic {
+namespace config_detail {
+
+std::string where(const std::string& file, const YAML::Node& node) {
+  if (!node.Mark().is_null())
+    return fmt::format("{}:{}", file, node.Mark().line + 1);
+  return file;
+}
+
+std::string scalar_text(const YAML::Node& n) {
+  if (n.IsScalar()) return n.Scalar();
+  if (n.IsSequence()) return "a list";
+  if (n.IsMap()) return "a mapping";
+  return "nothing";
+}
+
+// Parse one YAML node into a typed field; `ctx` prefixes error messages.
+void parse_value(const YAML::Node& n, bool& out, const std::string& ctx) {
+  try {
+    if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
+    out = n.as<bool>();
+  } catch (const YAML::BadConversion&) {
+    throw ConfigError(fmt::format("{}: expected true or false, got '{}'", ctx,
+                                  scalar_text(n)));
+  }
+}
+void parse_value(const YAML::Node& n, int64_t& out, const std::string& ctx) {
+  try {
+    if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
+    out = n.as<int64_t>();
+  } catch (const YAML::BadConversion&) {
+    throw ConfigError(fmt::format("{}: expected an integer, got '{}'", ctx,
+                                  scalar_text(n)));
+  }
+}
+void parse_value(const YAML::Node& n, double& out, const std::string& ctx) {
+  try {
+    if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
+    out = n.as<double>();
+  } catch (const YAML::BadConversion&) {
+    throw ConfigError(fmt::format("{}: expected a number, got '{}'", ctx,
+                                  scalar_text(n)));
+  }
+}
+void parse_value(const YAML::Node& n, std::string& out,
+                 const std::string& ctx) {
+  if (!n.IsScalar())
+    throw ConfigError(fmt::format("{}: expected a string, got {}", ctx,
+                                  scalar_text(n)));
+  out = n.Scalar();
+}
+void parse_value(const YAML::Node& n, std::vector<double>& out,
+                 const std::string& ctx) {
+  if (!n.IsSequence())
+    throw ConfigError(fmt::format("{}: expected a list of numbers like "
+                                  "[0.9, 0.98], got '{}'",
+                                  ctx, scalar_text(n)));
+  std::vector<double> v;
+  for (const auto& e : n) {
+    double d = 0;
+    parse_value(e, d, ctx);
+    v.push_back(d);
+  }
+  out = std::move(v);
+}
+
+const char* type_name(const bool&) { return "bool"; }
+const char* type_name(const int64_t&) { return "int"; }
+const char* type_name(const double&) { return "float"; }
+const char* type_name(const std::string&) { return "string"; }
+const char* type_name(const std::vector<double>&) { return "list[float]"; }
+
+std::string format_double(double d) {
+  std::string s = fmt::format("{}", d);
+  // Keep YAML typing stable: "1" would read back as an int for a float key.
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+std::string yaml_text(const bool& b) { return b ? "true" : "false"; }
+std::string yaml_text(const int64_t& i) { return std::to_string(i); }
+std::string yaml_text(const double& d) { return format_double(d); }
+std::string yaml_text(const std::string& s) {
+  YAML::Emitter e;
+  e << YAML::DoubleQuoted << s;
+  return e.c_str();
+}
+std::string yaml_text(const std::vector<double>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i)
+    s += (i ? ", " : "") + format_double(v[i]);
+  return s + "]";
+}
+
+// Collects field names of one section.
+struct NameCollector {
+  std::vector<std::string> names;
+  template <class T>
+  void operator()(const char* key, T&, const char*, const Rule&) {
+    names.emplace_back(key);
+  }
+};
+
+// Reads one YAML section map into a config struct.
+struct SectionReader {
+  const YAML::Node& node;
+  const std::string& file;
+  const std::string& section;
+  std::map<std::string, std::string>& origin;
+  template <class T>
+  void operator()(const char* key, T& field, const char*, const Rule&) {
+    YAML::Node n = node[key];
+    if (!n) return;
+    std::string path = section + "." + key;
+    parse_value(n, field, fmt::format("{}: {}", where(file, n), path));
+    origin[path] = where(file, n);
+  }
+};
+
+struct SectionWriter {
+  std::ostringstream& out;
+  template <class T>
+  void operator()(const char* key, T& field, const char* help, const Rule&) {
+    out << "  " << key << ": " << yaml_text(field) << "  # " << help << "\n";
+  }
+};
+
+std::string allowed_text(const Rule& r) {
+  if (!r.choices.empty()) {
+    std::string s = "one of";
+    for (const auto& c : r.choices) s += " " + c;
+    return s;
+  }
+  if (r.lo && r.hi) return fmt::format("in [{}, {}]", *r.lo, *r.hi);
+  if (r.lo) return fmt::format("{} {}", r.lo_open ? ">" : ">=", *r.lo);
+  return "";
+}
+
+struct SectionValidator {
+  const std::string& section;
+  const std::map<std::string, std::string>& origin;
+  std::string loc(const std::string& path) const {
+    auto it = origin.find(path);
+    return it == origin.end() ? std::string("default") : it->second;
+  }
+  void check_number(const char* key, double v, const Rule& r) const {
+    bool ok = true;
+    if (r.lo) ok = ok && (r.lo_open ? v > *r.lo : v >= *r.lo);
+    if (r.hi) ok = ok && v <= *r.hi;
+    if (!std::isfinite(v)) ok = false;
+    if (!ok) {
+      std::string path = section + "." + key;
+      throw ConfigError(fmt::format("{}: {} = {}: must be {}", loc(path),
+                                    path, v, allowed_text(r)));
+    }
+  }
+  void operator()(const char* key, int64_t& f, const char*, const Rule& r) {
+    check_number(key, static_cast<double>(f), r);
+  }
+  void operator()(const char* key, double& f, const char*, const Rule& r) {
+    check_number(key, f, r);
+  }
+  void operator()(const char* key, std::string& f, const char*,
+                  const Rule& r) {
+    if (r.choices.empty()) return;
+    if (std::find(r.choices.begin(), r.choices.end(), f) != r.choices.end())
+      return;
+    std::string path = section + "." + key;
+    std::string hint = closest_match(f, r.choices);
+    throw ConfigError(fmt::format(
+        "{}: {} = '{}': must be {}{}", loc(path), path, f, allowed_text(r),
+        hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint)));
+  }
+  template <class T>
+  void operator()(const char*, T&, const char*, const Rule&) {}
+};
+
+struct Describer {
+  std::ostringstream& out;
+  const std::string& section;
+  template <class T>
+  void operator()(const char* key, T& field, const char* help,
+                  const Rule& r) {
+    out << "| `" << section << "." << key << "` | " << type_name(field)
+        << " | `" << yaml_text(field) << "` | " << allowed_text(r) << " | "
+        << help << " |\n";
+  }
+};
+
+// Dispatches section visitors by name.
+template <class Fn>
+struct SectionDispatch {
+  Fn fn;
+  template <class S>
+  void section(const char* name, S& s) {
+    fn(name, s);
+  }
+};
+template <class Fn>
+void for_each_section(RunConfig& cfg, Fn fn) {
+  SectionDispatch<Fn> d{fn};
+  cfg.visit_sections(d);
+}
+
+std::vector<std::string> section_names() {
+  RunConfig cfg;
+  std::vector<std::string> names;
+  for_each_section(cfg, [&](const char* n, auto&) { names.emplace_back(n); });
+  return names;
+}
+
+void apply_section_map(RunConfig& cfg, const YAML::Node& root,
+                       const std::string& file) {
+  if (!root.IsMap())
+    throw ConfigError(fmt::format(
+        "{}: a recipe must be a mapping of sections (model, data, ...)",
+        where(file, root)));
+  std::vector<std::string> top = section_names();
+  top.insert(top.end(), {"base", "description"});
+  for (const auto& kv : root) {
+    std::string key = kv.first.as<std::string>();
+    if (std::find(top.begin(), top.end(), key) == top.end()) {
+      std::string hint = closest_match(key, top);
+      throw ConfigError(fmt::format(
+          "{}: unknown section '{}'{}; sections are: model, data, optim, "
+          "schedule, train, eval",
+          where(file, kv.first), key,
+          hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint)));
+    }
+  }
+  if (root["description"])
+    parse_value(root["description"], cfg.description,
+                where(file, root["description"]) + ": description");
+  for_each_section(cfg, [&](const char* name, auto& section) {
+    YAML::Node n = root[name];
+    if (!n) return;
+    if (n.IsNull()) return;
+    if (!n.IsMap())
+      throw ConfigError(fmt::format("{}: section '{}' must be a mapping",
+                                    where(file, n), name));
+    NameCollector names;
+    section.visit(names);
+    for (const auto& kv : n) {
+      std::string key = kv.first.as<std::string>();
+      if (std::find(names.names.begin(), names.names.end(), key) ==
+          names.names.end()) {
+        std::string hint = closest_match(key, names.names);
+        throw ConfigError(fmt::format(
+            "{}: unknown key '{}.{}'{}", where(file, kv.first), name, key,
+            hint.empty() ? ""
+                         : fmt::format(" (did you mean '{}'?)", hint)));
+      }
+    }
+    std::string sec(name);
+    SectionReader reader{n, file, sec, cfg.origin};
+    section.visit(reader);
+  });
+}
+
+YAML::Node load_yaml_file(const std::string& path) {
+  try {
+    return YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw ConfigError(fmt::format("{}: cannot read recipe file", path));
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(fmt::format("{}:{}: YAML syntax error: {}", path,
+                                  e.mark.line + 1, e.msg));
+  }
+}
+
+std::string find_recipe_file(const std::string& name_or_path,
+                             const std::string& relative_to) {
+  std::vector<fs::path> tries;
+  fs::path p(name_or_path);
+  if (!relative_to.empty() && p.is_relative())
+    tries.push_back(fs::path(relative_to) / p);
+  tries.push_back(p);
+  fs::path by_name = fs::path(recipes_dir()) / name_or_path;
+  if (by_name.extension() != ".yaml") by_name += ".yaml";
+  tries.push_back(by_name);
+  for (const auto& t : tries)
+    if (fs::is_regular_file(t)) return t.lexically_normal().string();
+  std::string hint = closest_match(name_or_path, list_recipes());
+  throw ConfigError(fmt::format(
+      "recipe '{}' not found (looked for {} and {}){}", name_or_path,
+      p.string(), by_name.string(),
+      hint.empty() ? "; `clinic recipes` lists them"
+                   : fmt::format("; did you mean '{}'?", hint)));
+}
+
+void apply_recipe_file(RunConfig& cfg, const std::string& path,
+                       std::vector<std::string>& chain) {
+  std::string canon = fs::weakly_canonical(path).string();
+  if (std::find(chain.begin(), chain.end(), canon) != chain.end()) {
+    std::string cycle;
+    for (const auto& c : chain) cycle += c + " -> ";
+    throw ConfigError("recipe inheritance cycle: " + cycle + canon);
+  }
+  chain.push_back(canon);
+  YAML::Node root = load_yaml_file(path);
+  if (root.IsMap() && root["base"]) {
+    std::string base;
+    parse_value(root["base"], base, where(path, root["base"]) + ": base");
+    std::string base_file;
+    try {
+      base_file =
+          find_recipe_file(base, fs::path(path).parent_path().string());
+    } catch (const ConfigError& e) {
+      throw ConfigError(where(path, root["base"]) + ": base: " + e.what());
+    }
+    apply_recipe_file(cfg, base_file, chain);
+  }
+  apply_section_map(cfg, root, path);
+  chain.pop_back();
+}
+
+}  // namespace config_detail
+
+using namespace config_detail;
+
+std::string closest_match(const std::string& word,
+                          const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = std::string::npos;
+  for (const auto& c : candidates) {
+    std::vector<size_t> prev(c.size() + 1), cur(c.size() + 1);
+    for (size_t j = 0; j <= c.size(); ++j) prev[j] = j;
+    for (size_t i = 1; i <= word.size(); ++i) {
+      cur[0] = i;
+      for (size_t j = 1; j <= c.size(); ++j)
+        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1,
+                           prev[j - 1] + (word[i - 1] != c[j - 1] ? 1 : 0)});
+      std::swap(prev, cur);
+    }
+    if (prev[c.size()] < best_d) {
+      best_d = prev[c.size()];
+      best = c;
+    }
+  }
+  size_t limit = std::max<size_t>(2, word.size() / 3);
+  return best_d <= limit ? best : std::string();
+}
+
+std::string recipes_dir() {
+  if (const char* env = std::getenv("CLINIC_RECIPES"); env && *env) return env;
+  if (fs::is_directory("recipes")) return "recipes";
+  return std::string(kClinicSourceDir) + "/recipes";
+}
+
+std::string project_root() {
+  fs::path r = fs::absolute(recipes_dir()).lexically_normal();
+  if (r.filename().empty()) r = r.parent_path();
+  return r.parent_path().string();
+}
+
+std::string resolve_data_path(const std::string& path) {
+  fs::path p(path);
+  if (p.is_absolute() || fs::exists(p)) return p.string();
+  fs::path alt = fs::path(project_root()) / p;
+  if (fs::exists(alt)) return alt.string();
+  return p.string();
+}
+
+std::vector<std::string> list_recipes() {
+  std::vector<std::string> out;
+  fs::path root(recipes_dir());
+  if (!fs::is_directory(root)) return out;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (!e.is_regular_file() || e.path().extension() != ".yaml") continue;
+    fs::path rel = fs::relative(e.path(), root);
+    rel.replace_extension();
+    out.push_back(rel.generic_string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void apply_override(RunConfig& cfg, const std::string& assignment) {
+  auto eq = assignment.find('=');
+  auto dot = assignment.find('.');
+  if (eq == std::string::npos || dot == std::string::npos || dot > eq)
+    throw ConfigError(fmt::format(
+        "--set {}: expected section.key=value, e.g. --set optim.lr=5e-4",
+        assignment));
+  std::string sec = assignment.substr(0, dot);
+  std::string key = assignment.substr(dot + 1, eq - dot - 1);
+  std::string value = assignment.substr(eq + 1);
+  YAML::Node v;
+  try {
+    v = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(
+        fmt::format("--set {}: cannot parse value: {}", assignment, e.msg));
+  }
+  if (value.empty()) v = YAML::Node(std::string());
+  YAML::Node root(YAML::NodeType::Map);
+  root[sec][key] = v;
+  std::string label = "--set " + assignment;
+  apply_section_map(cfg, root, label);
+}
+
+void validate(const RunConfig& c) {
+  RunConfig& cfg = const_cast<RunConfig&>(c);  // visitors take T&; read only
+  for_each_section(cfg, [&](const char* name, auto& section) {
+    std::string sec(name);
+    SectionValidator v{sec, cfg.origin};
+    section.visit(v);
+  });
+  auto loc = [&](const std::string& k) {
+    auto it = cfg.origin.find(k);
+    return it == cfg.origin.end() ? std::string("default") : it->second;
+  };
+  const auto& m = cfg.model;
+  if (m.d_model % m.heads != 0)
+    throw ConfigError(fmt::format(
+        "{}: model.heads = {} must divide model.d_model = {}",
+        loc("model.heads"), m.heads, m.d_model));
+  const auto& b = cfg.optim.betas;
+  if (b.size() != 2 || b[0] < 0 || b[0] >= 1 || b[1] < 0 || b[1] >= 1)
+    throw ConfigError(fmt::format(
+        "{}: optim.betas must be two numbers in [0, 1), got {}",
+        loc("optim.betas"), yaml_text(b)));
+  if (m.share_all_embeddings && !cfg.data.joint_vocab)
+    throw ConfigError(fmt::format(
+        "{}: model.share_all_embeddings needs data.joint_vocab: true",
+        loc("model.share_all_embeddings")));
+  if (cfg.schedule.name != "constant" && cfg.schedule.name != "inverse_sqrt" &&
+      cfg.schedule.total_updates == 0 && cfg.train.max_updates == 0 &&
+      (cfg.schedule.name == "linear" || cfg.schedule.name == "cosine"))
+    throw ConfigError(fmt::format(
+        "{}: schedule.name = {} decays over schedule.total_updates or "
+        "train.max_updates; set one of them",
+        loc("schedule.name"), cfg.schedule.name));
+}
+
+RunConfig parse_recipe_text(const std::string& yaml, const std::string& label,
+                            const std::vector<std::string>& overrides) {
+  RunConfig cfg;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(fmt::format("{}:{}: YAML syntax error: {}", label,
+                                  e.mark.line + 1, e.msg));
+  }
+  if (root.IsMap() && root["base"])
+    throw ConfigError(label + ": base: is only supported in recipe files");
+  if (!root.IsNull()) apply_section_map(cfg, root, label);
+  for (const auto& o : overrides) apply_override(cfg, o);
+  validate(cfg);
+  return cfg;
+}
+
+RunConfig load_recipe(const std::string& name_or_path,
+                      const std::vector<std::string>& overrides) {
+  RunConfig cfg;
+  std::string file = find_recipe_file(name_or_path, "");
+  std::vector<std::string> chain;
+  apply_recipe_file(cfg, file, chain);
+  cfg.source = file;
+  for (const auto& o : overrides) apply_override(cfg, o);
+  validate(cfg);
+  return cfg;
+}
+
+std::string to_yaml(const RunConfig& c) {
+  RunConfig& cfg = const_cast<RunConfig&>(c);
+  std::ostringstream out;
+  if (!cfg.description.empty())
+    out << "description: " << yaml_text(cfg.description) << "\n";
+  for_each_section(cfg, [&](const char* name, auto& section) {
+    out << name << ":\n";
+    SectionWriter w{out};
+    section.visit(w);
+  });
+  return out.str();
+}
+
+std::string describe_keys() {
+  RunConfig cfg;
+  std::ostringstream out;
+  out << "| key | type | default | allowed | meaning |\n"
+      << "|---|---|---|---|---|\n";
+  for_each_section(cfg, [&](const char* name, auto& section) {
+    std::string sec(name);
+    Describer d{out, sec};
+    section.visit(d);
+  });
+  return out.str();
+}
+
+}  // namespace clinic

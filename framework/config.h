@@ -1,0 +1,384 @@
+#pragma once
+// Typed recipe configuration. Every field is declared exactly once, in the
+// struct's visit() method, with its YAML key, a one-line comment and its
+// allowed values; readers, writers, --set overrides, validation and the
+// recipes/README.md table are all driven from that single declaration.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace clinic {
+
+/// Allowed values of one field. Numbers: [lo, hi]; strings: one of choices.
+struct Rule {
+  std::optional<double> lo, hi;
+  bool lo_open = false;
+  std::vector<std::string> choices;
+};
+inline Rule at_least(double lo) { return Rule{lo, std::nullopt, false, {}}; }
+inline Rule positive() { return Rule{0.0, std::nullopt, true, {}}; }
+inline Rule in_range(double lo, double hi) { return Rule{lo, hi, false, {}}; }
+inline Rule one_of(std::vector<std::string> c) {
+  return Rule{std::nullopt, std::nullopt, false, std::move(c)};
+}
+inline Rule any() { return Rule{}; }
+
+struct ModelConfig {
+  std::string arch = "transformer";
+  std::string residual = "post_ln";
+  int64_t encoder_layers = 6;
+  int64_t decoder_layers = 6;
+  int64_t d_model = 512;
+  int64_t ffn_dim = 1024;
+  int64_t heads = 4;
+  std::string activation = "relu";
+  double dropout = 0.3;
+  double attention_dropout = 0.1;
+  double activation_dropout = 0.1;
+  bool share_decoder_input_output_embed = true;
+  bool share_all_embeddings = false;
+  int64_t max_source_positions = 1024;
+  int64_t max_target_positions = 1024;
+  std::string omega_shape = "vector";
+  bool omega_trainable = true;
+  std::string omega_scale = "O(logn)";
+
+  template <class V>
+  void visit(V& v) {
+    v("arch", arch, "registered model family", any());
+    v("residual", residual,
+      "residual variant: post_ln, pre_ln, admin, admin_closed_form, "
+      "deepnorm, rezero, or a user-registered name",
+      any());
+    v("encoder_layers", encoder_layers, "number of encoder layers (N)",
+      in_range(1, 1000));
+    v("decoder_layers", decoder_layers, "number of decoder layers (M)",
+      in_range(1, 1000));
+    v("d_model", d_model, "embedding and hidden size", in_range(2, 65536));
+    v("ffn_dim", ffn_dim, "position-wise feed-forward inner size",
+      in_range(1, 1 << 20));
+    v("heads", heads, "attention heads (must divide d_model)",
+      in_range(1, 1024));
+    v("activation", activation, "feed-forward activation",
+      one_of({"relu", "gelu"}));
+    v("dropout", dropout, "dropout on embeddings and every branch output",
+      in_range(0, 0.99));
+    v("attention_dropout", attention_dropout,
+      "dropout on attention probabilities", in_range(0, 0.99));
+    v("activation_dropout", activation_dropout,
+      "dropout after the FFN activation (fairseq's relu_dropout)",
+      in_range(0, 0.99));
+    v("share_decoder_input_output_embed", share_decoder_input_output_embed,
+      "tie decoder input embedding and output projection", any());
+    v("share_all_embeddings", share_all_embeddings,
+      "one embedding for encoder, decoder and output (needs a joint vocab)",
+      any());
+    v("max_source_positions", max_source_positions,
+      "longest source the positional table covers", in_range(1, 1 << 20));
+    v("max_target_positions", max_target_positions,
+      "longest target the positional table covers", in_range(1, 1 << 20));
+    v("omega_shape", omega_shape,
+      "admin: shortcut weight omega is a d_model vector or one scalar",
+      one_of({"vector", "scalar"}));
+    v("omega_trainable", omega_trainable,
+      "admin: omega is a trained parameter (Transformer-Clinic) or a buffer",
+      any());
+    v("omega_scale", omega_scale,
+      "admin_closed_form: output-change scale of admin-torch",
+      one_of({"O(logn)", "O(1)"}));
+  }
+};
+
+struct DataConfig {
+  std::string dir = "data/multi30k";
+  std::string src_lang = "de";
+  std::string tgt_lang = "en";
+  std::string train = "train";
+  std::string valid = "val";
+  std::string test = "test_2016_flickr";
+  std::string tokenizer = "sentencepiece";
+  std::string spm_model_type = "bpe";
+  int64_t vocab_size = 8000;
+  bool joint_vocab = true;
+  std::string spm_normalization = "nmt_nfkc";
+  double character_coverage = 1.0;
+  int64_t max_source_len = 256;
+  int64_t max_target_len = 256;
+  int64_t max_tokens = 4096;
+  int64_t max_sentences = 0;
+  int64_t prefetch = 4;
+
+  template <class V>
+  void visit(V& v) {
+    v("dir", dir,
+      "corpus directory holding {train,valid,test}.{src,tgt}; relative "
+      "paths are tried against the working directory, then the project root",
+      any());
+    v("src_lang", src_lang, "source file suffix", any());
+    v("tgt_lang", tgt_lang, "target file suffix", any());
+    v("train", train, "train split prefix", any());
+    v("valid", valid, "validation split prefix", any());
+    v("test", test, "test split prefix (clinic eval --split test)", any());
+    v("tokenizer", tokenizer,
+      "sentencepiece: train a SentencePiece model on the train split; "
+      "pretokenized: text is already subword-split (fairseq BPE, '@@ ')",
+      one_of({"sentencepiece", "pretokenized"}));
+    v("spm_model_type", spm_model_type, "SentencePiece model type",
+      one_of({"bpe", "unigram"}));
+    v("vocab_size", vocab_size, "SentencePiece vocabulary size",
+      in_range(8, 1 << 20));
+    v("joint_vocab", joint_vocab,
+      "one vocabulary for source and target (needed by share_all_embeddings)",
+      any());
+    v("spm_normalization", spm_normalization,
+      "identity keeps tokenized text byte-exact (lossless decode)",
+      one_of({"nmt_nfkc", "identity"}));
+    v("character_coverage", character_coverage,
+      "SentencePiece character coverage", in_range(0.9, 1.0));
+    v("max_source_len", max_source_len,
+      "drop training pairs whose source is longer (tokens, with EOS)",
+      in_range(1, 1 << 20));
+    v("max_target_len", max_target_len,
+      "drop training pairs whose target is longer (tokens, with EOS)",
+      in_range(1, 1 << 20));
+    v("max_tokens", max_tokens,
+      "token budget of a batch: rows x longest side, padding included",
+      in_range(1, 1 << 30));
+    v("max_sentences", max_sentences, "sentence cap per batch (0 = none)",
+      at_least(0));
+    v("prefetch", prefetch, "batches prepared ahead on a background thread",
+      in_range(1, 256));
+  }
+};
+
+struct OptimConfig {
+  std::string name = "adam";
+  double lr = 5e-4;
+  std::vector<double> betas = {0.9, 0.98};
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  std::string flavour = "clinic";
+  bool degenerate_to_sgd = false;
+  bool decoupled_weight_decay = false;
+  bool no_decay_bias_norm = false;
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name, "optimizer: adam, adamw, radam, or a registered name",
+      any());
+    v("lr", lr, "peak learning rate", positive());
+    v("betas", betas, "[beta1, beta2], each in [0, 1)", any());
+    v("eps", eps, "denominator epsilon", positive());
+    v("weight_decay", weight_decay, "weight decay factor", at_least(0));
+    v("flavour", flavour,
+      "radam: clinic (Transformer-Clinic), reference (LiyuanLucasLiu/RAdam) "
+      "or torch (torch.optim.RAdam)",
+      one_of({"clinic", "reference", "torch"}));
+    v("degenerate_to_sgd", degenerate_to_sgd,
+      "radam reference flavour: momentum-SGD step while rho_t < 5", any());
+    v("decoupled_weight_decay", decoupled_weight_decay,
+      "radam torch flavour: AdamW-style decay instead of L2", any());
+    v("no_decay_bias_norm", no_decay_bias_norm,
+      "exclude biases, LayerNorm gains and omega from weight decay", any());
+  }
+};
+
+struct ScheduleConfig {
+  std::string name = "inverse_sqrt";
+  int64_t warmup_updates = 4000;
+  double warmup_init_lr = 0.0;
+  double end_lr = 0.0;
+  int64_t total_updates = 0;
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name,
+      "lr schedule: inverse_sqrt, linear, cosine, constant, or registered",
+      any());
+    v("warmup_updates", warmup_updates, "linear warmup length in updates",
+      at_least(0));
+    v("warmup_init_lr", warmup_init_lr, "lr at update 0 of the warmup",
+      at_least(0));
+    v("end_lr", end_lr, "linear/cosine: lr reached at total_updates",
+      at_least(0));
+    v("total_updates", total_updates,
+      "linear/cosine decay length (0 = train.max_updates)", at_least(0));
+  }
+};
+
+struct TrainConfig {
+  int64_t seed = 1;
+  int64_t threads = 0;
+  std::string device = "auto";
+  int64_t max_updates = 0;
+  int64_t max_epochs = 0;
+  double max_wall_s = 0;
+  int64_t update_freq = 1;
+  double clip_norm = 0.0;
+  std::string criterion = "label_smoothed_cross_entropy";
+  double label_smoothing = 0.1;
+  std::string smoothing_mass = "eps_over_v";
+  std::string precision = "fp32";
+  double loss_scale_init = 128.0;
+  int64_t loss_scale_window = 256;
+  double threshold_loss_scale = 0.0;
+  double min_loss_scale = 1e-4;
+  int64_t log_interval = 50;
+  int64_t validate_interval = 0;
+  int64_t save_interval = 0;
+  int64_t keep_last = 2;
+  bool keep_epoch_checkpoints = false;
+  int64_t patience = 0;
+  int64_t max_bad_steps = 5;
+  bool eval_bleu = false;
+
+  template <class V>
+  void visit(V& v) {
+    v("seed", seed, "seed of init, dropout and batch order", at_least(0));
+    v("threads", threads, "intra-op threads (0 = number of cores)",
+      in_range(0, 1024));
+    v("device", device, "auto picks cuda when available",
+      one_of({"auto", "cpu", "cuda"}));
+    v("max_updates", max_updates, "stop after this many updates (0 = none)",
+      at_least(0));
+    v("max_epochs", max_epochs, "stop after this many epochs (0 = none)",
+      at_least(0));
+    v("max_wall_s", max_wall_s, "stop after this many seconds (0 = none)",
+      at_least(0));
+    v("update_freq", update_freq, "batches accumulated into one update",
+      in_range(1, 4096));
+    v("clip_norm", clip_norm, "gradient-norm clip (0 = off)", at_least(0));
+    v("criterion", criterion,
+      "loss: label_smoothed_cross_entropy, cross_entropy, or registered",
+      any());
+    v("label_smoothing", label_smoothing, "label smoothing epsilon",
+      in_range(0, 0.999));
+    v("smoothing_mass", smoothing_mass,
+      "eps_over_v (fairseq 0.8 / Clinic) or eps_over_v_minus_1 (fairseq >= 0.9)",
+      one_of({"eps_over_v", "eps_over_v_minus_1"}));
+    v("precision", precision,
+      "fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling)",
+      one_of({"fp32", "bf16", "fp16"}));
+    v("loss_scale_init", loss_scale_init, "fp16: initial loss scale",
+      positive());
+    v("loss_scale_window", loss_scale_window,
+      "fp16: clean updates before the scale doubles", at_least(1));
+    v("threshold_loss_scale", threshold_loss_scale,
+      "fp16: the scale never halves below this floor (0 = none)",
+      at_least(0));
+    v("min_loss_scale", min_loss_scale,
+      "fp16: stop the run when the scale falls below this", at_least(0));
+    v("log_interval", log_interval, "updates between metric lines",
+      at_least(1));
+    v("validate_interval", validate_interval,
+      "updates between validations (0 = end of each epoch only)",
+      at_least(0));
+    v("save_interval", save_interval,
+      "updates between checkpoints (0 = end of each epoch only)",
+      at_least(0));
+    v("keep_last", keep_last, "update checkpoints kept", at_least(1));
+    v("keep_epoch_checkpoints", keep_epoch_checkpoints,
+      "keep checkpoint_epochN.pt for every epoch (for averaging)", any());
+    v("patience", patience,
+      "stop after this many validations without improvement (0 = off)",
+      at_least(0));
+    v("max_bad_steps", max_bad_steps,
+      "consecutive non-finite steps before the run stops", at_least(1));
+    v("eval_bleu", eval_bleu,
+      "validation also decodes and reports BLEU; best checkpoint by BLEU",
+      any());
+  }
+};
+
+struct EvalConfig {
+  int64_t beam = 5;
+  double lenpen = 1.0;
+  double max_len_a = 0.0;
+  int64_t max_len_b = 200;
+  int64_t min_len = 1;
+  int64_t nbest = 1;
+  int64_t max_tokens = 4096;
+  std::string bleu_tokenize = "13a";
+  bool lowercase = false;
+
+  template <class V>
+  void visit(V& v) {
+    v("beam", beam, "beam size (1 = greedy)", in_range(1, 1024));
+    v("lenpen", lenpen, "score = sum log p / length^lenpen", at_least(0));
+    v("max_len_a", max_len_a, "max output length = a * src_len + b",
+      at_least(0));
+    v("max_len_b", max_len_b, "max output length = a * src_len + b",
+      in_range(1, 1 << 20));
+    v("min_len", min_len, "minimum output length", at_least(0));
+    v("nbest", nbest, "hypotheses printed per sentence", in_range(1, 1024));
+    v("max_tokens", max_tokens, "source-token budget of a decoding batch",
+      at_least(1));
+    v("bleu_tokenize", bleu_tokenize,
+      "13a (sacreBLEU default) or none (already tokenized text)",
+      one_of({"13a", "none"}));
+    v("lowercase", lowercase, "lowercase before BLEU", any());
+  }
+};
+
+/// A whole recipe. Precedence: struct defaults < base recipe(s) < recipe
+/// < --set overrides.
+struct RunConfig {
+  std::string description;
+  ModelConfig model;
+  DataConfig data;
+  OptimConfig optim;
+  ScheduleConfig schedule;
+  TrainConfig train;
+  EvalConfig eval;
+  /// Where each key's value came from ("recipes/x.yaml:12", "--set"); keys
+  /// left at their default have no entry.
+  std::map<std::string, std::string> origin;
+  /// Recipe file resolved, empty when built in code.
+  std::string source;
+
+  template <class V>
+  void visit_sections(V& v) {
+    v.section("model", model);
+    v.section("data", data);
+    v.section("optim", optim);
+    v.section("schedule", schedule);
+    v.section("train", train);
+    v.section("eval", eval);
+  }
+};
+
+/// Load a recipe by path or by name ("multi30k/admin" ->
+/// <recipes_dir>/multi30k/admin.yaml), following `base:` chains, then apply
+/// `overrides` ("model.encoder_layers=18") and validate.
+RunConfig load_recipe(const std::string& name_or_path,
+                      const std::vector<std::string>& overrides = {});
+/// Parse YAML text (no base, no file) and validate; `label` names it in errors.
+RunConfig parse_recipe_text(const std::string& yaml, const std::string& label,
+                            const std::vector<std::string>& overrides = {});
+/// Apply one "section.key=value" override.
+void apply_override(RunConfig& cfg, const std::string& assignment);
+/// Check ranges, choices and cross-field constraints; throws ConfigError.
+void validate(const RunConfig& cfg);
+/// The fully resolved recipe as YAML (round-trips through parse_recipe_text).
+std::string to_yaml(const RunConfig& cfg);
+/// Markdown table of every key: section, key, type, default, allowed, meaning.
+std::string describe_keys();
+
+/// Directory searched for recipes by name: $CLINIC_RECIPES, else
+/// ./recipes, else the source tree's recipes/.
+std::string recipes_dir();
+/// Root of the project (the directory holding recipes/), for resolving
+/// relative data paths.
+std::string project_root();
+/// All recipes under recipes_dir(), as names ("multi30k/admin").
+std::vector<std::string> list_recipes();
+/// Resolve a relative path against the working directory, then project_root.
+std::string resolve_data_path(const std::string& path);
+/// Closest string by edit distance (for "did you mean" hints); empty if none
+/// is close.
+std::string closest_match(const std::string& word,
+                          const std::vector<std::string>& candidates);
+
+}  // namespace clinic

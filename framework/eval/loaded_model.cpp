@@ -1,0 +1,38 @@
+#include "framework/eval/loaded_model.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "framework/data/text.h"
+#include "framework/train/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace clinic {
+
+LoadedModel load_trained_model(const std::string& checkpoint,
+                               torch::Device device) {
+  LoadedModel m;
+  CheckpointMeta meta = read_checkpoint_meta(checkpoint);
+  m.cfg = parse_recipe_text(meta.recipe_yaml, checkpoint + " (recipe)");
+  // The vocabulary files travel inside the checkpoint; unpack them so the
+  // SentencePiece helper can read them.
+  m.vocab_dir = (fs::temp_directory_path() /
+                 ("clinic-vocab-" + std::to_string(::getpid()) + "-" +
+                  hex64(hash_bytes(meta.src_vocab + meta.tgt_vocab))))
+                    .string();
+  fs::create_directories(m.vocab_dir);
+  write_file_atomic(m.vocab_dir + "/" + meta.src_vocab_name, meta.src_vocab);
+  if (!m.cfg.data.joint_vocab)
+    write_file_atomic(m.vocab_dir + "/" + meta.tgt_vocab_name, meta.tgt_vocab);
+  m.vocab = load_vocab(m.cfg.data, m.vocab_dir);
+  VocabInfo info{m.vocab.src->size(), m.vocab.tgt->size(), m.vocab.joint};
+  m.model = build_model(m.cfg.model, info);
+  load_checkpoint(checkpoint, *m.model, nullptr);
+  m.model->to(device);
+  m.model->eval();
+  return m;
+}
+
+}  // namespace clinic

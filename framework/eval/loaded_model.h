@@ -1,0 +1,24 @@
+#pragma once
+// A trained model rebuilt from one checkpoint file: recipe, vocabulary and
+// weights all come from the checkpoint itself.
+#include <memory>
+#include <string>
+
+#include "framework/config.h"
+#include "framework/data/vocab.h"
+#include "framework/model.h"
+
+namespace clinic {
+
+struct LoadedModel {
+  RunConfig cfg;
+  Vocabularies vocab;
+  std::shared_ptr<Seq2SeqModel> model;
+  std::string vocab_dir;  // where the checkpoint's vocabulary was unpacked
+};
+
+/// Load `checkpoint` onto `device` in eval mode.
+LoadedModel load_trained_model(const std::string& checkpoint,
+                               torch::Device device);
+
+}  // namespace clinic

@@ -1,0 +1,180 @@
+#include "framework/eval/search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace clinic {
+
+SearchOptions SearchOptions::from(const EvalConfig& e, int64_t max_positions) {
+  SearchOptions o;
+  o.beam = e.beam;
+  o.lenpen = e.lenpen;
+  o.max_len_a = e.max_len_a;
+  o.max_len_b = e.max_len_b;
+  o.min_len = e.min_len;
+  o.nbest = std::min(e.nbest, e.beam);
+  o.max_positions = max_positions;
+  return o;
+}
+
+std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
+                                                 const torch::Tensor& src,
+                                                 const SearchOptions& o) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  const int64_t B = src.size(0), K = o.beam;
+  const auto dev = src.device();
+  const float kNegInf = -std::numeric_limits<float>::infinity();
+  auto src_lens = src.ne(kPad).sum(1).cpu();
+  std::vector<int64_t> max_len(B);
+  int64_t global_max = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    max_len[b] = std::min<int64_t>(
+        static_cast<int64_t>(o.max_len_a * src_lens[b].item<int64_t>()) + o.max_len_b,
+        o.max_positions - 1);
+    global_max = std::max(global_max, max_len[b]);
+  }
+  EncoderOut enc = model.encode(src);
+  // Active sentences and their rows: row r of the decoder batch is beam
+  // r % K of active sentence r / K.
+  std::vector<int64_t> active(B);
+  std::iota(active.begin(), active.end(), 0);
+  auto rows = torch::arange(B, torch::kLong).repeat_interleave(K).to(dev);
+  enc = enc.index_select(rows);
+  DecoderCache cache;
+  std::vector<std::vector<int64_t>> seqs(B * K);  // tokens so far per row
+  auto scores = torch::zeros({B, K}, torch::kFloat);
+  if (K > 1) scores.narrow(1, 1, K - 1).fill_(kNegInf);  // one live beam at t=0
+  std::vector<std::vector<Hypothesis>> finished(B);
+  auto last = torch::full({B * K, 1}, kBos, torch::kLong).to(dev);
+
+  for (int64_t step = 0; step <= global_max && !active.empty(); ++step) {
+    const int64_t A = static_cast<int64_t>(active.size());
+    auto logits = model.decode(last, enc, &cache);  // [A*K, 1, V]
+    auto lprobs = torch::log_softmax(logits.to(torch::kFloat).squeeze(1), -1).cpu();
+    const int64_t V = lprobs.size(1);
+    lprobs.select(1, kPad).fill_(kNegInf);
+    lprobs.select(1, kBos).fill_(kNegInf);
+    if (step < o.min_len) lprobs.select(1, kEos).fill_(kNegInf);
+    lprobs = lprobs.view({A, K, V});
+    for (int64_t a = 0; a < A; ++a)
+      if (step >= max_len[active[a]]) {  // force EOS at the length limit
+        auto eos = lprobs[a].select(1, kEos).clone();
+        lprobs[a].fill_(kNegInf);
+        lprobs[a].select(1, kEos).copy_(eos);
+      }
+    auto cand = (scores.unsqueeze(2) + lprobs).view({A, K * V});
+    auto [top_val, top_idx] = cand.topk(std::min<int64_t>(2 * K, K * V), 1);
+    auto tv = top_val.accessor<float, 2>();
+    auto ti = top_idx.accessor<int64_t, 2>();
+    std::vector<int64_t> keep_sent, reorder, next_tok;
+    std::vector<float> next_score;
+    std::vector<std::vector<int64_t>> next_seqs;
+    for (int64_t a = 0; a < A; ++a) {
+      const int64_t s = active[a];
+      std::vector<int64_t> pick_row, pick_tok;
+      std::vector<float> pick_score;
+      for (int64_t c = 0; c < top_idx.size(1); ++c) {
+        float v = tv[a][c];
+        if (v == kNegInf) break;
+        int64_t beam = ti[a][c] / V, tok = ti[a][c] % V;
+        int64_t row = a * K + beam;
+        if (tok == kEos) {
+          // fairseq finalises EOS only among the first `beam` candidates.
+          if (c < K && static_cast<int64_t>(finished[s].size()) < K) {
+            double len = static_cast<double>(seqs[row].size() + 1);
+            finished[s].push_back({seqs[row], v / std::pow(len, o.lenpen)});
+          }
+          continue;
+        }
+        if (static_cast<int64_t>(pick_row.size()) < K) {
+          pick_row.push_back(row);
+          pick_tok.push_back(tok);
+          pick_score.push_back(v);
+        }
+      }
+      bool done = static_cast<int64_t>(finished[s].size()) >= K ||
+                  pick_row.empty() || step >= max_len[s];
+      if (done) continue;
+      while (static_cast<int64_t>(pick_row.size()) < K) {  // pad with dead beams
+        pick_row.push_back(pick_row.front());
+        pick_tok.push_back(pick_tok.front());
+        pick_score.push_back(kNegInf);
+      }
+      keep_sent.push_back(s);
+      for (int64_t k = 0; k < K; ++k) {
+        reorder.push_back(pick_row[k]);
+        next_tok.push_back(pick_tok[k]);
+        next_score.push_back(pick_score[k]);
+        auto seq = seqs[pick_row[k]];
+        seq.push_back(pick_tok[k]);
+        next_seqs.push_back(std::move(seq));
+      }
+    }
+    active = keep_sent;
+    if (active.empty()) break;
+    auto idx = torch::tensor(reorder, torch::kLong).to(dev);
+    cache.reorder(idx);
+    enc = enc.index_select(idx);
+    seqs = std::move(next_seqs);
+    last = torch::tensor(next_tok, torch::kLong).view({-1, 1}).to(dev);
+    scores = torch::tensor(next_score, torch::kFloat).view({-1, K});
+  }
+  for (auto& f : finished) {
+    std::stable_sort(f.begin(), f.end(),
+                     [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
+    if (static_cast<int64_t>(f.size()) > o.nbest) f.resize(o.nbest);
+  }
+  return finished;
+}
+
+std::vector<std::vector<std::string>> translate_lines(
+    Seq2SeqModel& model, Tokenizer& src_vocab, Tokenizer& tgt_vocab,
+    const std::vector<std::string>& lines, const SearchOptions& opts,
+    int64_t max_tokens, torch::Device device) {
+  std::vector<std::vector<std::string>> out(lines.size());
+  auto ids = src_vocab.encode_lines(lines);
+  std::vector<size_t> order;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (ids[i].empty()) {
+      out[i].assign(1, "");
+      continue;
+    }
+    // Leave room for EOS within the encoder's positions.
+    if (static_cast<int64_t>(ids[i].size()) >= opts.max_positions)
+      ids[i].resize(opts.max_positions - 1);
+    order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return ids[a].size() < ids[b].size(); });
+  size_t start = 0;
+  while (start < order.size()) {
+    size_t end = start;
+    int64_t longest = 0;
+    while (end < order.size()) {
+      int64_t len = static_cast<int64_t>(ids[order[end]].size()) + 1;
+      int64_t nl = std::max(longest, len);
+      if (end > start && nl * static_cast<int64_t>(end - start + 1) > max_tokens) break;
+      longest = nl;
+      ++end;
+    }
+    const int64_t B = static_cast<int64_t>(end - start);
+    auto src = torch::full({B, longest}, kPad, torch::kLong);
+    auto acc = src.accessor<int64_t, 2>();
+    for (int64_t r = 0; r < B; ++r) {
+      const auto& v = ids[order[start + r]];
+      for (size_t j = 0; j < v.size(); ++j) acc[r][j] = v[j];
+      acc[r][v.size()] = kEos;
+    }
+    auto hyps = beam_search(model, src.to(device), opts);
+    for (int64_t r = 0; r < B; ++r)
+      for (const auto& h : hyps[r])
+        out[order[start + r]].push_back(tgt_vocab.decode(h.tokens));
+    start = end;
+  }
+  return out;
+}
+
+}  // namespace clinic

@@ -1,0 +1,47 @@
+#pragma once
+// Batched beam search with fairseq's SequenceGenerator semantics: 2*beam
+// candidates per step, EOS among the top `beam` candidates finalises a
+// hypothesis with score sum(log p) / len^lenpen (len counts EOS), a sentence
+// is done with `beam` finished hypotheses, max length a*src_len + b.
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "framework/config.h"
+#include "framework/data/vocab.h"
+#include "framework/model.h"
+
+namespace clinic {
+
+struct SearchOptions {
+  int64_t beam = 5;
+  double lenpen = 1.0;
+  double max_len_a = 0.0;
+  int64_t max_len_b = 200;
+  int64_t min_len = 1;
+  int64_t nbest = 1;
+  int64_t max_positions = 1024;  // the decoder's limit
+  static SearchOptions from(const EvalConfig& e, int64_t max_positions);
+};
+
+struct Hypothesis {
+  std::vector<int64_t> tokens;  // without EOS
+  double score = 0;             // length-normalised log-probability
+};
+
+/// src [B, S] -> for each row, up to nbest hypotheses, best first. The model
+/// is run in eval mode under NoGradGuard.
+std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
+                                                 const torch::Tensor& src,
+                                                 const SearchOptions& opts);
+
+/// Translate raw lines: tokenize, sort by length, batch by a source-token
+/// budget, search, detokenise, restore input order. Empty lines map to
+/// empty outputs. Returns nbest strings per line.
+std::vector<std::vector<std::string>> translate_lines(
+    Seq2SeqModel& model, Tokenizer& src_vocab, Tokenizer& tgt_vocab,
+    const std::vector<std::string>& lines, const SearchOptions& opts,
+    int64_t max_tokens, torch::Device device);
+
+}  // namespace clinic

@@ -1,0 +1,88 @@
+#include "framework/logging.h"
+
+#include <cmath>
+#include <fmt/format.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include "framework/errors.h"
+
+namespace clinic {
+
+void init_logging(const std::string& run_dir, bool verbose) {
+  std::vector<spdlog::sink_ptr> sinks;
+  sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  if (!run_dir.empty())
+    sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(
+        run_dir + "/train.log", /*truncate=*/false));
+  auto logger =
+      std::make_shared<spdlog::logger>("clinic", sinks.begin(), sinks.end());
+  logger->set_pattern("%Y-%m-%d %H:%M:%S | %^%l%$ | %v");
+  logger->set_level(verbose ? spdlog::level::debug : spdlog::level::info);
+  logger->flush_on(spdlog::level::info);
+  spdlog::drop("clinic");
+  spdlog::register_logger(logger);
+}
+
+std::shared_ptr<spdlog::logger> log() {
+  auto l = spdlog::get("clinic");
+  if (!l) {
+    init_logging();
+    l = spdlog::get("clinic");
+  }
+  return l;
+}
+
+namespace {
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '"': o += "\\\""; break;
+      case '\\': o += "\\\\"; break;
+      case '\n': o += "\\n"; break;
+      case '\t': o += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20)
+          o += fmt::format("\\u{:04x}", c);
+        else
+          o += c;
+    }
+  }
+  return o;
+}
+}  // namespace
+
+MetricsRecord& MetricsRecord::add(const std::string& key, double v) {
+  // JSON has no NaN/Inf; a non-finite loss is exactly what a user must see.
+  fields_.emplace_back(key, std::isfinite(v) ? fmt::format("{}", v)
+                                             : fmt::format("\"{}\"", v));
+  return *this;
+}
+MetricsRecord& MetricsRecord::add(const std::string& key, int64_t v) {
+  fields_.emplace_back(key, std::to_string(v));
+  return *this;
+}
+MetricsRecord& MetricsRecord::add(const std::string& key,
+                                  const std::string& v) {
+  fields_.emplace_back(key, "\"" + json_escape(v) + "\"");
+  return *this;
+}
+std::string MetricsRecord::json() const {
+  std::string s = "{";
+  for (size_t i = 0; i < fields_.size(); ++i)
+    s += (i ? ", \"" : "\"") + json_escape(fields_[i].first) +
+         "\": " + fields_[i].second;
+  return s + "}";
+}
+
+MetricsWriter::MetricsWriter(const std::string& path)
+    : out_(path, std::ios::app) {
+  if (!out_) throw std::runtime_error("cannot open metrics file " + path);
+}
+void MetricsWriter::write(const MetricsRecord& r) {
+  out_ << r.json() << "\n";
+  out_.flush();
+}
+
+}  // namespace clinic

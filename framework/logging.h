@@ -1,0 +1,41 @@
+#pragma once
+// Human log (stderr + RUN_DIR/train.log) and machine-readable metrics
+// (RUN_DIR/metrics.jsonl, one JSON object per line).
+#include <fstream>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+namespace clinic {
+
+/// Logs to stderr; once a run dir is known, also to `<dir>/train.log`.
+void init_logging(const std::string& run_dir = "", bool verbose = false);
+std::shared_ptr<spdlog::logger> log();
+
+/// One metrics record, written as a flat JSON object in insertion order.
+class MetricsRecord {
+ public:
+  MetricsRecord& add(const std::string& key, double v);
+  MetricsRecord& add(const std::string& key, int64_t v);
+  MetricsRecord& add(const std::string& key, const std::string& v);
+  std::string json() const;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> fields_;
+};
+
+/// Appends records to a JSONL file, flushing each line so a killed run keeps
+/// everything it logged.
+class MetricsWriter {
+ public:
+  explicit MetricsWriter(const std::string& path);
+  void write(const MetricsRecord& r);
+
+ private:
+  std::ofstream out_;
+};
+
+}  // namespace clinic

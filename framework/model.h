@@ -1,0 +1,110 @@
+#pragma once
+// The only model interface framework/ knows. Concrete models live in models/.
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/config.h"
+#include "framework/registry.h"
+
+namespace clinic {
+
+/// Special token ids shared by every vocabulary clinic builds.
+constexpr int64_t kPad = 0;
+constexpr int64_t kUnk = 1;
+constexpr int64_t kBos = 2;
+constexpr int64_t kEos = 3;
+
+/// One padded batch (right padding with kPad).
+struct Batch {
+  torch::Tensor src;      // [B, S] source ids, ends with kEos
+  torch::Tensor tgt_in;   // [B, T] kBos + target
+  torch::Tensor tgt_out;  // [B, T] target + kEos
+  int64_t src_tokens = 0; // non-pad source tokens
+  int64_t tgt_tokens = 0; // non-pad target tokens
+  std::vector<int64_t> ids;  // corpus line index of each row
+  int64_t rows() const { return src.defined() ? src.size(0) : 0; }
+  Batch to(const torch::Device& d) const;
+};
+
+/// What one residual sublayer exposes to an observer: the seam for Admin
+/// profiling now and stability diagnostics (beta, output change) later.
+struct SublayerView {
+  const char* stack;     // "encoder" | "decoder"
+  int64_t layer;         // 0-based layer in the stack
+  int64_t index;         // 0-based sublayer index in the stack, execution order
+  const char* kind;      // "self_attn" | "cross_attn" | "ffn"
+  const torch::Tensor& x;   // [B, T, d] shortcut input
+  const torch::Tensor& fx;  // [B, T, d] branch output, after dropout
+  torch::Tensor omega;      // shortcut weight; undefined means 1
+};
+
+class SublayerObserver {
+ public:
+  virtual ~SublayerObserver() = default;
+  /// Called after f(x) and before x and f(x) are combined, so an observer may
+  /// still set omega (Admin's profiling does).
+  virtual void on_branch(SublayerView& view) = 0;
+};
+
+struct EncoderOut {
+  torch::Tensor out;       // [B, S, d]
+  torch::Tensor pad_mask;  // [B, S] bool, true at padding
+  EncoderOut index_select(const torch::Tensor& rows) const;
+};
+
+/// Key/value caches for incremental decoding, one entry per decoder layer.
+/// Row r of every tensor belongs to hypothesis r.
+struct DecoderCache {
+  std::vector<torch::Tensor> self_k, self_v;    // [R, H, t, dh]
+  std::vector<torch::Tensor> cross_k, cross_v;  // [R, H, S, dh]
+  int64_t steps = 0;                            // tokens decoded so far
+  void reorder(const torch::Tensor& rows);
+};
+
+/// Vocabulary facts a model builder needs.
+struct VocabInfo {
+  int64_t src_size = 0;
+  int64_t tgt_size = 0;
+  bool joint = false;
+};
+
+/// An encoder-decoder that maps (src, tgt_in) to next-token logits.
+class Seq2SeqModel : public torch::nn::Module {
+ public:
+  /// [B, S] -> encoder states.
+  virtual EncoderOut encode(const torch::Tensor& src) = 0;
+  /// Teacher-forced: tgt_in [B, T] -> logits [B, T, V]. With `cache`,
+  /// tgt_in is [R, 1], the newest token of each hypothesis.
+  virtual torch::Tensor decode(const torch::Tensor& tgt_in,
+                               const EncoderOut& enc,
+                               DecoderCache* cache = nullptr) = 0;
+  torch::Tensor forward(const torch::Tensor& src, const torch::Tensor& tgt_in) {
+    return decode(tgt_in, encode(src));
+  }
+  /// Data-dependent initialisation run once before update 1 of a fresh run
+  /// (Admin's profiling). Returns a human summary; empty when nothing ran.
+  virtual std::string initialize_from_batch(const Batch&) { return ""; }
+  /// nullptr detaches. The observer must outlive its use.
+  virtual void set_observer(SublayerObserver* observer) = 0;
+  /// Parameters that must not be weight-decayed when that option is on.
+  virtual bool is_no_decay(const std::string& param_name) const {
+    return param_name.find("bias") != std::string::npos;
+  }
+  /// Builds a TorchScript module (encode / decode_step / translate) holding
+  /// this model's trained weights.
+  virtual torch::jit::Module to_torchscript() const = 0;
+};
+
+using ModelBuilder = std::function<std::shared_ptr<Seq2SeqModel>(
+    const ModelConfig&, const VocabInfo&)>;
+Registry<ModelBuilder>& model_registry();
+
+/// Resolve the recipe's model through the registry.
+std::shared_ptr<Seq2SeqModel> build_model(const ModelConfig& cfg,
+                                          const VocabInfo& vocab);
+
+}  // namespace clinic

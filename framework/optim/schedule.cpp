@@ -1,0 +1,62 @@
+#include "framework/optim/schedule.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace clinic {
+
+Registry<ScheduleBuilder>& schedule_registry() {
+  static Registry<ScheduleBuilder> r("lr schedule");
+  return r;
+}
+
+namespace {
+// Linear warmup from warmup_init_lr to peak over W updates (fairseq:
+// lr = init + t (peak - init) / W for t < W).
+double warmup_lr(const ScheduleConfig& c, double peak, int64_t t) {
+  return c.warmup_init_lr + t * (peak - c.warmup_init_lr) / c.warmup_updates;
+}
+}  // namespace
+
+void register_builtin_schedules() {
+  auto& r = schedule_registry();
+  // fairseq inverse_square_root_schedule.py: peak * sqrt(W) / sqrt(t) after
+  // warmup.
+  r.add("inverse_sqrt", [](const ScheduleConfig& c, double peak, int64_t) {
+    return Schedule([c, peak](int64_t t) {
+      if (t < c.warmup_updates) return warmup_lr(c, peak, t);
+      double w = static_cast<double>(std::max<int64_t>(c.warmup_updates, 1));
+      return peak * std::sqrt(w) / std::sqrt(static_cast<double>(t));
+    });
+  });
+  r.add("constant", [](const ScheduleConfig& c, double peak, int64_t) {
+    return Schedule([c, peak](int64_t t) {
+      return t < c.warmup_updates ? warmup_lr(c, peak, t) : peak;
+    });
+  });
+  r.add("linear", [](const ScheduleConfig& c, double peak, int64_t total) {
+    return Schedule([c, peak, total](int64_t t) {
+      if (t < c.warmup_updates) return warmup_lr(c, peak, t);
+      double span = std::max<int64_t>(total - c.warmup_updates, 1);
+      double frac = std::min(1.0, (t - c.warmup_updates) / span);
+      return peak + frac * (c.end_lr - peak);
+    });
+  });
+  r.add("cosine", [](const ScheduleConfig& c, double peak, int64_t total) {
+    return Schedule([c, peak, total](int64_t t) {
+      if (t < c.warmup_updates) return warmup_lr(c, peak, t);
+      double span = std::max<int64_t>(total - c.warmup_updates, 1);
+      double frac = std::min(1.0, (t - c.warmup_updates) / span);
+      return c.end_lr + 0.5 * (peak - c.end_lr) * (1 + std::cos(M_PI * frac));
+    });
+  });
+}
+
+Schedule build_schedule(const RunConfig& cfg) {
+  int64_t total = cfg.schedule.total_updates > 0 ? cfg.schedule.total_updates
+                                                 : cfg.train.max_updates;
+  return schedule_registry().get(cfg.schedule.name)(cfg.schedule, cfg.optim.lr,
+                                                    total);
+}
+
+}  // namespace clinic

@@ -1,0 +1,208 @@
+#include "framework/train/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+
+#include <cstring>
+#include <sstream>
+
+#include "framework/data/text.h"
+#include "framework/errors.h"
+
+namespace clinic {
+namespace {
+
+constexpr char kMagic[8] = {'C', 'L', 'I', 'N', 'I', 'C', 'C', 'K'};
+constexpr size_t kHeader = 32;
+
+torch::Tensor bytes_tensor(const std::string& s) {
+  auto t = torch::empty({static_cast<int64_t>(s.size())}, torch::kUInt8);
+  if (!s.empty()) std::memcpy(t.data_ptr(), s.data(), s.size());
+  return t;
+}
+std::string tensor_bytes(const torch::Tensor& t) {
+  return std::string(static_cast<const char*>(t.data_ptr()),
+                     static_cast<size_t>(t.numel()));
+}
+void write_int(torch::serialize::OutputArchive& a, const std::string& k, int64_t v) {
+  a.write(k, c10::IValue(v));
+}
+void write_double(torch::serialize::OutputArchive& a, const std::string& k, double v) {
+  a.write(k, c10::IValue(v));
+}
+int64_t read_int(torch::serialize::InputArchive& a, const std::string& k) {
+  c10::IValue v;
+  a.read(k, v);
+  return v.toInt();
+}
+double read_double(torch::serialize::InputArchive& a, const std::string& k) {
+  c10::IValue v;
+  a.read(k, v);
+  return v.toDouble();
+}
+
+std::string verified_payload(const std::string& path) {
+  std::string bytes;
+  try {
+    bytes = read_file(path);
+  } catch (const DataError&) {
+    throw CheckpointError(path + ": cannot read checkpoint");
+  }
+  if (bytes.size() < kHeader || std::memcmp(bytes.data(), kMagic, 8) != 0)
+    throw CheckpointError(path + ": not a clinic checkpoint (bad magic)");
+  uint32_t version;
+  uint64_t size, checksum;
+  std::memcpy(&version, bytes.data() + 8, 4);
+  std::memcpy(&size, bytes.data() + 16, 8);
+  std::memcpy(&checksum, bytes.data() + 24, 8);
+  if (version != kCheckpointVersion)
+    throw CheckpointError(fmt::format("{}: checkpoint format {} (this clinic reads {})",
+                                      path, version, kCheckpointVersion));
+  if (bytes.size() != kHeader + size)
+    throw CheckpointError(fmt::format(
+        "{}: checkpoint is corrupt or truncated ({} bytes, expected {})", path,
+        bytes.size(), kHeader + size));
+  std::string payload = bytes.substr(kHeader);
+  if (hash_bytes(payload) != checksum)
+    throw CheckpointError(path + ": checkpoint is corrupt or truncated (checksum mismatch)");
+  return payload;
+}
+
+CheckpointMeta read_meta(torch::serialize::InputArchive& a) {
+  CheckpointMeta m;
+  c10::IValue v;
+  a.read("recipe", v);
+  m.recipe_yaml = v.toStringRef();
+  a.read("src_vocab_name", v);
+  m.src_vocab_name = v.toStringRef();
+  a.read("tgt_vocab_name", v);
+  m.tgt_vocab_name = v.toStringRef();
+  torch::Tensor t;
+  a.read("src_vocab", t);
+  m.src_vocab = tensor_bytes(t);
+  a.read("tgt_vocab", t);
+  m.tgt_vocab = tensor_bytes(t);
+  a.read("rng", m.rng_state);
+  auto& s = m.state;
+  s.update = read_int(a, "state/update");
+  s.position.epoch = read_int(a, "state/epoch");
+  s.position.batch = read_int(a, "state/batch");
+  s.best_valid = read_double(a, "state/best_valid");
+  s.best_bleu = read_double(a, "state/best_bleu");
+  s.stalled = read_int(a, "state/stalled");
+  s.skipped = read_int(a, "state/skipped");
+  s.tokens = read_int(a, "state/tokens");
+  s.wall_s = read_double(a, "state/wall_s");
+  auto& sc = m.scaler;
+  sc.scale = read_double(a, "scaler/scale");
+  sc.iter = read_int(a, "scaler/iter");
+  sc.last_overflow_iter = read_int(a, "scaler/last_overflow_iter");
+  sc.last_rescale_iter = read_int(a, "scaler/last_rescale_iter");
+  return m;
+}
+
+}  // namespace
+
+torch::Tensor capture_rng_state() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void restore_rng_state(const torch::Tensor& state) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+std::string checkpoint_bytes(Seq2SeqModel& model,
+                             torch::optim::Optimizer* optimizer,
+                             const CheckpointMeta& m) {
+  torch::serialize::OutputArchive a;
+  write_int(a, "format_version", kCheckpointVersion);
+  a.write("recipe", c10::IValue(m.recipe_yaml));
+  a.write("src_vocab_name", c10::IValue(m.src_vocab_name));
+  a.write("tgt_vocab_name", c10::IValue(m.tgt_vocab_name));
+  a.write("src_vocab", bytes_tensor(m.src_vocab));
+  a.write("tgt_vocab", bytes_tensor(m.tgt_vocab));
+  a.write("rng", m.rng_state.defined() ? m.rng_state : capture_rng_state());
+  const auto& s = m.state;
+  write_int(a, "state/update", s.update);
+  write_int(a, "state/epoch", s.position.epoch);
+  write_int(a, "state/batch", s.position.batch);
+  write_double(a, "state/best_valid", s.best_valid);
+  write_double(a, "state/best_bleu", s.best_bleu);
+  write_int(a, "state/stalled", s.stalled);
+  write_int(a, "state/skipped", s.skipped);
+  write_int(a, "state/tokens", s.tokens);
+  write_double(a, "state/wall_s", s.wall_s);
+  write_double(a, "scaler/scale", m.scaler.scale);
+  write_int(a, "scaler/iter", m.scaler.iter);
+  write_int(a, "scaler/last_overflow_iter", m.scaler.last_overflow_iter);
+  write_int(a, "scaler/last_rescale_iter", m.scaler.last_rescale_iter);
+  torch::serialize::OutputArchive model_archive;
+  for (const auto& p : model.named_parameters(true))
+    model_archive.write(p.key(), p.value().detach().cpu());
+  for (const auto& b : model.named_buffers(true))
+    model_archive.write(b.key(), b.value().cpu(), /*is_buffer=*/true);
+  a.write("model", model_archive);
+  write_int(a, "has_optimizer", optimizer ? 1 : 0);
+  if (optimizer) {
+    torch::serialize::OutputArchive opt_archive;
+    optimizer->save(opt_archive);
+    a.write("optimizer", opt_archive);
+  }
+  std::ostringstream payload_stream;
+  a.save_to(payload_stream);
+  std::string payload = payload_stream.str();
+  std::string out(kHeader, '\0');
+  uint32_t version = kCheckpointVersion;
+  uint64_t size = payload.size(), checksum = hash_bytes(payload);
+  std::memcpy(&out[0], kMagic, 8);
+  std::memcpy(&out[8], &version, 4);
+  std::memcpy(&out[16], &size, 8);
+  std::memcpy(&out[24], &checksum, 8);
+  return out + payload;
+}
+
+CheckpointMeta read_checkpoint_meta(const std::string& path) {
+  std::string payload = verified_payload(path);
+  torch::serialize::InputArchive a;
+  a.load_from(payload.data(), payload.size());
+  return read_meta(a);
+}
+
+CheckpointMeta load_checkpoint(const std::string& path, Seq2SeqModel& model,
+                               torch::optim::Optimizer* optimizer) {
+  std::string payload = verified_payload(path);
+  torch::serialize::InputArchive a;
+  a.load_from(payload.data(), payload.size());
+  CheckpointMeta m = read_meta(a);
+  torch::serialize::InputArchive model_archive;
+  a.read("model", model_archive);
+  torch::NoGradGuard g;
+  auto load_one = [&](const std::string& name, torch::Tensor& dst, bool buffer) {
+    torch::Tensor t;
+    if (!model_archive.try_read(name, t, buffer))
+      throw CheckpointError(fmt::format(
+          "{}: has no tensor '{}': the checkpoint was trained with a different "
+          "model (check model.* in the recipe)",
+          path, name));
+    if (!t.sizes().equals(dst.sizes()))
+      throw CheckpointError(fmt::format(
+          "{}: '{}' has shape {} in the checkpoint but {} in this model "
+          "(different model size or vocabulary)",
+          path, name, c10::str(t.sizes()), c10::str(dst.sizes())));
+    dst.copy_(t);
+  };
+  for (auto& p : model.named_parameters(true)) load_one(p.key(), p.value(), false);
+  for (auto& b : model.named_buffers(true)) load_one(b.key(), b.value(), true);
+  if (optimizer && read_int(a, "has_optimizer")) {
+    torch::serialize::InputArchive opt_archive;
+    a.read("optimizer", opt_archive);
+    optimizer->load(opt_archive);
+  }
+  return m;
+}
+
+}  // namespace clinic

@@ -1,0 +1,57 @@
+#pragma once
+// Checkpoints: one self-contained file with the model, optimizer, loss
+// scaler, training state, RNG state, the resolved recipe and the vocabulary
+// files. Layout: 32-byte header (magic, format version, payload size,
+// FNV-1a checksum) + a torch::serialize archive. Written atomically.
+#include <torch/torch.h>
+
+#include <limits>
+#include <string>
+
+#include "framework/amp/grad_scaler.h"
+#include "framework/data/batcher.h"
+#include "framework/model.h"
+
+namespace clinic {
+
+constexpr uint32_t kCheckpointVersion = 1;
+
+/// Everything besides tensors of model/optimizer that a resume needs.
+struct TrainState {
+  int64_t update = 0;
+  DataPosition position;
+  double best_valid = std::numeric_limits<double>::infinity();
+  double best_bleu = -1;
+  int64_t stalled = 0;       // validations without improvement
+  int64_t skipped = 0;       // non-finite updates skipped so far
+  int64_t tokens = 0;        // target tokens trained on
+  double wall_s = 0;         // training seconds before this process
+};
+
+struct CheckpointMeta {
+  std::string recipe_yaml;
+  TrainState state;
+  LossScalerState scaler;
+  std::string src_vocab_name, tgt_vocab_name;  // file names, e.g. spm.model
+  std::string src_vocab, tgt_vocab;            // file bytes
+  torch::Tensor rng_state;                     // CPU generator
+};
+
+/// Serialise to bytes (model parameters and buffers by name; optimizer may
+/// be null, e.g. for averaged checkpoints).
+std::string checkpoint_bytes(Seq2SeqModel& model,
+                             torch::optim::Optimizer* optimizer,
+                             const CheckpointMeta& meta);
+/// Read and verify a checkpoint's header and checksum; throws
+/// CheckpointError("... corrupt or truncated ...") naming the file.
+CheckpointMeta read_checkpoint_meta(const std::string& path);
+/// Load tensors into `model` (and `optimizer` when given). Shapes and names
+/// must match: a different model shape or vocabulary is a CheckpointError.
+CheckpointMeta load_checkpoint(const std::string& path, Seq2SeqModel& model,
+                               torch::optim::Optimizer* optimizer);
+
+/// CPU (and CUDA when present) RNG state.
+torch::Tensor capture_rng_state();
+void restore_rng_state(const torch::Tensor& state);
+
+}  // namespace clinic

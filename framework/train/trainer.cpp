@@ -1,0 +1,474 @@
+#include "framework/train/trainer.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <regex>
+
+#include "framework/amp/autocast.h"
+#include "framework/data/text.h"
+#include "framework/errors.h"
+#include "framework/optim/optimizers.h"
+
+namespace fs = std::filesystem;
+
+namespace clinic {
+
+std::atomic<bool>& stop_requested() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
+namespace {
+void on_stop_signal(int) { stop_requested().store(true); }
+constexpr double kLn2 = 0.69314718055994530942;
+}  // namespace
+
+void install_stop_signal_handlers() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+double now_seconds() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+torch::Device pick_device(const std::string& d) {
+  if (d == "cuda" || (d == "auto" && torch::cuda::is_available())) {
+    if (!torch::cuda::is_available())
+      throw ConfigError("train.device = cuda but no CUDA device is available");
+    return torch::Device(torch::kCUDA);
+  }
+  return torch::Device(torch::kCPU);
+}
+
+int64_t configure_threads(int64_t threads) {
+  // LibTorch on this Debian build starts with 1 intra-op thread whatever the
+  // core count (libtorch-on-debian.md §3.1).
+  int64_t n = threads > 0 ? threads
+                          : std::max<int64_t>(1, ::sysconf(_SC_NPROCESSORS_ONLN));
+  torch::set_num_threads(static_cast<int>(n));
+  return n;
+}
+
+Trainer::Trainer(RunConfig cfg, std::string run_dir)
+    : cfg_(std::move(cfg)), run_dir_(std::move(run_dir)) {}
+
+CheckpointMeta Trainer::make_meta() const {
+  CheckpointMeta m;
+  m.recipe_yaml = to_yaml(cfg_);
+  m.state = state_;
+  m.scaler = scaler_->state();
+  m.src_vocab_name = fs::path(vocab_.src->path()).filename().string();
+  m.tgt_vocab_name = fs::path(vocab_.tgt->path()).filename().string();
+  m.src_vocab = read_file(vocab_.src->path());
+  m.tgt_vocab = vocab_.joint ? m.src_vocab : read_file(vocab_.tgt->path());
+  m.rng_state = capture_rng_state();
+  return m;
+}
+
+void Trainer::setup() {
+  if (is_setup_) return;
+  fs::create_directories(run_dir_);
+  init_logging(run_dir_);
+  int64_t threads = configure_threads(cfg_.train.threads);
+  torch::manual_seed(static_cast<uint64_t>(cfg_.train.seed));
+  device_ = pick_device(cfg_.train.device);
+  const auto& prec = cfg_.train.precision;
+  if (prec == "bf16") compute_dtype_ = at::kBFloat16;
+  if (prec == "fp16") {
+    if (device_.is_cuda()) {
+      compute_dtype_ = at::kHalf;
+    } else {
+      log()->warn("[train] fp16 autocast needs CUDA; on CPU the loss scaler "
+                   "runs with fp32 compute (use bf16 for CPU mixed precision)");
+    }
+  }
+  log()->info("[train] run dir {}, device {}, {} threads, precision {}",
+              run_dir_, device_.str(), threads, prec);
+
+  vocab_ = prepare_vocab(cfg_.data, run_dir_);
+  std::string cache = run_dir_ + "/cache";
+  train_ = load_parallel(cfg_.data, cfg_.data.train, vocab_, cache,
+                         cfg_.data.max_source_len, cfg_.data.max_target_len);
+  valid_ = load_parallel(cfg_.data, cfg_.data.valid, vocab_, cache,
+                         cfg_.model.max_source_positions,
+                         cfg_.model.max_target_positions);
+  VocabInfo info{vocab_.src->size(), vocab_.tgt->size(), vocab_.joint};
+  model_ = build_model(cfg_.model, info);
+  model_->to(device_);
+  for (const auto& p : model_->parameters())
+    if (p.requires_grad()) params_.push_back(p);
+  int64_t n_params = 0;
+  for (const auto& p : params_) n_params += p.numel();
+  log()->info("[model] {} ({}), {} parameters, vocab {} / {}", cfg_.model.arch,
+              cfg_.model.residual, n_params, info.src_size, info.tgt_size);
+  optimizer_ = build_optimizer(*model_, cfg_.optim);
+  schedule_ = build_schedule(cfg_);
+  loss_fn_ = loss_registry().get(cfg_.train.criterion)(cfg_.train);
+  scaler_ = std::make_unique<LossScaler>(
+      cfg_.train.loss_scale_init, cfg_.train.loss_scale_window,
+      cfg_.train.threshold_loss_scale, prec == "fp16");
+  metrics_ = std::make_unique<MetricsWriter>(run_dir_ + "/metrics.jsonl");
+
+  std::string last = run_dir_ + "/checkpoint_last.pt";
+  if (fs::exists(last)) {
+    CheckpointMeta meta = read_checkpoint_meta(last);
+    RunConfig saved = parse_recipe_text(meta.recipe_yaml, last + " (recipe)");
+    auto model_yaml = [](const ModelConfig& m) {
+      RunConfig r;
+      r.model = m;
+      return to_yaml(r);
+    };
+    if (model_yaml(saved.model) != model_yaml(cfg_.model))
+      throw CheckpointError(fmt::format(
+          "{}: the run dir holds a checkpoint of a different model; use "
+          "another --run-dir or the recipe it was trained with "
+          "(saved model section:\n{})",
+          last, model_yaml(saved.model)));
+    if (meta.src_vocab != read_file(vocab_.src->path()))
+      throw CheckpointError(fmt::format(
+          "{}: the checkpoint was trained with a different vocabulary than {}",
+          last, vocab_.src->path()));
+    meta = load_checkpoint(last, *model_, optimizer_.get());
+    state_ = meta.state;
+    scaler_->state() = meta.scaler;
+    restore_rng_state(meta.rng_state);
+    log()->info("[train] resumed {} at update {} (epoch {}, batch {})", last,
+                state_.update, state_.position.epoch, state_.position.batch);
+  } else {
+    write_file_atomic(run_dir_ + "/recipe.yaml", to_yaml(cfg_));
+    auto plan = plan_epoch(train_, cfg_.data.max_tokens, cfg_.data.max_sentences,
+                           cfg_.train.seed, 1, true);
+    Batch first = train_.make_batch(plan.front()).to(device_);
+    std::string summary = model_->initialize_from_batch(first);
+    if (!summary.empty()) {
+      log()->info("[init] {}", summary);
+      metrics_->write(MetricsRecord().add("event", std::string("init"))
+                          .add("summary", summary));
+    }
+  }
+  is_setup_ = true;
+}
+
+std::string Trainer::locate_nonfinite(const Batch& batch) {
+  struct Finder : SublayerObserver {
+    std::string first;
+    void on_branch(SublayerView& v) override {
+      if (!first.empty()) return;
+      if (!torch::isfinite(v.x).all().item<bool>())
+        first = fmt::format("{} layer {} {} input", v.stack, v.layer, v.kind);
+      else if (!torch::isfinite(v.fx).all().item<bool>())
+        first = fmt::format("{} layer {} {} output f(x)", v.stack, v.layer, v.kind);
+    }
+  } finder;
+  torch::Tensor rng = capture_rng_state();
+  model_->set_observer(&finder);
+  std::string where;
+  try {
+    for (auto& p : params_)
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    torch::Tensor logits;
+    {
+      AutocastGuard ag(device_.type(), compute_dtype_);
+      logits = model_->forward(batch.src, batch.tgt_in);
+    }
+    where = finder.first;
+    if (where.empty() && !torch::isfinite(logits).all().item<bool>())
+      where = "output projection (logits)";
+    model_->set_observer(nullptr);
+    if (where.empty()) {
+      loss_fn_(logits, batch.tgt_out).loss.backward();
+      for (const auto& p : model_->named_parameters(true))
+        if (p.value().grad().defined() &&
+            !torch::isfinite(p.value().grad()).all().item<bool>()) {
+          where = "gradient of " + p.key();
+          break;
+        }
+    }
+  } catch (...) {
+    model_->set_observer(nullptr);
+    throw;
+  }
+  for (auto& p : params_)
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  restore_rng_state(rng);
+  return where.empty() ? "loss scale overflow (values finite in fp32 replay)"
+                       : where;
+}
+
+UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
+  setup();
+  model_->train();
+  for (auto& p : params_)
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  const double scale = scaler_->scale();
+  torch::Tensor loss_sum = torch::zeros({}, device_), nll_sum = loss_sum.clone();
+  UpdateStats s;
+  for (const auto& b : batches) {
+    torch::Tensor logits;
+    {
+      AutocastGuard ag(device_.type(), compute_dtype_);
+      logits = model_->forward(b.src, b.tgt_in);
+    }
+    LossOut lo = loss_fn_(logits, b.tgt_out);
+    (scale != 1.0 ? lo.loss * scale : lo.loss).backward();
+    loss_sum += lo.loss.detach();
+    nll_sum += lo.nll;
+    s.tokens += b.tgt_tokens;
+  }
+  // Gradients of summed losses divided by the update's token count: the
+  // same update as one batch holding all of them (fairseq's sample_size).
+  torch::Tensor norm = scale_grads_and_norm(params_, 1.0 / (scale * s.tokens));
+  s.grad_norm = norm.item<double>();  // the one host sync of the step
+  s.loss = loss_sum.item<double>();
+  s.nll = nll_sum.item<double>();
+  if (!std::isfinite(s.grad_norm) || !std::isfinite(s.loss)) {
+    s.skipped = true;
+    scaler_->update(/*overflow=*/true);
+    state_.skipped += 1;
+    bool scaler_handles = scaler_->enabled() && std::isfinite(s.loss) &&
+                          scale > std::max(cfg_.train.threshold_loss_scale,
+                                           cfg_.train.min_loss_scale);
+    if (!scaler_handles) {
+      ++bad_in_a_row_;
+      s.nonfinite_where = locate_nonfinite(batches.front());
+      log()->warn("[train] update {}: non-finite loss {} / grad norm {}; first "
+                  "non-finite value at: {}; step skipped ({} in a row)",
+                  state_.update + 1, s.loss, s.grad_norm, s.nonfinite_where,
+                  bad_in_a_row_);
+      metrics_->write(MetricsRecord()
+                          .add("event", std::string("nonfinite"))
+                          .add("update", state_.update + 1)
+                          .add("where", s.nonfinite_where));
+      if (bad_in_a_row_ >= cfg_.train.max_bad_steps)
+        throw DivergenceError(fmt::format(
+            "training diverged: {} consecutive non-finite updates (last at {}); "
+            "the last good checkpoint is {}/checkpoint_last.pt",
+            bad_in_a_row_, s.nonfinite_where, run_dir_));
+    } else {
+      log()->info("[train] gradient overflow, loss scale -> {}", scaler_->scale());
+    }
+    if (scaler_->enabled() && scaler_->scale() < cfg_.train.min_loss_scale)
+      throw DivergenceError(fmt::format(
+          "minimum loss scale reached ({} < train.min_loss_scale = {}); the "
+          "last good checkpoint is {}/checkpoint_last.pt",
+          scaler_->scale(), cfg_.train.min_loss_scale, run_dir_));
+    for (auto& p : params_)
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    return s;
+  }
+  bad_in_a_row_ = 0;
+  clip_grads(params_, cfg_.train.clip_norm, s.grad_norm);
+  set_lr(*optimizer_, schedule_(state_.update + 1));
+  optimizer_->step();
+  scaler_->update(false);
+  state_.update += 1;
+  state_.tokens += s.tokens;
+  return s;
+}
+
+std::pair<double, double> Trainer::validate() {
+  setup();
+  torch::NoGradGuard g;
+  model_->eval();
+  auto plan = plan_epoch(valid_, cfg_.data.max_tokens, 0, cfg_.train.seed, 0, false);
+  BatchStream stream(valid_, plan, 0, cfg_.data.prefetch);
+  double loss = 0, nll = 0;
+  int64_t tokens = 0;
+  while (auto b = stream.next()) {
+    Batch d = b->to(device_);
+    torch::Tensor logits;
+    {
+      AutocastGuard ag(device_.type(), compute_dtype_);
+      logits = model_->forward(d.src, d.tgt_in);
+    }
+    LossOut lo = loss_fn_(logits, d.tgt_out);
+    loss += lo.loss.item<double>();
+    nll += lo.nll.item<double>();
+    tokens += d.tgt_tokens;
+  }
+  model_->train();
+  return {loss / tokens, nll / tokens};
+}
+
+void Trainer::save_checkpoint(const std::string& reason) {
+  double wall = state_.wall_s;
+  state_.wall_s = wall + (now_seconds() - start_wall_);
+  std::string bytes = checkpoint_bytes(*model_, optimizer_.get(), make_meta());
+  state_.wall_s = wall;
+  write_file_atomic(run_dir_ + "/checkpoint_last.pt", bytes);
+  if (reason == "interval") {
+    write_file_atomic(fmt::format("{}/checkpoint_u{}.pt", run_dir_, state_.update), bytes);
+    std::vector<std::pair<int64_t, fs::path>> olds;
+    std::regex re("checkpoint_u([0-9]+)\\.pt");
+    for (const auto& e : fs::directory_iterator(run_dir_)) {
+      std::smatch m;
+      std::string name = e.path().filename().string();
+      if (std::regex_match(name, m, re)) olds.emplace_back(std::stoll(m[1]), e.path());
+    }
+    std::sort(olds.rbegin(), olds.rend());
+    for (size_t i = static_cast<size_t>(cfg_.train.keep_last); i < olds.size(); ++i)
+      fs::remove(olds[i].second);
+  }
+  if (reason == "epoch" && cfg_.train.keep_epoch_checkpoints)
+    write_file_atomic(fmt::format("{}/checkpoint_epoch{}.pt", run_dir_,
+                                  state_.position.epoch - 1),
+                      bytes);
+  if (reason == "best") write_file_atomic(run_dir_ + "/checkpoint_best.pt", bytes);
+}
+
+bool Trainer::stop_now(std::string* why) const {
+  const auto& t = cfg_.train;
+  if (stop_requested().load()) {
+    *why = "stop signal";
+    return true;
+  }
+  if (t.max_updates > 0 && state_.update >= t.max_updates) {
+    *why = fmt::format("max_updates {} reached", t.max_updates);
+    return true;
+  }
+  if (t.max_epochs > 0 && state_.position.epoch > t.max_epochs) {
+    *why = fmt::format("max_epochs {} reached", t.max_epochs);
+    return true;
+  }
+  if (t.max_wall_s > 0 && state_.wall_s + now_seconds() - start_wall_ >= t.max_wall_s) {
+    *why = fmt::format("max_wall_s {} reached", t.max_wall_s);
+    return true;
+  }
+  if (t.patience > 0 && state_.stalled >= t.patience) {
+    *why = fmt::format("no improvement in {} validations (patience)", t.patience);
+    return true;
+  }
+  return false;
+}
+
+void Trainer::log_update(const UpdateStats& s, double seconds) {
+  log_updates_ += 1;
+  log_skipped_ += s.skipped ? 1 : 0;
+  if (!s.skipped) {
+    log_loss_ += s.loss;
+    log_nll_ += s.nll;
+    log_tokens_ += s.tokens;
+    log_gnorm_ += s.grad_norm;
+  }
+  bool tty = ::isatty(2);
+  bool boundary = state_.update % cfg_.train.log_interval == 0 && !s.skipped;
+  double elapsed = seconds - log_t0_;
+  if (tty && !boundary) {
+    double tps = elapsed > 0 ? log_tokens_ / elapsed : 0;
+    std::string eta;
+    if (cfg_.train.max_updates > 0 && log_updates_ > 0 && elapsed > 0) {
+      double per = elapsed / log_updates_;
+      eta = fmt::format(" | ETA {:.0f}s", per * (cfg_.train.max_updates - state_.update));
+    }
+    fmt::print(stderr, "\r[epoch {}] update {} | {:.0f} tok/s{}   ", state_.position.epoch,
+               state_.update, tps, eta);
+    std::fflush(stderr);
+  }
+  if (!boundary) return;
+  if (tty) fmt::print(stderr, "\n");
+  int64_t good = log_updates_ - log_skipped_;
+  double loss = log_tokens_ ? log_loss_ / log_tokens_ / kLn2 : NAN;
+  double nll = log_tokens_ ? log_nll_ / log_tokens_ / kLn2 : NAN;
+  double tps = elapsed > 0 ? log_tokens_ / elapsed : 0;
+  double wall = state_.wall_s + seconds - start_wall_;
+  double lr = schedule_(state_.update);
+  MetricsRecord r;
+  r.add("update", state_.update)
+      .add("epoch", state_.position.epoch)
+      .add("loss", loss)
+      .add("nll", nll)
+      .add("ppl", std::pow(2.0, nll))
+      .add("lr", lr)
+      .add("grad_norm", good ? log_gnorm_ / good : NAN)
+      .add("loss_scale", scaler_->scale())
+      .add("tokens_per_s", tps)
+      .add("skipped", log_skipped_)
+      .add("wall_s", wall);
+  metrics_->write(r);
+  log()->info("[train] epoch {} update {} | loss {:.3f} | nll {:.3f} | ppl {:.2f} | "
+              "lr {:.3g} | gnorm {:.3f} | scale {} | {:.0f} tgt tok/s | skipped {}",
+              state_.position.epoch, state_.update, loss, nll, std::pow(2.0, nll),
+              lr, good ? log_gnorm_ / good : NAN, scaler_->scale(), tps,
+              log_skipped_);
+  log_loss_ = log_nll_ = log_gnorm_ = 0;
+  log_tokens_ = log_updates_ = log_skipped_ = 0;
+  log_t0_ = seconds;
+}
+
+void Trainer::fit() {
+  setup();
+  start_wall_ = now_seconds();
+  log_t0_ = start_wall_;
+  const auto& t = cfg_.train;
+  auto run_validation = [&]() {
+    auto [loss, nll] = validate();
+    bool best = loss < state_.best_valid;
+    if (best) {
+      state_.best_valid = loss;
+      state_.stalled = 0;
+    } else {
+      state_.stalled += 1;
+    }
+    metrics_->write(MetricsRecord()
+                        .add("event", std::string("valid"))
+                        .add("update", state_.update)
+                        .add("epoch", state_.position.epoch)
+                        .add("valid_loss", loss / kLn2)
+                        .add("valid_nll", nll / kLn2)
+                        .add("valid_ppl", std::pow(2.0, nll / kLn2))
+                        .add("best", static_cast<int64_t>(best)));
+    log()->info("[valid] update {} | loss {:.3f} | nll {:.3f} | ppl {:.2f}{}",
+                state_.update, loss / kLn2, nll / kLn2, std::pow(2.0, nll / kLn2),
+                best ? " | best" : "");
+    return best;
+  };
+  std::string why;
+  while (!stop_now(&why)) {
+    auto plan = plan_epoch(train_, cfg_.data.max_tokens, cfg_.data.max_sentences,
+                           t.seed, state_.position.epoch, true);
+    BatchStream stream(train_, plan, state_.position.batch, cfg_.data.prefetch);
+    bool stopped = false;
+    for (;;) {
+      std::vector<Batch> pending;
+      for (int64_t k = 0; k < t.update_freq; ++k) {
+        auto b = stream.next();
+        if (!b) break;
+        pending.push_back(b->to(device_));
+      }
+      if (pending.empty()) break;
+      UpdateStats s = train_update(pending);
+      state_.position.batch += static_cast<int64_t>(pending.size());
+      log_update(s, now_seconds());
+      if (s.skipped) continue;
+      bool best = false;
+      if (t.validate_interval > 0 && state_.update % t.validate_interval == 0)
+        best = run_validation();
+      if (t.save_interval > 0 && state_.update % t.save_interval == 0)
+        save_checkpoint("interval");
+      if (best) save_checkpoint("best");
+      if (stop_now(&why)) {
+        stopped = true;
+        break;
+      }
+    }
+    if (stopped) break;
+    state_.position.epoch += 1;
+    state_.position.batch = 0;
+    bool best = run_validation();
+    save_checkpoint("epoch");
+    if (best) save_checkpoint("best");
+  }
+  save_checkpoint("final");
+  log()->info("[train] stopped: {}; {} updates, best valid loss {:.3f}, "
+              "checkpoints in {}",
+              why, state_.update, state_.best_valid / kLn2, run_dir_);
+}
+
+}  // namespace clinic

@@ -1,0 +1,104 @@
+#pragma once
+// The training loop: clinic train RECIPE --run-dir DIR.
+// Phases of one update (train_update): batches -> forward under autocast ->
+// summed loss -> scaled backward (accumulated over update_freq batches) ->
+// unscale by 1/(scale * target tokens) + global norm -> skip if non-finite ->
+// clip -> lr from schedule -> optimizer step -> scaler update.
+#include <torch/torch.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "framework/amp/grad_scaler.h"
+#include "framework/config.h"
+#include "framework/data/batcher.h"
+#include "framework/data/corpus.h"
+#include "framework/data/vocab.h"
+#include "framework/logging.h"
+#include "framework/model.h"
+#include "framework/optim/schedule.h"
+#include "framework/train/checkpoint.h"
+#include "framework/train/loss.h"
+
+namespace clinic {
+
+/// Raised when max_bad_steps consecutive updates were non-finite.
+class DivergenceError : public std::runtime_error {
+ public:
+  explicit DivergenceError(const std::string& w) : std::runtime_error(w) {}
+};
+
+struct UpdateStats {
+  double loss = 0, nll = 0;  // summed over tokens (nats)
+  int64_t tokens = 0;        // target tokens
+  double grad_norm = 0;
+  bool skipped = false;
+  std::string nonfinite_where;  // first module with a non-finite value
+};
+
+/// Set by SIGINT/SIGTERM handlers: finish the current update, save, exit 0.
+std::atomic<bool>& stop_requested();
+void install_stop_signal_handlers();
+
+class Trainer {
+ public:
+  Trainer(RunConfig cfg, std::string run_dir);
+  /// Train until a stopping rule fires. Resumes from
+  /// run_dir/checkpoint_last.pt when present.
+  void fit();
+  /// One update over `batches` (gradient accumulation). Public for tests.
+  UpdateStats train_update(const std::vector<Batch>& batches);
+  /// Mean per-token loss / nll (nats) on the validation split.
+  std::pair<double, double> validate();
+  void save_checkpoint(const std::string& reason);
+
+  /// Set up data, model, optimizer (called by fit; public for tests that
+  /// drive train_update themselves).
+  void setup();
+
+  Seq2SeqModel& model() { return *model_; }
+  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  LossScaler& scaler() { return *scaler_; }
+  TrainState& state() { return state_; }
+  const RunConfig& config() const { return cfg_; }
+  const ParallelCorpus& train_data() const { return train_; }
+  torch::Device device() const { return device_; }
+
+ private:
+  void log_update(const UpdateStats& s, double seconds);
+  bool stop_now(std::string* why) const;
+  std::string locate_nonfinite(const Batch& batch);
+  CheckpointMeta make_meta() const;
+
+  RunConfig cfg_;
+  std::string run_dir_;
+  torch::Device device_{torch::kCPU};
+  at::ScalarType compute_dtype_ = at::kFloat;
+  Vocabularies vocab_;
+  ParallelCorpus train_, valid_;
+  std::shared_ptr<Seq2SeqModel> model_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<torch::Tensor> params_;
+  Schedule schedule_;
+  LossFn loss_fn_;
+  std::unique_ptr<LossScaler> scaler_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  TrainState state_;
+  int64_t bad_in_a_row_ = 0;
+  double start_wall_ = 0;
+  // Accumulated between log lines.
+  double log_loss_ = 0, log_nll_ = 0, log_gnorm_ = 0;
+  int64_t log_tokens_ = 0, log_updates_ = 0, log_skipped_ = 0;
+  double log_t0_ = 0;
+  bool is_setup_ = false;
+};
+
+/// Resolve train.device ("auto" -> cuda if available).
+torch::Device pick_device(const std::string& device);
+/// Set intra-op threads (0 = cores) and return the count used.
+int64_t configure_threads(int64_t threads);
+double now_seconds();
+
+}  // namespace clinic

@@ -1,0 +1,185 @@
+#include "models/layers.h"
+
+#include <torch/version.h>
+
+#include <cmath>
+
+namespace clinic {
+
+namespace F = torch::nn::functional;
+
+MultiheadAttentionImpl::MultiheadAttentionImpl(
+    const MultiheadAttentionOptions& o)
+    : options(o) {
+  TORCH_CHECK(o.embed_dim() % o.heads() == 0, "heads (", o.heads(),
+              ") must divide embed_dim (", o.embed_dim(), ")");
+  int64_t d = o.embed_dim();
+  in_proj_weight = register_parameter("in_proj_weight", torch::empty({3 * d, d}));
+  in_proj_bias = register_parameter("in_proj_bias", torch::empty({3 * d}));
+  out_proj = register_module("out_proj", torch::nn::Linear(d, d));
+  reset_parameters();
+}
+
+void MultiheadAttentionImpl::reset_parameters(double value_gain) {
+  torch::NoGradGuard g;
+  int64_t d = options.embed_dim();
+  if (value_gain == 1.0) {
+    torch::nn::init::xavier_uniform_(in_proj_weight);
+    torch::nn::init::xavier_uniform_(out_proj->weight);
+  } else {
+    auto q = in_proj_weight.narrow(0, 0, d), k = in_proj_weight.narrow(0, d, d),
+         v = in_proj_weight.narrow(0, 2 * d, d);
+    // xavier_normal on a [d, d] matrix: std = gain * sqrt(2 / (d + d)).
+    double std1 = 1.0 / std::sqrt(static_cast<double>(d));
+    q.normal_(0, std1);
+    k.normal_(0, std1);
+    v.normal_(0, value_gain * std1);
+    torch::nn::init::xavier_normal_(out_proj->weight, value_gain);
+  }
+  in_proj_bias.zero_();
+  out_proj->bias.zero_();
+}
+
+torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
+                                              const torch::Tensor& memory,
+                                              const torch::Tensor& key_pad_mask,
+                                              const torch::Tensor& future_mask,
+                                              torch::Tensor* cache_k,
+                                              torch::Tensor* cache_v) {
+  const int64_t B = query.size(0), T = query.size(1);
+  const int64_t d = options.embed_dim(), H = options.heads(), dh = d / H;
+  auto heads = [&](const torch::Tensor& t) {  // [B, L, d] -> [B, H, L, dh]
+    return t.view({B, -1, H, dh}).transpose(1, 2);
+  };
+  torch::Tensor q, k, v;
+  if (options.self_attention()) {
+    auto qkv = F::linear(query, in_proj_weight, in_proj_bias).chunk(3, -1);
+    q = heads(qkv[0]);
+    k = heads(qkv[1]);
+    v = heads(qkv[2]);
+    if (cache_k) {
+      if (cache_k->defined()) {
+        k = torch::cat({*cache_k, k}, 2);
+        v = torch::cat({*cache_v, v}, 2);
+      }
+      *cache_k = k;
+      *cache_v = v;
+    }
+  } else {
+    q = heads(F::linear(query, in_proj_weight.narrow(0, 0, d),
+                        in_proj_bias.narrow(0, 0, d)));
+    if (cache_k && cache_k->defined()) {
+      k = *cache_k;
+      v = *cache_v;
+    } else {
+      auto kv = F::linear(memory, in_proj_weight.narrow(0, d, 2 * d),
+                          in_proj_bias.narrow(0, d, 2 * d))
+                    .chunk(2, -1);
+      k = heads(kv[0]);
+      v = heads(kv[1]);
+      if (cache_k) {
+        *cache_k = k;
+        *cache_v = v;
+      }
+    }
+  }
+  torch::Tensor ctx;  // [B, H, T, dh]
+#if TORCH_VERSION_MAJOR >= 2
+  {
+    torch::Tensor keep;  // SDPA: true = may attend
+    if (key_pad_mask.defined())
+      keep = key_pad_mask.logical_not().view({B, 1, 1, -1});
+    if (future_mask.defined()) {
+      auto f = future_mask.logical_not();
+      keep = keep.defined() ? keep.logical_and(f) : f;
+    }
+    double p = is_training() ? options.dropout() : 0.0;
+    ctx = at::scaled_dot_product_attention(
+        q, k, v, keep.defined() ? c10::optional<torch::Tensor>(keep)
+                                : c10::nullopt,
+        p, /*is_causal=*/false);
+  }
+#else
+  {
+    const double scaling = 1.0 / std::sqrt(static_cast<double>(dh));
+    auto scores = torch::matmul(q * scaling, k.transpose(-2, -1));
+    // Softmax in fp32: under CPU autocast 1.13 keeps it in bf16.
+    if (scores.scalar_type() != torch::kFloat) scores = scores.to(torch::kFloat);
+    if (key_pad_mask.defined())
+      scores.masked_fill_(key_pad_mask.view({B, 1, 1, -1}),
+                          -std::numeric_limits<float>::infinity());
+    if (future_mask.defined())
+      scores.masked_fill_(future_mask, -std::numeric_limits<float>::infinity());
+    auto attn = torch::softmax(scores, -1);
+    attn = F::dropout(attn, F::DropoutFuncOptions().p(options.dropout())
+                                .training(is_training()));
+    ctx = torch::matmul(attn.to(v.scalar_type()), v);
+  }
+#endif
+  return out_proj(ctx.transpose(1, 2).reshape({B, T, d}));
+}
+
+FeedForwardImpl::FeedForwardImpl(const FeedForwardOptions& o) : options(o) {
+  fc1 = register_module("fc1", torch::nn::Linear(o.d_model(), o.ffn_dim()));
+  fc2 = register_module("fc2", torch::nn::Linear(o.ffn_dim(), o.d_model()));
+  reset_parameters();
+}
+
+void FeedForwardImpl::reset_parameters(double gain) {
+  torch::NoGradGuard g;
+  for (auto* l : {&fc1, &fc2}) {
+    if (gain == 1.0)
+      torch::nn::init::xavier_uniform_((*l)->weight);
+    else
+      torch::nn::init::xavier_normal_((*l)->weight, gain);
+    (*l)->bias.zero_();
+  }
+}
+
+torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
+  auto h = fc1(x);
+  h = options.gelu() ? torch::gelu(h) : torch::relu_(h);
+  h = F::dropout(h, F::DropoutFuncOptions()
+                        .p(options.activation_dropout())
+                        .training(is_training()));
+  return fc2(h);
+}
+
+SinusoidalPositionsImpl::SinusoidalPositionsImpl(int64_t max_positions,
+                                                 int64_t dim) {
+  // fairseq get_embedding(): half = dim/2, freq_i = exp(-i ln(1e4)/(half-1)),
+  // row p = [sin(p f) | cos(p f)]; fairseq numbers real tokens from
+  // padding_idx + 1 = 2, which is row r + 1 of its table for our row r.
+  int64_t half = dim / 2;
+  double step = std::log(10000.0) / std::max<int64_t>(half - 1, 1);
+  auto freq = torch::exp(torch::arange(half, torch::kDouble) * -step);
+  auto pos = torch::arange(1, max_positions + 2, torch::kDouble);
+  auto arg = pos.unsqueeze(1) * freq.unsqueeze(0);
+  auto t = torch::cat({torch::sin(arg), torch::cos(arg)}, 1);
+  if (dim % 2 == 1) t = torch::cat({t, torch::zeros({t.size(0), 1}, torch::kDouble)}, 1);
+  t[0].zero_();
+  table = register_buffer("table", t.to(torch::kFloat));
+}
+
+torch::Tensor SinusoidalPositionsImpl::forward(const torch::Tensor& tokens,
+                                               int64_t step) {
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  torch::Tensor pos;
+  if (step >= 0) {
+    TORCH_CHECK(step + 1 < table.size(0), "position ", step + 1,
+                " exceeds max positions ", table.size(0) - 1);
+    return table[step + 1].view({1, 1, -1}).expand({B, T, -1});
+  }
+  auto nonpad = tokens.ne(0).to(torch::kLong);
+  pos = torch::cumsum(nonpad, 1) * nonpad;
+  TORCH_CHECK(T < table.size(0), "sequence of length ", T,
+              " exceeds max positions ", table.size(0) - 1);
+  return table.index_select(0, pos.view(-1)).view({B, T, -1});
+}
+
+torch::Tensor layer_norm_fp32(torch::nn::LayerNorm& ln,
+                              const torch::Tensor& x) {
+  return ln(x.scalar_type() == torch::kFloat ? x : x.to(torch::kFloat));
+}
+
+}  // namespace clinic

@@ -1,0 +1,84 @@
+#pragma once
+// Building blocks of the Transformer (Vaswani et al. 2017) with fairseq 0.8
+// conventions: batch-first tensors, fused in-projection, sinusoidal
+// positions with [sin | cos] halves.
+#include <torch/torch.h>
+
+namespace clinic {
+
+struct MultiheadAttentionOptions {
+  MultiheadAttentionOptions(int64_t embed_dim, int64_t heads)
+      : embed_dim_(embed_dim), heads_(heads) {}
+  TORCH_ARG(int64_t, embed_dim);
+  TORCH_ARG(int64_t, heads);
+  TORCH_ARG(double, dropout) = 0.0;
+  /// Self-attention projects q, k, v from one input with one GEMM;
+  /// cross-attention projects q from the decoder and k, v from the encoder.
+  TORCH_ARG(bool, self_attention) = true;
+};
+
+/// Scaled dot-product attention, softmax(q k^T / sqrt(dh)) v, over heads.
+class MultiheadAttentionImpl : public torch::nn::Module {
+ public:
+  explicit MultiheadAttentionImpl(const MultiheadAttentionOptions& options);
+  /// fairseq 0.8 init: xavier_uniform on the fused [3d, d] in-projection
+  /// (per-matrix std 1/sqrt(2d)) and on out_proj; zero biases. A gain != 1
+  /// (DeepNorm's beta) switches to xavier_normal per matrix with gain 1 on
+  /// q, k and `value_gain` on v and out_proj.
+  void reset_parameters(double value_gain = 1.0);
+  /// query [B, T, d]; memory [B, S, d] (cross-attention; ignored for self);
+  /// key_pad_mask [B, S] bool (true = padding) or undefined; future_mask
+  /// [T, S] bool (true = blocked) or undefined. With cache_k / cache_v
+  /// (incremental decoding) self-attention appends this step's keys and
+  /// cross-attention computes the encoder keys once. Returns [B, T, d].
+  torch::Tensor forward(const torch::Tensor& query,
+                        const torch::Tensor& memory,
+                        const torch::Tensor& key_pad_mask,
+                        const torch::Tensor& future_mask,
+                        torch::Tensor* cache_k = nullptr,
+                        torch::Tensor* cache_v = nullptr);
+
+  MultiheadAttentionOptions options;
+  torch::Tensor in_proj_weight;  // [3d, d]: q, k, v rows
+  torch::Tensor in_proj_bias;    // [3d]
+  torch::nn::Linear out_proj{nullptr};
+};
+TORCH_MODULE(MultiheadAttention);
+
+struct FeedForwardOptions {
+  FeedForwardOptions(int64_t d_model, int64_t ffn_dim)
+      : d_model_(d_model), ffn_dim_(ffn_dim) {}
+  TORCH_ARG(int64_t, d_model);
+  TORCH_ARG(int64_t, ffn_dim);
+  TORCH_ARG(bool, gelu) = false;
+  TORCH_ARG(double, activation_dropout) = 0.0;
+};
+
+/// fc2(drop(act(fc1(x)))): [B, T, d] -> [B, T, d].
+class FeedForwardImpl : public torch::nn::Module {
+ public:
+  explicit FeedForwardImpl(const FeedForwardOptions& options);
+  void reset_parameters(double gain = 1.0);
+  torch::Tensor forward(const torch::Tensor& x);
+  FeedForwardOptions options;
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(FeedForward);
+
+/// fairseq's SinusoidalPositionalEmbedding: padding gets a zero vector and the
+/// i-th real token (1-based) gets fairseq's position i + 1.
+class SinusoidalPositionsImpl : public torch::nn::Module {
+ public:
+  SinusoidalPositionsImpl(int64_t max_positions, int64_t dim);
+  /// tokens [B, T] -> [B, T, dim]. `step` >= 0 means incremental decoding:
+  /// every row is at position step + 1.
+  torch::Tensor forward(const torch::Tensor& tokens, int64_t step = -1);
+  torch::Tensor table;  // [max_positions + 1, dim], row 0 = padding
+};
+TORCH_MODULE(SinusoidalPositions);
+
+/// LayerNorm that computes in fp32 whatever the autocast input dtype: under
+/// LibTorch 1.13 CPU autocast a bf16 input meets fp32 weights and throws.
+torch::Tensor layer_norm_fp32(torch::nn::LayerNorm& ln, const torch::Tensor& x);
+
+}  // namespace clinic

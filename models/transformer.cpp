@@ -1,0 +1,342 @@
+#include "models/transformer.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+namespace clinic {
+
+SublayerImpl::SublayerImpl(const SublayerSite& s, const ResidualVariant& v,
+                           double p, const char* k)
+    : site(s), position(v.norm_position()), dropout(p), kind(k) {
+  if (position != NormPosition::kNone)
+    norm = register_module(
+        "norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.d_model})));
+  residual = register_module("residual", v.make(s));
+}
+
+namespace {
+MultiheadAttention make_attention(const ModelConfig& c, bool self) {
+  return MultiheadAttention(MultiheadAttentionOptions(c.d_model, c.heads)
+                                .dropout(c.attention_dropout)
+                                .self_attention(self));
+}
+FeedForward make_ffn(const ModelConfig& c) {
+  return FeedForward(FeedForwardOptions(c.d_model, c.ffn_dim)
+                         .gelu(c.activation == "gelu")
+                         .activation_dropout(c.activation_dropout));
+}
+SublayerSite at_index(SublayerSite s, int64_t index) {
+  s.index = index;
+  return s;
+}
+}  // namespace
+
+EncoderLayerImpl::EncoderLayerImpl(const ModelConfig& c,
+                                   const ResidualVariant& v,
+                                   const SublayerSite& site) {
+  self_attn = register_module("self_attn", make_attention(c, true));
+  ffn = register_module("ffn", make_ffn(c));
+  attn_sublayer = register_module(
+      "attn_sublayer", Sublayer(at_index(site, 2 * site.layer), v, c.dropout,
+                                "self_attn"));
+  ffn_sublayer = register_module(
+      "ffn_sublayer",
+      Sublayer(at_index(site, 2 * site.layer + 1), v, c.dropout, "ffn"));
+  double gain = v.branch_init_gain(site);
+  if (gain != 1.0) {
+    self_attn->reset_parameters(gain);
+    ffn->reset_parameters(gain);
+  }
+}
+
+torch::Tensor EncoderLayerImpl::forward(const torch::Tensor& x,
+                                        const torch::Tensor& pad_mask) {
+  torch::Tensor h = attn_sublayer->forward(x, [&](const torch::Tensor& in) {
+    return self_attn(in, in, pad_mask, torch::Tensor());
+  });
+  return ffn_sublayer->forward(h, [&](const torch::Tensor& in) { return ffn(in); });
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c,
+                                   const ResidualVariant& v,
+                                   const SublayerSite& site) {
+  self_attn = register_module("self_attn", make_attention(c, true));
+  cross_attn = register_module("cross_attn", make_attention(c, false));
+  ffn = register_module("ffn", make_ffn(c));
+  int64_t base = 3 * site.layer;
+  self_sublayer = register_module(
+      "self_sublayer", Sublayer(at_index(site, base), v, c.dropout, "self_attn"));
+  cross_sublayer = register_module(
+      "cross_sublayer",
+      Sublayer(at_index(site, base + 1), v, c.dropout, "cross_attn"));
+  ffn_sublayer = register_module(
+      "ffn_sublayer", Sublayer(at_index(site, base + 2), v, c.dropout, "ffn"));
+  double gain = v.branch_init_gain(site);
+  if (gain != 1.0) {
+    self_attn->reset_parameters(gain);
+    cross_attn->reset_parameters(gain);
+    ffn->reset_parameters(gain);
+  }
+}
+
+torch::Tensor DecoderLayerImpl::forward(
+    const torch::Tensor& x, const torch::Tensor& enc,
+    const torch::Tensor& enc_pad, const torch::Tensor& future,
+    torch::Tensor* self_k, torch::Tensor* self_v, torch::Tensor* cross_k,
+    torch::Tensor* cross_v) {
+  torch::Tensor h = self_sublayer->forward(x, [&](const torch::Tensor& in) {
+    return self_attn(in, in, torch::Tensor(), future, self_k, self_v);
+  });
+  h = cross_sublayer->forward(h, [&](const torch::Tensor& in) {
+    return cross_attn(in, enc, enc_pad, torch::Tensor(), cross_k, cross_v);
+  });
+  return ffn_sublayer->forward(h, [&](const torch::Tensor& in) { return ffn(in); });
+}
+
+TransformerImpl::TransformerImpl(const ModelConfig& cfg, const VocabInfo& v)
+    : config(cfg), vocab(v) {
+  TORCH_CHECK(v.src_size > 0 && v.tgt_size > 0, "empty vocabulary");
+  variant = residual_registry().get(cfg.residual)(cfg);
+  embed_scale = std::sqrt(static_cast<double>(cfg.d_model));
+  // fairseq 0.8 Embedding(): N(0, d^-1/2), padding row zero.
+  auto make_embed = [&](int64_t n) {
+    torch::nn::Embedding e(torch::nn::EmbeddingOptions(n, cfg.d_model));
+    torch::NoGradGuard g;
+    e->weight.normal_(0, std::pow(cfg.d_model, -0.5));
+    e->weight[kPad].zero_();
+    return e;
+  };
+  if (cfg.share_all_embeddings) {
+    TORCH_CHECK(v.joint && v.src_size == v.tgt_size,
+                "share_all_embeddings needs one joint vocabulary");
+    encoder_embed = register_module("encoder_embed", make_embed(v.src_size));
+    decoder_embed = encoder_embed;  // not registered twice: one parameter
+  } else {
+    encoder_embed = register_module("encoder_embed", make_embed(v.src_size));
+    decoder_embed = register_module("decoder_embed", make_embed(v.tgt_size));
+  }
+  if (cfg.share_all_embeddings || cfg.share_decoder_input_output_embed) {
+    output_weight = decoder_embed->weight;
+  } else {
+    output_weight = register_parameter(
+        "output_weight", torch::empty({v.tgt_size, cfg.d_model}));
+    torch::NoGradGuard g;
+    output_weight.normal_(0, std::pow(cfg.d_model, -0.5));
+  }
+  positions = register_module(
+      "positions",
+      SinusoidalPositions(std::max(cfg.max_source_positions,
+                                   cfg.max_target_positions),
+                          cfg.d_model));
+  encoder_layers = register_module("encoder_layers", torch::nn::ModuleList());
+  decoder_layers = register_module("decoder_layers", torch::nn::ModuleList());
+  SublayerSite site;
+  site.encoder_layers = cfg.encoder_layers;
+  site.decoder_layers = cfg.decoder_layers;
+  site.d_model = cfg.d_model;
+  for (int64_t l = 0; l < cfg.encoder_layers; ++l) {
+    site.decoder = false;
+    site.layer = l;
+    encoder_layers->push_back(EncoderLayer(cfg, *variant, site));
+  }
+  for (int64_t l = 0; l < cfg.decoder_layers; ++l) {
+    site.decoder = true;
+    site.layer = l;
+    decoder_layers->push_back(DecoderLayer(cfg, *variant, site));
+  }
+  if (variant->final_norm()) {
+    auto o = torch::nn::LayerNormOptions({cfg.d_model});
+    encoder_norm = register_module("encoder_norm", torch::nn::LayerNorm(o));
+    decoder_norm = register_module("decoder_norm", torch::nn::LayerNorm(o));
+  }
+}
+
+torch::Tensor TransformerImpl::embed_source(const torch::Tensor& src) {
+  return encoder_embed(src) * embed_scale + positions(src);
+}
+
+torch::Tensor TransformerImpl::embed_target(const torch::Tensor& tgt,
+                                            int64_t step) {
+  return decoder_embed(tgt) * embed_scale + positions(tgt, step);
+}
+
+torch::Tensor TransformerImpl::project_output(const torch::Tensor& h) {
+  return torch::nn::functional::linear(h, output_weight);
+}
+
+EncoderOut TransformerImpl::encode(const torch::Tensor& src) {
+  TORCH_CHECK(src.dim() == 2, "encode expects src [B, S], got ", src.sizes());
+  namespace F = torch::nn::functional;
+  EncoderOut out;
+  out.pad_mask = src.eq(kPad);
+  auto x = F::dropout(embed_source(src),
+                      F::DropoutFuncOptions().p(config.dropout).training(is_training()));
+  for (const auto& layer : *encoder_layers)
+    x = layer->as<EncoderLayerImpl>()->forward(x, out.pad_mask);
+  if (encoder_norm) x = layer_norm_fp32(encoder_norm, x);
+  out.out = x;
+  return out;
+}
+
+torch::Tensor TransformerImpl::decode(const torch::Tensor& tgt_in,
+                                      const EncoderOut& enc,
+                                      DecoderCache* cache) {
+  TORCH_CHECK(tgt_in.dim() == 2, "decode expects tgt [B, T], got ",
+              tgt_in.sizes());
+  namespace F = torch::nn::functional;
+  const int64_t T = tgt_in.size(1);
+  torch::Tensor future;
+  if (cache) {
+    TORCH_CHECK(T == 1, "incremental decoding takes one token per step");
+    if (cache->self_k.empty()) *cache = new_cache();
+  } else if (T > 1) {
+    future = torch::ones({T, T}, torch::dtype(torch::kBool).device(tgt_in.device()))
+                 .triu(1);
+  }
+  auto x = F::dropout(embed_target(tgt_in, cache ? cache->steps : -1),
+                      F::DropoutFuncOptions().p(config.dropout).training(is_training()));
+  for (size_t l = 0; l < decoder_layers->size(); ++l) {
+    auto* layer = decoder_layers[l]->as<DecoderLayerImpl>();
+    if (cache)
+      x = layer->forward(x, enc.out, enc.pad_mask, future, &cache->self_k[l],
+                         &cache->self_v[l], &cache->cross_k[l],
+                         &cache->cross_v[l]);
+    else
+      x = layer->forward(x, enc.out, enc.pad_mask, future);
+  }
+  if (decoder_norm) x = layer_norm_fp32(decoder_norm, x);
+  if (cache) cache->steps += 1;
+  return project_output(x);
+}
+
+DecoderCache TransformerImpl::new_cache() const {
+  DecoderCache c;
+  size_t n = decoder_layers->size();
+  c.self_k.resize(n);
+  c.self_v.resize(n);
+  c.cross_k.resize(n);
+  c.cross_v.resize(n);
+  return c;
+}
+
+std::vector<Sublayer> TransformerImpl::sublayers() const {
+  std::vector<Sublayer> out;
+  for (const auto& m : *encoder_layers) {
+    auto* l = m->as<EncoderLayerImpl>();
+    out.push_back(l->attn_sublayer);
+    out.push_back(l->ffn_sublayer);
+  }
+  for (const auto& m : *decoder_layers) {
+    auto* l = m->as<DecoderLayerImpl>();
+    out.push_back(l->self_sublayer);
+    out.push_back(l->cross_sublayer);
+    out.push_back(l->ffn_sublayer);
+  }
+  return out;
+}
+
+void TransformerImpl::set_observer(SublayerObserver* observer) {
+  for (auto& s : sublayers()) s->observer = observer;
+}
+
+bool TransformerImpl::is_no_decay(const std::string& name) const {
+  auto ends_with = [&](const char* suffix) {
+    std::string s(suffix);
+    return name.size() >= s.size() &&
+           name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  return ends_with("bias") || name.find("norm.") != std::string::npos ||
+         ends_with("omega") || ends_with("alpha");
+}
+
+std::string TransformerImpl::initialize_from_batch(const Batch& batch) {
+  if (!variant->needs_profiling()) return "";
+  auto omegas = admin_initialize(*this, batch);
+  std::string s = "admin omega per sublayer (encoder 1..2N, decoder 1..3M):";
+  size_t n_enc = 2 * config.encoder_layers;
+  for (size_t i = 0; i < omegas.size(); ++i)
+    s += fmt::format("{}{}:{:.4f}", i == n_enc ? " | dec " : (i == 0 ? " enc " : " "),
+                     i < n_enc ? i + 1 : i - n_enc + 1, omegas[i]);
+  return s;
+}
+
+std::vector<double> admin_initialize(TransformerImpl& model,
+                                     const Batch& batch) {
+  struct Profiler : SublayerObserver {
+    double running[2] = {1.0, 1.0};  // encoder, decoder
+    std::vector<double> omegas;
+    void on_branch(SublayerView& v) override {
+      TORCH_CHECK(v.omega.defined(),
+                  "admin_initialize needs a residual variant with omega");
+      double& r = running[v.stack[0] == 'd' ? 1 : 0];
+      torch::NoGradGuard g;
+      v.omega.fill_(r);
+      omegas.push_back(r);
+      auto x = v.x.to(torch::kFloat) * v.omega;
+      double var_x = x.var(/*unbiased=*/false).item<double>();
+      double var_f = v.fx.to(torch::kFloat).var(false).item<double>();
+      r = std::sqrt(var_x + var_f);
+    }
+  } profiler;
+  bool was_training = model.is_training();
+  model.train(true);
+  model.set_observer(&profiler);
+  try {
+    torch::NoGradGuard g;
+    model.forward(batch.src, batch.tgt_in);
+  } catch (...) {
+    model.set_observer(nullptr);
+    throw;
+  }
+  model.set_observer(nullptr);
+  model.train(was_training);
+  return profiler.omegas;
+}
+
+std::shared_ptr<TransformerImpl> fold_to_post_ln(const TransformerImpl& m) {
+  const std::string& r = m.config.residual;
+  TORCH_CHECK(r == "admin" || r == "admin_closed_form" || r == "deepnorm" ||
+                  r == "post_ln",
+              "fold_to_post_ln: residual '", r,
+              "' has no Post-LN form (only admin, admin_closed_form, deepnorm)");
+  ModelConfig cfg = m.config;
+  cfg.residual = "post_ln";
+  auto folded = std::make_shared<TransformerImpl>(cfg, m.vocab);
+  torch::NoGradGuard g;
+  auto src = m.named_parameters(true);
+  auto src_buffers = m.named_buffers(true);
+  for (auto& p : folded->named_parameters(true)) p.value().copy_(src[p.key()]);
+  for (auto& b : folded->named_buffers(true))
+    if (src_buffers.contains(b.key())) b.value().copy_(src_buffers[b.key()]);
+  // Branch-closing projection of each sublayer, in sublayers() order.
+  std::vector<torch::nn::Linear> last;
+  for (const auto& l : *folded->encoder_layers) {
+    auto* e = l->as<EncoderLayerImpl>();
+    last.push_back(e->self_attn->out_proj);
+    last.push_back(e->ffn->fc2);
+  }
+  for (const auto& l : *folded->decoder_layers) {
+    auto* d = l->as<DecoderLayerImpl>();
+    last.push_back(d->self_attn->out_proj);
+    last.push_back(d->cross_attn->out_proj);
+    last.push_back(d->ffn->fc2);
+  }
+  auto subs = m.sublayers();
+  for (size_t i = 0; i < subs.size(); ++i) {
+    torch::Tensor w = subs[i]->residual->omega;
+    if (!w.defined()) continue;
+    TORCH_CHECK(w.numel() == 1,
+                "fold_to_post_ln: vector omega (model.omega_shape: vector) "
+                "cannot be folded exactly into Post-LN: LayerNorm is invariant "
+                "to one positive scalar, not to a per-dimension scale");
+    double s = w.item<double>();
+    TORCH_CHECK(s > 0, "fold_to_post_ln: omega must be positive, got ", s);
+    last[i]->weight.div_(s);
+    last[i]->bias.div_(s);
+  }
+  folded->train(m.is_training());
+  return folded;
+}
+
+}  // namespace clinic

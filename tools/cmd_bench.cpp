@@ -1,0 +1,26 @@
+// clinic bench RECIPE [--set ...] [--steps N] [--json]
+#include <iostream>
+
+#include "framework/bench.h"
+#include "framework/config.h"
+#include "tools/command.h"
+
+namespace clinic::cli {
+
+void add_bench_command(CLI::App& app, Action& action) {
+  static std::string recipe;
+  static std::vector<std::string> overrides;
+  static BenchOptions opts;
+  auto* b = app.add_subcommand("bench", "measure training/translation throughput and MFU");
+  b->add_option("recipe", recipe, "recipe name or path")->required();
+  add_overrides(b, &overrides);
+  b->add_option("--steps", opts.steps, "timed training updates");
+  b->add_option("--warmup", opts.warmup, "untimed updates first");
+  b->add_flag("--json", opts.json, "print one JSON object");
+  b->add_flag("--translate", opts.translate, "also time beam 5 and beam 1 decoding");
+  b->callback([&action] {
+    action = [] { run_bench(load_recipe(recipe, overrides), opts, std::cout); };
+  });
+}
+
+}  // namespace clinic::cli

@@ -1,0 +1,22 @@
+#pragma once
+// Each tools/cmd_*.cpp adds its subcommands to the CLI and sets the action
+// main() runs. Exit codes: 0 success, 2 usage/config error, 1 runtime error.
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace clinic::cli {
+
+using Action = std::function<void()>;
+
+/// Registers "--set" on a subcommand.
+void add_overrides(CLI::App* app, std::vector<std::string>* overrides);
+
+void add_config_commands(CLI::App& app, Action& action);
+void add_train_commands(CLI::App& app, Action& action);
+void add_translate_commands(CLI::App& app, Action& action);
+void add_bench_command(CLI::App& app, Action& action);
+
+}  // namespace clinic::cli
