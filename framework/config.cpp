@@ -18,6 +18,8 @@ namespace clinic {
 namespace config_detail {
 
 std::string where(const std::string& file, const YAML::Node& node) {
+  // Command-line values have no line of their own.
+  if (file.rfind("--set", 0) == 0) return file;
   if (!node.Mark().is_null())
     return fmt::format("{}:{}", file, node.Mark().line + 1);
   return file;
@@ -353,7 +355,13 @@ std::string closest_match(const std::string& word,
     }
   }
   size_t limit = std::max<size_t>(2, word.size() / 3);
-  return best_d <= limit ? best : std::string();
+  if (best_d <= limit) return best;
+  // A longer or shorter spelling of a known name ("optimizer" for "optim").
+  for (const auto& c : candidates)
+    if (c.size() >= 3 && word.size() >= 3 &&
+        (word.rfind(c, 0) == 0 || c.rfind(word, 0) == 0))
+      return c;
+  return std::string();
 }
 
 std::string recipes_dir() {

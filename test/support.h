@@ -75,6 +75,43 @@ inline int run_shell(const std::string& cmd, std::string* output) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/// A toy copy task on disk: <dir>/{train,valid}.{src,tgt}, words w0..w{V-1},
+/// target = source. For the pretokenized tokenizer.
+inline void write_copy_corpus(const std::string& dir, int n_train, int n_valid,
+                              int vocab = 12, uint64_t seed = 5) {
+  std::filesystem::create_directories(dir);
+  uint64_t x = seed;
+  auto next = [&] {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<int>((x >> 33) % 1000000);
+  };
+  for (auto [split, n] : {std::pair<const char*, int>{"train", n_train}, {"valid", n_valid}}) {
+    std::ofstream s(dir + "/" + split + ".src"), t(dir + "/" + split + ".tgt");
+    for (int i = 0; i < n; ++i) {
+      int len = 2 + next() % 6;
+      std::string line;
+      for (int j = 0; j < len; ++j) line += (j ? " w" : "w") + std::to_string(next() % vocab);
+      s << line << "\n";
+      t << line << "\n";
+    }
+  }
+}
+
+/// A small recipe over write_copy_corpus(dir).
+inline std::string copy_recipe(const std::string& dir, const std::string& residual = "post_ln") {
+  return "data:\n  dir: " + dir +
+         "\n  src_lang: src\n  tgt_lang: tgt\n  valid: valid\n  test: valid\n"
+         "  tokenizer: pretokenized\n  max_tokens: 256\n  prefetch: 2\n"
+         "model:\n  residual: " + residual +
+         "\n  encoder_layers: 2\n  decoder_layers: 2\n  d_model: 32\n  ffn_dim: 64\n"
+         "  heads: 4\n  dropout: 0.1\n  attention_dropout: 0\n  activation_dropout: 0\n"
+         "  share_all_embeddings: true\n  max_source_positions: 64\n  max_target_positions: 64\n"
+         "optim:\n  name: adam\n  lr: 0.003\n"
+         "schedule:\n  name: inverse_sqrt\n  warmup_updates: 10\n"
+         "train:\n  threads: 1\n  max_updates: 40\n  log_interval: 10\n  label_smoothing: 0.1\n"
+         "eval:\n  beam: 3\n  max_len_a: 1.0\n  max_len_b: 5\n";
+}
+
 inline std::string clinic_bin() { return std::string(kBinDir) + "/clinic"; }
 
 }  // namespace clinic::test

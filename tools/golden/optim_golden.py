@@ -49,6 +49,8 @@ def run_manual(flavour, degenerated_to_sgd=False, decoupled=False):
     out = []
     for t in range(1, STEPS + 1):
         g = grad_of(p)
+        if flavour == "torch" and not decoupled:
+            g = g.add(p, alpha=WD)
         if flavour == "torch" and decoupled:
             p.mul_(1 - LR * WD)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
@@ -75,6 +77,15 @@ def run_manual(flavour, degenerated_to_sgd=False, decoupled=False):
             elif step > 0:
                 p.add_(p, alpha=-WD * LR)
                 p.add_(m, alpha=-step * LR)
+        elif flavour == "torch":  # torch/optim/radam.py (_single_tensor_radam)
+            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            if rho_t > 5:
+                rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                                 / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                adaptive = math.sqrt(bc2) / v.sqrt().add_(EPS)
+                p.add_(m / bc1 * LR * adaptive * rect, alpha=-1.0)
+            else:
+                p.add_(m / bc1 * LR, alpha=-1.0)
         out.append(p.clone())
     return out
 
@@ -83,6 +94,11 @@ def emit(name, traj):
     for i, p in enumerate(traj, 1):
         print(name, i, " ".join(repr(float(x)) for x in p))
 
+
+# The transcription must reproduce torch.optim.RAdam itself before its
+# decoupled variant (absent from 1.13) is trusted.
+for a, b in zip(run_torch(torch.optim.RAdam), run_manual("torch")):
+    assert torch.allclose(a, b, rtol=1e-12, atol=1e-14), (a, b)
 
 emit("adam", run_torch(torch.optim.Adam))
 emit("radam_torch", run_torch(torch.optim.RAdam))

@@ -1,0 +1,165 @@
+#include <yaml-cpp/yaml.h>
+
+#include "framework/config.h"
+#include "framework/errors.h"
+#include "framework/model.h"
+#include "models/residual.h"
+#include "test/support.h"
+
+namespace clinic {
+namespace {
+
+using test::TempDir;
+using test::write_text;
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "<no ConfigError>";
+}
+
+TEST(Config, RoundTripThroughYaml) {
+  RunConfig a = load_recipe("multi30k/admin", {"optim.lr=0.0003", "optim.betas=[0.9, 0.99]"});
+  std::string y = to_yaml(a);
+  RunConfig b = parse_recipe_text(y, "roundtrip");
+  EXPECT_EQ(to_yaml(b), y);
+  EXPECT_EQ(b.model.residual, "admin");
+  EXPECT_DOUBLE_EQ(b.optim.lr, 3e-4);
+  EXPECT_DOUBLE_EQ(b.optim.betas[1], 0.99);
+}
+
+TEST(Config, InheritanceChainAndPrecedence) {
+  TempDir d;
+  write_text(d.file("c.yaml"), "model:\n  d_model: 64\n  heads: 2\noptim:\n  lr: 0.1\n");
+  write_text(d.file("b.yaml"), "base: c.yaml\noptim:\n  lr: 0.2\n  eps: 1.0e-6\n");
+  write_text(d.file("a.yaml"), "base: b.yaml\noptim:\n  lr: 0.3\n");
+  RunConfig cfg = load_recipe(d.file("a.yaml"), {"optim.eps=1e-5"});
+  EXPECT_EQ(cfg.model.d_model, 64);         // from c
+  EXPECT_DOUBLE_EQ(cfg.optim.lr, 0.3);      // a overrides b, c
+  EXPECT_DOUBLE_EQ(cfg.optim.eps, 1e-5);    // --set overrides b
+  EXPECT_EQ(cfg.model.ffn_dim, 1024);       // default
+  EXPECT_NE(cfg.origin["optim.lr"].find("a.yaml:3"), std::string::npos);
+  EXPECT_EQ(cfg.origin["optim.eps"], "--set optim.eps=1e-5");
+}
+
+TEST(Config, InheritanceCycleIsDetected) {
+  TempDir d;
+  write_text(d.file("a.yaml"), "base: b.yaml\n");
+  write_text(d.file("b.yaml"), "base: a.yaml\n");
+  std::string e = error_of([&] { load_recipe(d.file("a.yaml")); });
+  EXPECT_NE(e.find("inheritance cycle"), std::string::npos) << e;
+  EXPECT_NE(e.find("a.yaml -> "), std::string::npos) << e;
+}
+
+TEST(Config, UnknownKeyNamesFileLineAndSuggestion) {
+  TempDir d;
+  write_text(d.file("r.yaml"), "model:\n  d_model: 64\nschedule:\n  warmup_update: 10\n");
+  std::string e = error_of([&] { load_recipe(d.file("r.yaml")); });
+  EXPECT_NE(e.find("r.yaml:4"), std::string::npos) << e;
+  EXPECT_NE(e.find("unknown key 'schedule.warmup_update'"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean 'warmup_updates'?"), std::string::npos) << e;
+}
+
+TEST(Config, UnknownSectionIsAnError) {
+  std::string e = error_of([] { parse_recipe_text("optimizer:\n  lr: 1\n", "x.yaml"); });
+  EXPECT_NE(e.find("x.yaml:1"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean 'optim'"), std::string::npos) << e;
+}
+
+TEST(Config, WrongTypeNamesFileLineKey) {
+  std::string e = error_of([] { parse_recipe_text("data:\n  dir: x\nmodel:\n  d_model: abc\n", "t.yaml"); });
+  EXPECT_NE(e.find("t.yaml:4"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.d_model"), std::string::npos) << e;
+  EXPECT_NE(e.find("expected an integer, got 'abc'"), std::string::npos) << e;
+  e = error_of([] { parse_recipe_text("optim:\n  betas: 0.9\n", "t.yaml"); });
+  EXPECT_NE(e.find("expected a list of numbers"), std::string::npos) << e;
+  e = error_of([] { parse_recipe_text("train:\n  eval_bleu: maybe\n", "t.yaml"); });
+  EXPECT_NE(e.find("expected true or false"), std::string::npos) << e;
+}
+
+TEST(Config, OutOfRangeAndChoicesNameAllowedValues) {
+  std::string e = error_of([] { parse_recipe_text("optim:\n  lr: -1\n", "t.yaml"); });
+  EXPECT_NE(e.find("t.yaml:2: optim.lr = -1: must be > 0"), std::string::npos) << e;
+  e = error_of([] { parse_recipe_text("model:\n  activation: relux\n", "t.yaml"); });
+  EXPECT_NE(e.find("must be one of relu gelu"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean 'relu'"), std::string::npos) << e;
+  e = error_of([] { parse_recipe_text("optim:\n  betas: [0.9, 1.0]\n", "t.yaml"); });
+  EXPECT_NE(e.find("optim.betas must be two numbers in [0, 1)"), std::string::npos) << e;
+  e = error_of([] { parse_recipe_text("model:\n  d_model: 10\n  heads: 4\n", "t.yaml"); });
+  EXPECT_NE(e.find("model.heads = 4 must divide model.d_model = 10"), std::string::npos) << e;
+  e = error_of([] { parse_recipe_text("train:\n  precision: fp8\n", "t.yaml"); });
+  EXPECT_NE(e.find("one of fp32 bf16 fp16"), std::string::npos) << e;
+}
+
+TEST(Config, OverrideErrors) {
+  RunConfig cfg;
+  EXPECT_NE(error_of([&] { apply_override(cfg, "model.layers=3"); }).find("unknown key 'model.layers'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { apply_override(cfg, "lr=3"); }).find("expected section.key=value"),
+            std::string::npos);
+  apply_override(cfg, "model.encoder_layers=18");
+  EXPECT_EQ(cfg.model.encoder_layers, 18);
+}
+
+TEST(Config, RecipeByNameAndPathAndMissing) {
+  RunConfig by_name = load_recipe("multi30k/pre_ln");
+  RunConfig by_path = load_recipe(std::string(kSourceDir) + "/recipes/multi30k/pre_ln.yaml");
+  EXPECT_EQ(to_yaml(by_name), to_yaml(by_path));
+  EXPECT_EQ(by_name.model.residual, "pre_ln");
+  std::string e = error_of([] { load_recipe("multi30k/admn"); });
+  EXPECT_NE(e.find("not found"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean 'multi30k/admin'"), std::string::npos) << e;
+  EXPECT_EQ(list_recipes().size(), 8u);
+}
+
+TEST(Config, EveryKeyIsDocumentedInRecipesReadme) {
+  std::ifstream in(std::string(kSourceDir) + "/recipes/README.md");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string readme = ss.str();
+  std::istringstream table(describe_keys());
+  int rows = 0;
+  for (std::string line; std::getline(table, line);) {
+    auto a = line.find("`"), b = line.find("`", a + 1);
+    if (a == std::string::npos || line.rfind("| key", 0) == 0) continue;
+    std::string key = line.substr(a, b - a + 1);
+    EXPECT_NE(readme.find(key), std::string::npos) << key << " missing from recipes/README.md";
+    ++rows;
+  }
+  EXPECT_GT(rows, 60);
+}
+
+TEST(Registry, DuplicateAndUnknownNames) {
+  Registry<int> r("widget");
+  r.add("a", 1);
+  r.add("b", 2);
+  EXPECT_THROW(r.add("a", 3), std::logic_error);
+  try {
+    r.get("c");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown widget 'c'; known: a, b"), std::string::npos);
+  }
+  EXPECT_EQ(r.get("b"), 2);
+}
+
+TEST(Registry, BuiltinsArePresentAndUnknownResidualListsThem) {
+  register_builtins();  // idempotent
+  for (const char* n : {"post_ln", "pre_ln", "admin", "admin_closed_form", "deepnorm", "rezero"})
+    EXPECT_TRUE(residual_registry().contains(n)) << n;
+  RunConfig cfg = parse_recipe_text("model:\n  residual: postln\n", "t");
+  try {
+    build_model(cfg.model, VocabInfo{10, 10, true});
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown residual variant 'postln'; known: admin"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace clinic

@@ -1,0 +1,203 @@
+#include <set>
+
+#include "framework/data/batcher.h"
+#include "framework/data/corpus.h"
+#include "framework/data/text.h"
+#include "framework/data/vocab.h"
+#include "framework/errors.h"
+#include "test/support.h"
+
+namespace clinic {
+namespace {
+
+using test::TempDir;
+using test::write_text;
+
+DataConfig toy_data(const std::string& dir) {
+  DataConfig c;
+  c.dir = dir;
+  c.src_lang = "src";
+  c.tgt_lang = "tgt";
+  c.valid = "valid";
+  c.tokenizer = "pretokenized";
+  return c;
+}
+
+std::string data_error(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const DataError& e) {
+    return e.what();
+  }
+  return "<no DataError>";
+}
+
+TEST(Data, SentencePieceRoundTripIsLosslessOnTokenizedText) {
+  TempDir d;
+  std::string iwslt = std::string(kSharedDataDir) + "/iwslt14-de-en";
+  DataConfig c;
+  c.dir = iwslt;
+  c.train = "valid";
+  c.vocab_size = 1000;
+  c.spm_normalization = "identity";
+  Vocabularies v = prepare_vocab(c, d.path());
+  EXPECT_EQ(v.src->size(), 1000);
+  EXPECT_TRUE(v.joint);
+  auto lines = read_lines(iwslt + "/test.en");
+  lines.resize(200);
+  auto ids = v.src->encode_lines(lines);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(ids[i], v.src->encode(lines[i]));
+    std::vector<int64_t> wide(ids[i].begin(), ids[i].end());
+    ASSERT_EQ(v.src->decode(wide), lines[i]) << "line " << i;
+  }
+  // A second prepare reuses the model instead of retraining it.
+  uint64_t h = v.src->hash();
+  EXPECT_EQ(prepare_vocab(c, d.path()).src->hash(), h);
+}
+
+TEST(Data, VocabularyTooLargeForDataIsReadable) {
+  TempDir d;
+  test::write_copy_corpus(d.file("c"), 30, 5);
+  DataConfig c = toy_data(d.file("c"));
+  c.tokenizer = "sentencepiece";
+  c.vocab_size = 5000;
+  std::string e = data_error([&] { prepare_vocab(c, d.path()); });
+  EXPECT_NE(e.find("data.vocab_size = 5000"), std::string::npos) << e;
+  EXPECT_NE(e.find("lower data.vocab_size"), std::string::npos) << e;
+}
+
+TEST(Data, PretokenizedModeJoinsBpeExactly) {
+  TempDir d;
+  std::string iwslt = std::string(kSharedDataDir) + "/iwslt14-de-en";
+  DataConfig c;
+  c.dir = iwslt + "/bpe10k";
+  c.train = "valid";
+  c.tokenizer = "pretokenized";
+  Vocabularies v = prepare_vocab(c, d.path());
+  auto bpe = read_lines(iwslt + "/bpe10k/valid.en");
+  auto plain = read_lines(iwslt + "/valid.en");
+  ASSERT_EQ(bpe.size(), plain.size());
+  for (size_t i = 0; i < bpe.size(); i += 7) {
+    auto ids = v.tgt->encode(bpe[i]);
+    std::vector<int64_t> wide(ids.begin(), ids.end());
+    ASSERT_EQ(v.tgt->decode(wide), plain[i]) << "line " << i;
+  }
+}
+
+struct Toy {
+  TempDir dir;
+  DataConfig cfg;
+  Vocabularies vocab;
+  ParallelCorpus corpus;
+  explicit Toy(int n = 300) {
+    test::write_copy_corpus(dir.file("c"), n, 10);
+    cfg = toy_data(dir.file("c"));
+    vocab = prepare_vocab(cfg, dir.file("run"));
+    corpus = load_parallel(cfg, "train", vocab, dir.file("run/cache"), 0, 0);
+  }
+};
+
+TEST(Batcher, BudgetIsRespectedAndEverySentenceAppearsOnce) {
+  Toy t;
+  for (int64_t budget : {16, 50, 200}) {
+    auto plan = plan_epoch(t.corpus, budget, 0, 1, 1, true);
+    std::multiset<int64_t> seen;
+    for (const auto& b : plan) {
+      int64_t longest = 0;
+      for (auto k : b) longest = std::max({longest, t.corpus.src_len(k), t.corpus.tgt_len(k)});
+      EXPECT_LE(longest * static_cast<int64_t>(b.size()), budget);
+      auto batch = t.corpus.make_batch(b);
+      EXPECT_LE(batch.src.numel(), budget);
+      seen.insert(b.begin(), b.end());
+    }
+    ASSERT_EQ(seen.size(), static_cast<size_t>(t.corpus.size()));
+    EXPECT_EQ(std::set<int64_t>(seen.begin(), seen.end()).size(), seen.size());
+  }
+  auto capped = plan_epoch(t.corpus, 1000, 7, 1, 1, true);
+  for (const auto& b : capped) EXPECT_LE(b.size(), 7u);
+}
+
+TEST(Batcher, OrderIsDeterministicAndResumable) {
+  Toy t;
+  auto a = plan_epoch(t.corpus, 40, 0, 3, 2, true);
+  EXPECT_EQ(a, plan_epoch(t.corpus, 40, 0, 3, 2, true));
+  EXPECT_NE(a, plan_epoch(t.corpus, 40, 0, 3, 3, true));
+  EXPECT_NE(a, plan_epoch(t.corpus, 40, 0, 4, 2, true));
+  std::vector<std::vector<int64_t>> all, tail;
+  {
+    BatchStream s(t.corpus, a, 0, 3);
+    while (auto b = s.next()) all.push_back(b->ids);
+  }
+  {
+    BatchStream s(t.corpus, a, 5, 3);
+    while (auto b = s.next()) tail.push_back(b->ids);
+  }
+  ASSERT_EQ(all.size(), a.size());
+  EXPECT_EQ(tail, std::vector<std::vector<int64_t>>(all.begin() + 5, all.end()));
+}
+
+TEST(Data, BatchTensorsHaveEosBosAndPadding) {
+  Toy t(20);
+  auto b = t.corpus.make_batch({0, 1});
+  int64_t len0 = t.corpus.src_len(0);
+  EXPECT_EQ(b.src[0][len0 - 1].item<int64_t>(), kEos);
+  EXPECT_EQ(b.tgt_in[0][0].item<int64_t>(), kBos);
+  EXPECT_TRUE(torch::equal(b.tgt_in[0].narrow(0, 1, len0 - 1), b.tgt_out[0].narrow(0, 0, len0 - 1)));
+  EXPECT_EQ(b.src_tokens, t.corpus.src_len(0) + t.corpus.src_len(1));
+}
+
+TEST(Data, BadInputsGetOneClearError) {
+  TempDir d;
+  test::write_copy_corpus(d.file("c"), 20, 4);
+  DataConfig c = toy_data(d.file("c"));
+  Vocabularies v = prepare_vocab(c, d.file("run"));
+  // Missing file names the path.
+  std::string e = data_error([&] { load_parallel(c, "nope", v, d.file("run/cache"), 0, 0); });
+  EXPECT_NE(e.find("nope.src: file not found"), std::string::npos) << e;
+  // Line counts differ: both counts and both files.
+  write_text(d.file("c/odd.src"), "w1 w2\nw3\nw4\n");
+  write_text(d.file("c/odd.tgt"), "w1 w2\nw3\n");
+  e = data_error([&] { load_parallel(c, "odd", v, d.file("run/cache"), 0, 0); });
+  EXPECT_NE(e.find("odd.src has 3 lines"), std::string::npos) << e;
+  EXPECT_NE(e.find("odd.tgt has 2"), std::string::npos) << e;
+  // Non-UTF-8 byte: file, line and column.
+  write_text(d.file("c/bad.src"), "w1\nw2 \xff w3\n");
+  write_text(d.file("c/bad.tgt"), "w1\nw2\n");
+  e = data_error([&] { load_parallel(c, "bad", v, d.file("run/cache"), 0, 0); });
+  EXPECT_NE(e.find("bad.src:2:4: byte 0xff is not valid UTF-8"), std::string::npos) << e;
+  // Empty lines are skipped and long lines filtered, both counted.
+  write_text(d.file("c/gaps.src"), "w1 w2\n\nw1 w2 w3 w4 w5 w6 w7\nw3\n");
+  write_text(d.file("c/gaps.tgt"), "w1 w2\nw5\nw1\nw3\n");
+  FilterStats st;
+  auto p = load_parallel(c, "gaps", v, d.file("run/cache"), 5, 5, &st);
+  EXPECT_EQ(st.total, 4);
+  EXPECT_EQ(st.empty, 1);
+  EXPECT_EQ(st.too_long, 1);
+  EXPECT_EQ(p.keep, (std::vector<int64_t>{0, 3}));
+}
+
+TEST(Data, CacheIsRebuiltForAnotherVocabularyOrChangedText) {
+  TempDir d;
+  test::write_copy_corpus(d.file("c"), 50, 4);
+  DataConfig c = toy_data(d.file("c"));
+  Vocabularies v1 = prepare_vocab(c, d.file("v1"));
+  auto first = load_parallel(c, "train", v1, d.file("cache"), 0, 0);
+  std::vector<int32_t> a(first.src->line(0), first.src->line(0) + first.src->length(0));
+  // A dictionary with different ids: the cache must not be reused.
+  std::filesystem::create_directories(d.file("v2"));
+  write_text(d.file("v2/dict.txt"), "w11 1\nw10 1\nw9 1\nw8 1\nw7 1\nw6 1\nw5 1\nw4 1\nw3 1\nw2 1\nw1 1\nw0 1\n");
+  Vocabularies v2 = load_vocab(c, d.file("v2"));
+  auto second = load_parallel(c, "train", v2, d.file("cache"), 0, 0);
+  std::vector<int32_t> b(second.src->line(0), second.src->line(0) + second.src->length(0));
+  EXPECT_EQ(a.size(), b.size());
+  EXPECT_NE(a, b);
+  EXPECT_EQ(v2.src->encode(read_lines(d.file("c/train.src"))[0]), b);
+  // Changed text: rebuilt too.
+  write_text(d.file("c/train.src"), "w1\nw2\n");
+  write_text(d.file("c/train.tgt"), "w1\nw2\n");
+  EXPECT_EQ(load_parallel(c, "train", v2, d.file("cache"), 0, 0).size(), 2);
+}
+
+}  // namespace
+}  // namespace clinic

@@ -1,0 +1,134 @@
+#include "framework/eval/bleu.h"
+#include "framework/eval/search.h"
+#include "models/transformer.h"
+#include "test/support.h"
+
+namespace clinic {
+namespace {
+
+TEST(Bleu, SacrebleuDocumentationExample) {
+  // sacreBLEU README: BLEU = 48.53 82.4/50.0/45.5/37.5 (BP = 0.943 ratio =
+  // 0.944 hyp_len = 17 ref_len = 18)
+  std::vector<std::string> sys = {"The dog bit the man.", "It wasn't surprising.",
+                                  "The man had just bitten him."};
+  std::vector<std::vector<std::string>> refs = {
+      {"The dog bit the man.", "It was not unexpected.", "The man bit him first."},
+      {"The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."}};
+  auto b = corpus_bleu(sys, refs);
+  EXPECT_EQ(b.format(),
+            "BLEU = 48.53 82.4/50.0/45.5/37.5 (BP = 0.943 ratio = 0.944 hyp_len = 17 ref_len = 18)");
+}
+
+TEST(Bleu, Tokenizer13a) {
+  EXPECT_EQ(tokenize_13a("Hello, world."), "Hello , world .");
+  EXPECT_EQ(tokenize_13a("It costs 3.50 dollars, e.g. 1,000."), "It costs 3.50 dollars , e . g . 1,000 .");
+  EXPECT_EQ(tokenize_13a("a &quot;b&quot; &amp; (c)"), "a \" b \" & ( c )");
+  EXPECT_EQ(tokenize_13a("9-year-old"), "9 - year-old");
+}
+
+TEST(Bleu, EdgeCases) {
+  auto same = corpus_bleu({"a b c d e"}, {{"a b c d e"}});
+  EXPECT_DOUBLE_EQ(same.score, 100.0);
+  auto empty = corpus_bleu({""}, {{"a b c"}});
+  EXPECT_DOUBLE_EQ(empty.score, 0.0);
+  EXPECT_DOUBLE_EQ(empty.bp, 0.0);
+  // No matching 3- and 4-grams: exp smoothing gives 100/(2*total), 100/(4*total).
+  auto partial = corpus_bleu({"a b x c d"}, {{"a b y c d"}}, "none");
+  EXPECT_NEAR(partial.precisions[0], 80.0, 1e-9);
+  EXPECT_NEAR(partial.precisions[1], 50.0, 1e-9);
+  EXPECT_NEAR(partial.precisions[2], 100.0 / (2 * 3), 1e-9);
+  EXPECT_NEAR(partial.precisions[3], 100.0 / (4 * 2), 1e-9);
+  EXPECT_NEAR(partial.score, std::exp((std::log(80.0) + std::log(50.0) + std::log(100.0 / 6) +
+                                       std::log(12.5)) / 4),
+              1e-9);
+  // Hypothesis longer than the reference: no brevity penalty.
+  auto longer = corpus_bleu({"a b c d e f"}, {{"a b c d e"}});
+  EXPECT_DOUBLE_EQ(longer.bp, 1.0);
+  EXPECT_NEAR(longer.score, 100.0 * std::pow(5.0 / 6 * 4.0 / 5 * 3.0 / 4 * 2.0 / 3, 0.25), 1e-9);
+  // Shorter: BP = exp(1 - r/c).
+  auto shorter = corpus_bleu({"a b c d"}, {{"a b c d e f"}});
+  EXPECT_NEAR(shorter.bp, std::exp(1 - 6.0 / 4), 1e-12);
+  EXPECT_THROW(corpus_bleu({"a"}, {{"a", "b"}}), std::invalid_argument);
+}
+
+// A model trained on a copy task (in process, a few seconds).
+std::shared_ptr<TransformerImpl> copy_model() {
+  ModelConfig cfg = test::tiny_model("pre_ln", 2, 32);
+  cfg.heads = 4;
+  cfg.ffn_dim = 64;
+  torch::manual_seed(21);
+  auto m = std::make_shared<TransformerImpl>(cfg, VocabInfo{14, 14, true});
+  torch::optim::Adam opt(m->parameters(), torch::optim::AdamOptions(3e-3).betas({0.9, 0.98}));
+  m->train();
+  for (int step = 0; step < 300; ++step) {
+    auto body = torch::randint(4, 14, {32, 5}, torch::kLong);
+    auto src = torch::cat({body, torch::full({32, 1}, kEos, torch::kLong)}, 1);
+    auto tgt_in = torch::cat({torch::full({32, 1}, kBos, torch::kLong), body}, 1);
+    auto loss = torch::nn::functional::cross_entropy(m->forward(src, tgt_in).view({-1, 14}),
+                                                     src.view(-1));
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  }
+  m->eval();
+  return m;
+}
+
+TEST(Search, BeamSearchTranslatesATrainedCopyModel) {
+  auto m = copy_model();
+  const int e = static_cast<int>(kEos);
+  auto src = torch::tensor({{5, 9, 7, 12, 4, e}, {13, 6, 6, 8, 11, e}}, torch::kLong);
+  SearchOptions o;
+  o.beam = 5;
+  o.max_len_b = 10;
+  o.max_positions = 64;
+  auto hyps = beam_search(*m, src, o);
+  ASSERT_EQ(hyps.size(), 2u);
+  EXPECT_EQ(hyps[0][0].tokens, (std::vector<int64_t>{5, 9, 7, 12, 4}));
+  EXPECT_EQ(hyps[1][0].tokens, (std::vector<int64_t>{13, 6, 6, 8, 11}));
+  o.nbest = 3;
+  auto nb = beam_search(*m, src, o);
+  ASSERT_EQ(nb[0].size(), 3u);
+  EXPECT_GE(nb[0][0].score, nb[0][1].score);
+  EXPECT_GE(nb[0][1].score, nb[0][2].score);
+}
+
+TEST(Search, BeamOneEqualsGreedyAndBatchOrderDoesNotMatter) {
+  auto m = copy_model();
+  const int e = static_cast<int>(kEos);
+  auto src = torch::tensor({{5, 9, 7, 12, 4, e}, {13, 6, 8, e, 0, 0}, {4, 4, 10, 11, e, 0}},
+                           torch::kLong);
+  SearchOptions o;
+  o.beam = 1;
+  o.max_len_b = 8;
+  o.max_positions = 64;
+  auto hyps = beam_search(*m, src, o);
+  torch::NoGradGuard g;
+  for (int64_t r = 0; r < src.size(0); ++r) {
+    auto row = src.narrow(0, r, 1);
+    auto enc = m->encode(row);
+    std::vector<int64_t> out;
+    auto tgt = torch::full({1, 1}, kBos, torch::kLong);
+    for (int step = 0; step <= 8; ++step) {
+      auto logits = m->decode(tgt, enc).select(1, -1).squeeze(0);
+      logits[kPad] = -INFINITY;
+      logits[kBos] = -INFINITY;
+      if (step == 0) logits[kEos] = -INFINITY;  // min_len 1
+      int64_t next = step == 8 ? kEos : logits.argmax().item<int64_t>();
+      if (next == kEos) break;
+      out.push_back(next);
+      tgt = torch::cat({tgt, torch::full({1, 1}, next, torch::kLong)}, 1);
+    }
+    EXPECT_EQ(hyps[r][0].tokens, out) << "row " << r;
+  }
+  o.beam = 4;
+  auto fwd = beam_search(*m, src, o);
+  auto rev = beam_search(*m, src.flip(0), o);
+  for (int64_t r = 0; r < 3; ++r) {
+    EXPECT_EQ(fwd[r][0].tokens, rev[2 - r][0].tokens);
+    EXPECT_NEAR(fwd[r][0].score, rev[2 - r][0].score, 1e-5);
+  }
+}
+
+}  // namespace
+}  // namespace clinic

@@ -1,0 +1,163 @@
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "framework/optim/optimizers.h"
+#include "framework/optim/radam.h"
+#include "framework/optim/schedule.h"
+#include "test/support.h"
+
+namespace clinic {
+namespace {
+
+// Same problem as tools/golden/optim_golden.py.
+torch::Tensor grad_of(const torch::Tensor& p) {
+  auto opts = torch::dtype(torch::kDouble);
+  auto t = torch::tensor({1.0, 0.5, -0.5, 0.2, 0.0, -1.5}, opts);
+  auto w = torch::tensor({1.0, 0.3, 2.0, 5.0, 0.7, 1.5}, opts);
+  return 2 * w * (p - t) + 0.2 * p.pow(3);
+}
+torch::Tensor p0() {
+  return torch::tensor({0.5, -1.2, 2.0, 0.03, -0.7, 1.1}, torch::dtype(torch::kDouble));
+}
+
+std::map<std::string, std::vector<std::vector<double>>> golden() {
+  std::ifstream in(std::string(kTestDataDir) + "/optim_golden.txt");
+  std::map<std::string, std::vector<std::vector<double>>> g;
+  std::string name;
+  int step;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream ls(line);
+    ls >> name >> step;
+    std::vector<double> v;
+    for (double x; ls >> x;) v.push_back(x);
+    g[name].push_back(v);
+  }
+  return g;
+}
+
+constexpr double kLr = 0.05, kWd = 0.1;
+
+std::unique_ptr<torch::optim::Optimizer> make(const std::string& name, torch::Tensor p) {
+  auto betas = std::make_tuple(0.9, 0.98);
+  if (name == "adam")
+    return std::make_unique<torch::optim::Adam>(
+        std::vector<torch::Tensor>{p},
+        torch::optim::AdamOptions(kLr).betas(betas).eps(1e-8).weight_decay(kWd));
+  RAdamOptions o(kLr);
+  o.betas(betas).eps(1e-8).weight_decay(kWd);
+  if (name == "radam_torch") o.flavour(RAdamFlavour::kTorch);
+  if (name == "radam_torch_decoupled") o.flavour(RAdamFlavour::kTorch).decoupled_weight_decay(true);
+  if (name == "radam_clinic") o.flavour(RAdamFlavour::kClinic);
+  if (name == "radam_reference") o.flavour(RAdamFlavour::kReference);
+  if (name == "radam_reference_sgd") o.flavour(RAdamFlavour::kReference).degenerate_to_sgd(true);
+  return std::make_unique<RAdam>(std::vector<torch::Tensor>{p}, o);
+}
+
+void step(torch::optim::Optimizer& opt, torch::Tensor& p) {
+  p.mutable_grad() = grad_of(p.detach());
+  opt.step();
+}
+
+TEST(Optim, MatchesPyTorchAndReferenceTrajectories) {
+  auto g = golden();
+  ASSERT_EQ(g.size(), 6u);
+  for (const auto& [name, traj] : g) {
+    ASSERT_EQ(traj.size(), 20u) << name;
+    auto p = p0().requires_grad_(true);
+    auto opt = make(name, p);
+    for (size_t t = 0; t < traj.size(); ++t) {
+      step(*opt, p);
+      for (size_t i = 0; i < traj[t].size(); ++i) {
+        double got = p[i].item<double>(), want = traj[t][i];
+        EXPECT_NEAR(got, want, 1e-6 * std::abs(want) + 1e-12)
+            << name << " step " << t + 1 << " param " << i;
+      }
+    }
+  }
+}
+
+TEST(Optim, ClinicFlavourSkipsFirstFiveStepsButDecays) {
+  auto p = p0().requires_grad_(true);
+  auto opt = make("radam_clinic", p);
+  auto before = p.detach().clone();
+  step(*opt, p);
+  // rho_1 < 5: no adaptive step, only p <- p - lr*wd*p.
+  test::expect_close(p.detach(), before * (1 - kLr * kWd), 0, 1e-15);
+  EXPECT_LT(RAdam::rho(0.98, 5), 5.0);
+  EXPECT_GE(RAdam::rho(0.98, 6), 5.0);
+  EXPECT_NEAR(RAdam::rectifier(0.98, 6), 0.115, 0.005);  // design notes §1.4
+}
+
+TEST(Optim, SaveLoadContinuesIdentically) {
+  for (std::string name : {"adam", "radam_clinic", "radam_torch"}) {
+    auto a = p0().requires_grad_(true);
+    auto opt_a = make(name, a);
+    for (int i = 0; i < 12; ++i) step(*opt_a, a);
+
+    auto b = p0().requires_grad_(true);
+    auto opt_b = make(name, b);
+    for (int i = 0; i < 7; ++i) step(*opt_b, b);
+    std::stringstream buf;
+    torch::serialize::OutputArchive out;
+    opt_b->save(out);
+    out.save_to(buf);
+    auto c = b.detach().clone().requires_grad_(true);
+    auto opt_c = make(name, c);
+    torch::serialize::InputArchive in;
+    in.load_from(buf);
+    opt_c->load(in);
+    for (int i = 7; i < 12; ++i) step(*opt_c, c);
+    EXPECT_TRUE(torch::equal(a.detach(), c.detach())) << name;
+  }
+}
+
+TEST(Optim, ConstructorRejectsBadHyperparameters) {
+  auto p = p0().requires_grad_(true);
+  EXPECT_THROW(RAdam({p}, RAdamOptions(-1.0)), c10::Error);
+  EXPECT_THROW(RAdam({p}, RAdamOptions(1e-3).betas({0.9, 1.0})), c10::Error);
+  EXPECT_THROW(RAdam({p}, RAdamOptions(1e-3).weight_decay(-1)), c10::Error);
+}
+
+Schedule sched(const std::string& name, int64_t warmup, double init, double end, int64_t total) {
+  ScheduleConfig c;
+  c.name = name;
+  c.warmup_updates = warmup;
+  c.warmup_init_lr = init;
+  c.end_lr = end;
+  return schedule_registry().get(name)(c, 5e-4, total);
+}
+
+TEST(Schedule, InverseSqrtHasFairseqSemantics) {
+  auto s = sched("inverse_sqrt", 4000, 1e-7, 0, 0);
+  EXPECT_DOUBLE_EQ(s(0), 1e-7);
+  EXPECT_DOUBLE_EQ(s(2000), 1e-7 + 2000 * (5e-4 - 1e-7) / 4000);
+  EXPECT_DOUBLE_EQ(s(4000), 5e-4);
+  EXPECT_DOUBLE_EQ(s(16000), 2.5e-4);  // 5e-4 * sqrt(4000 / 16000)
+}
+
+TEST(Schedule, LinearCosineConstant) {
+  auto lin = sched("linear", 10, 0, 1e-4, 110);
+  EXPECT_DOUBLE_EQ(lin(10), 5e-4);
+  EXPECT_NEAR(lin(60), 0.5 * (5e-4 + 1e-4), 1e-15);
+  EXPECT_DOUBLE_EQ(lin(500), 1e-4);
+  auto cos = sched("cosine", 0, 0, 0, 100);
+  EXPECT_NEAR(cos(50), 2.5e-4, 1e-15);
+  EXPECT_NEAR(cos(100), 0, 1e-15);
+  auto c = sched("constant", 4, 0, 0, 0);
+  EXPECT_DOUBLE_EQ(c(2), 2.5e-4);
+  EXPECT_DOUBLE_EQ(c(1000), 5e-4);
+}
+
+TEST(Schedule, DecayingSchedulesNeedALength) {
+  try {
+    parse_recipe_text("schedule:\n  name: linear\n", "t.yaml");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.max_updates"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace clinic

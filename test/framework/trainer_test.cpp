@@ -1,0 +1,245 @@
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <thread>
+
+#include "framework/data/text.h"
+#include "framework/errors.h"
+#include "framework/train/average.h"
+#include "framework/train/trainer.h"
+#include "test/support.h"
+
+namespace clinic {
+namespace {
+
+using test::TempDir;
+
+RunConfig copy_config(const TempDir& d, const std::string& residual = "post_ln",
+                      const std::vector<std::string>& overrides = {}) {
+  test::write_copy_corpus(d.file("corpus"), 400, 40);
+  return parse_recipe_text(test::copy_recipe(d.file("corpus"), residual), "copy.yaml", overrides);
+}
+
+std::vector<double> losses(const std::string& metrics) {
+  std::vector<double> out;
+  for (const auto& l : read_lines(metrics)) {
+    auto p = l.find("\"loss\": ");
+    if (p != std::string::npos && l.find("\"update\"") == 1) out.push_back(std::stod(l.substr(p + 8)));
+  }
+  return out;
+}
+
+TEST(Trainer, LossFallsForEveryResidualVariant) {
+  for (const char* v : {"post_ln", "pre_ln", "admin", "admin_closed_form", "deepnorm", "rezero"}) {
+    TempDir d;
+    Trainer t(copy_config(d, v, {"train.max_updates=300", "train.log_interval=60",
+                                 "schedule.name=constant"}),
+              d.file("run"));
+    t.fit();
+    auto l = losses(d.file("run/metrics.jsonl"));
+    ASSERT_EQ(l.size(), 5u) << v;
+    EXPECT_LT(l.back(), 0.5 * l.front()) << v << ": " << l.front() << " -> " << l.back();
+    EXPECT_TRUE(std::filesystem::exists(d.file("run/checkpoint_last.pt")));
+  }
+}
+
+std::vector<torch::Tensor> params_of(Trainer& t) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : t.model().parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+TEST(Trainer, GradientAccumulationEqualsOneLargeBatch) {
+  TempDir d;
+  RunConfig cfg = copy_config(d, "pre_ln", {"model.dropout=0"});
+  Trainer a(cfg, d.file("a")), b(cfg, d.file("b"));
+  a.setup();
+  b.setup();
+  const auto& corpus = a.train_data();
+  Batch b1 = corpus.make_batch({0, 1, 2}), b2 = corpus.make_batch({3, 4, 5, 6, 7});
+  Batch all = corpus.make_batch({0, 1, 2, 3, 4, 5, 6, 7});
+  auto sa = a.train_update({b1, b2});
+  auto sb = b.train_update({all});
+  EXPECT_EQ(sa.tokens, sb.tokens);
+  EXPECT_NEAR(sa.loss, sb.loss, 1e-4 * std::abs(sb.loss));
+  EXPECT_NEAR(sa.grad_norm, sb.grad_norm, 1e-5 * sb.grad_norm);
+  // Compare the accumulated gradients (Adam's first step, ~lr*sign(g), would
+  // amplify float summation-order noise in near-zero entries).
+  auto ga = a.model().parameters(), gb = b.model().parameters();
+  for (size_t i = 0; i < ga.size(); ++i)
+    test::expect_close(ga[i].grad(), gb[i].grad(), 1e-4, 1e-8);
+}
+
+TEST(Trainer, LossScalerGrowsBacksOffFloorsAndSkips) {
+  LossScaler s(128, 3, 16, true);
+  s.update(false);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 128);
+  s.update(false);  // 3 clean updates
+  EXPECT_EQ(s.scale(), 256);
+  s.update(true);
+  EXPECT_EQ(s.scale(), 128);
+  for (int i = 0; i < 5; ++i) s.update(true);
+  EXPECT_EQ(s.scale(), 16);  // floor
+  s.update(false);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 16);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 32);
+  LossScaler off(128, 3, 0, false);
+  off.update(true);
+  EXPECT_EQ(off.scale(), 1);
+
+  // In the trainer: an Inf gradient skips the step and halves the scale.
+  TempDir d;
+  Trainer t(copy_config(d, "post_ln", {"train.precision=fp16", "train.loss_scale_init=64"}),
+            d.file("run"));
+  t.setup();
+  Batch b = t.train_data().make_batch({0, 1, 2});
+  auto before = params_of(t);
+  auto w = t.model().named_parameters()["encoder_layers.0.ffn.fc1.weight"];
+  // Inject an overflowing gradient, as fp16 backward produces one.
+  unsigned hook = w.register_hook([](torch::Tensor g) { return g * INFINITY; });
+  auto s1 = t.train_update({b});
+  w.remove_hook(hook);
+  EXPECT_TRUE(s1.skipped);
+  EXPECT_EQ(t.scaler().scale(), 32);
+  EXPECT_EQ(t.state().update, 0);
+  EXPECT_EQ(t.state().skipped, 1);
+  auto after = params_of(t);
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(torch::equal(before[i], after[i]));
+  auto s2 = t.train_update({b});
+  EXPECT_FALSE(s2.skipped);
+  EXPECT_EQ(t.state().update, 1);
+}
+
+TEST(Trainer, NonFiniteValuesAreLocalisedAndStopTheRun) {
+  TempDir d;
+  Trainer t(copy_config(d, "post_ln", {"train.max_bad_steps=2"}), d.file("run"));
+  t.setup();
+  Batch b = t.train_data().make_batch({0, 1, 2});
+  {
+    torch::NoGradGuard g;
+    t.model().named_parameters()["decoder_layers.1.ffn.fc1.bias"].fill_(NAN);
+  }
+  auto s = t.train_update({b});
+  EXPECT_TRUE(s.skipped);
+  EXPECT_EQ(s.nonfinite_where, "decoder layer 1 ffn output f(x)");
+  try {
+    t.train_update({b});
+    FAIL() << "expected DivergenceError";
+  } catch (const DivergenceError& e) {
+    EXPECT_NE(std::string(e.what()).find("2 consecutive non-finite updates"), std::string::npos);
+  }
+}
+
+TEST(Trainer, CorruptCheckpointIsAClearError) {
+  TempDir d;
+  RunConfig cfg = copy_config(d, "post_ln", {"train.max_updates=3"});
+  {
+    Trainer t(cfg, d.file("run"));
+    t.fit();
+  }
+  std::string ck = d.file("run/checkpoint_last.pt");
+  std::string bytes = read_file(ck);
+  test::write_text(ck, bytes.substr(0, bytes.size() / 2));
+  try {
+    read_checkpoint_meta(ck);
+    FAIL();
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("corrupt or truncated"), std::string::npos) << e.what();
+  }
+  bytes[bytes.size() - 100] ^= 0x5a;
+  test::write_text(ck, bytes);
+  try {
+    Trainer t(cfg, d.file("run"));
+    t.setup();
+    FAIL();
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, ResumeWithAnotherModelShapeIsAClearError) {
+  TempDir d;
+  {
+    Trainer t(copy_config(d, "post_ln", {"train.max_updates=2"}), d.file("run"));
+    t.fit();
+  }
+  try {
+    Trainer t(copy_config(d, "post_ln", {"model.ffn_dim=48"}), d.file("run"));
+    t.setup();
+    FAIL();
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("different model"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, AveragingEqualsTheMeanOfParameters) {
+  TempDir d;
+  {
+    Trainer t(copy_config(d, "admin", {"train.max_updates=6", "train.save_interval=2",
+                                       "train.keep_last=3"}),
+              d.file("run"));
+    t.fit();
+  }
+  auto files = select_checkpoints(d.file("run"), 2, "");
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_NE(files[1].find("checkpoint_u6.pt"), std::string::npos);
+  average_checkpoints(files, d.file("avg.pt"));
+  RunConfig cfg = copy_config(d, "admin");
+  auto load = [&](const std::string& f) {
+    auto m = build_model(cfg.model, VocabInfo{16, 16, true});
+    load_checkpoint(f, *m, nullptr);
+    return m;
+  };
+  auto a = load(files[0]), b = load(files[1]), avg = load(d.file("avg.pt"));
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  for (const auto& p : avg->named_parameters())
+    test::expect_close(p.value(), (pa[p.key()] + pb[p.key()]) / 2, 1e-6, 1e-7);
+}
+
+// A child `clinic train` killed with SIGKILL and resumed ends bit-identical
+// to an uninterrupted run.
+TEST(Trainer, ResumeAfterSigkillIsBitIdentical) {
+  TempDir d;
+  test::write_copy_corpus(d.file("corpus"), 400, 40);
+  test::write_text(d.file("r.yaml"), test::copy_recipe(d.file("corpus"), "admin"));
+  std::string common = " train " + d.file("r.yaml") +
+                       " --set train.max_updates=24 --set train.save_interval=1"
+                       " --set train.log_interval=4 --set data.max_tokens=64";
+  std::string out;
+  ASSERT_EQ(test::run_shell(test::clinic_bin() + common + " --run-dir " + d.file("straight"), &out), 0)
+      << out;
+  for (int kill_after : {5, 13}) {
+    std::string run = d.file("killed" + std::to_string(kill_after));
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      std::string cmd = test::clinic_bin() + common + " --run-dir " + run + " >/dev/null 2>&1";
+      ::execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
+      ::_exit(127);
+    }
+    std::string marker = run + "/checkpoint_u" + std::to_string(kill_after) + ".pt";
+    for (int i = 0; i < 1200 && !std::filesystem::exists(marker); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+    ASSERT_EQ(test::run_shell(test::clinic_bin() + common + " --run-dir " + run, &out), 0) << out;
+    RunConfig cfg = parse_recipe_text(test::copy_recipe(d.file("corpus"), "admin"), "r");
+    auto a = build_model(cfg.model, VocabInfo{16, 16, true});
+    auto b = build_model(cfg.model, VocabInfo{16, 16, true});
+    auto ma = load_checkpoint(d.file("straight/checkpoint_last.pt"), *a, nullptr);
+    auto mb = load_checkpoint(run + "/checkpoint_last.pt", *b, nullptr);
+    EXPECT_EQ(ma.state.update, 24);
+    EXPECT_EQ(mb.state.update, 24);
+    auto pb = b->named_parameters();
+    for (const auto& p : a->named_parameters())
+      EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << "kill at " << kill_after << ": " << p.key();
+  }
+}
+
+}  // namespace
+}  // namespace clinic
