@@ -1,5 +1,7 @@
 // clinic translate | eval | bleu | export
 #include <fmt/format.h>
+#include <torch/script.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -10,6 +12,7 @@
 #include "framework/eval/loaded_model.h"
 #include "framework/eval/search.h"
 #include "framework/errors.h"
+#include "framework/train/checkpoint.h"
 #include "framework/train/trainer.h"
 #include "tools/command.h"
 
@@ -17,12 +20,12 @@ namespace clinic::cli {
 
 namespace {
 struct DecodeFlags {
-  std::string checkpoint, input, output;
+  std::string checkpoint, torchscript, input, output;
   int64_t beam = -1, nbest = -1, threads = 0;
   double lenpen = -1;
 };
 void add_decode_flags(CLI::App* c, DecodeFlags& f) {
-  c->add_option("--checkpoint", f.checkpoint, "checkpoint file")->required();
+  c->add_option("--checkpoint", f.checkpoint, "checkpoint file");
   c->add_option("--beam", f.beam, "beam size (default eval.beam of the recipe)");
   c->add_option("--lenpen", f.lenpen, "length penalty (default eval.lenpen)");
   c->add_option("--nbest", f.nbest, "hypotheses per sentence (default 1)");
@@ -41,17 +44,70 @@ std::vector<std::string> read_input(const std::string& path) {
   for (std::string l; std::getline(std::cin, l);) lines.push_back(l);
   return lines;
 }
+void translate_torchscript(const std::string& path, int64_t beam,
+                           const std::vector<std::string>& lines, const std::string& output) {
+  torch::jit::ExtraFilesMap extra{{"recipe.yaml", ""}, {"vocab/names", ""}};
+  torch::jit::Module ts;
+  try {
+    ts = torch::jit::load(path, torch::kCPU, extra);
+  } catch (const c10::Error&) {
+    throw DataError(path + ": cannot load TorchScript model");
+  }
+  auto names = split_ws(extra["vocab/names"]);
+  if (extra["recipe.yaml"].empty() || names.size() != 2)
+    throw DataError(path + ": not exported by clinic export (no recipe/vocabulary inside)");
+  torch::jit::ExtraFilesMap files{{"vocab/src/" + names[0], ""}, {"vocab/tgt/" + names[1], ""}};
+  ts = torch::jit::load(path, torch::kCPU, files);
+  RunConfig cfg = parse_recipe_text(extra["recipe.yaml"], path + " (recipe)");
+  std::string dir = (std::filesystem::temp_directory_path() /
+                     ("clinic-ts-" + std::to_string(::getpid()))).string();
+  std::filesystem::create_directories(dir);
+  write_file_atomic(dir + "/" + names[0], files["vocab/src/" + names[0]]);
+  if (!cfg.data.joint_vocab) write_file_atomic(dir + "/" + names[1], files["vocab/tgt/" + names[1]]);
+  Vocabularies v = load_vocab(cfg.data, dir);
+  int64_t k = beam > 0 ? beam : cfg.eval.beam;
+  std::ofstream file;
+  if (!output.empty()) file.open(output);
+  std::ostream& out = output.empty() ? std::cout : file;
+  torch::NoGradGuard g;
+  for (const auto& line : lines) {
+    auto ids = v.src->encode(line);
+    if (ids.empty()) {
+      out << "\n";
+      continue;
+    }
+    auto src = torch::empty({1, static_cast<int64_t>(ids.size()) + 1}, torch::kLong);
+    for (size_t j = 0; j < ids.size(); ++j) src[0][j] = ids[j];
+    src[0][ids.size()] = kEos;
+    int64_t max_len = std::min<int64_t>(
+        static_cast<int64_t>(cfg.eval.max_len_a * (ids.size() + 1)) + cfg.eval.max_len_b,
+        cfg.model.max_target_positions - 1);
+    auto res = ts.get_method("translate")({src, k, max_len}).toList();
+    auto toks = c10::IValue(res.get(0)).toIntVector();
+    out << v.tgt->decode(std::vector<int64_t>(toks.begin(), toks.end())) << "\n";
+    out.flush();
+  }
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 
 void add_translate_commands(CLI::App& app, Action& action) {
   static DecodeFlags tf;
   auto* tr = app.add_subcommand("translate", "translate lines with a checkpoint");
   add_decode_flags(tr, tf);
+  tr->add_option("--torchscript", tf.torchscript, "exported model (clinic export) instead of --checkpoint");
   tr->add_option("--input", tf.input, "source file (default stdin)");
   tr->add_option("--output", tf.output, "output file (default stdout)");
   tr->callback([&action] {
     action = [] {
       configure_threads(tf.threads);
+      if (tf.checkpoint.empty() == tf.torchscript.empty())
+        throw ConfigError("translate: give exactly one of --checkpoint or --torchscript");
+      if (!tf.torchscript.empty()) {
+        translate_torchscript(tf.torchscript, tf.beam, read_input(tf.input), tf.output);
+        return;
+      }
       auto device = pick_device("auto");
       LoadedModel m = load_trained_model(tf.checkpoint, device);
       auto opts = search_options(m, tf);
@@ -87,6 +143,7 @@ void add_translate_commands(CLI::App& app, Action& action) {
   ev->callback([&action] {
     action = [] {
       configure_threads(ef.threads);
+      if (ef.checkpoint.empty()) throw ConfigError("eval: --checkpoint is required");
       auto device = pick_device("auto");
       LoadedModel m = load_trained_model(ef.checkpoint, device);
       std::string s = src, r = ref;
@@ -155,7 +212,13 @@ void add_translate_commands(CLI::App& app, Action& action) {
     action = [] {
       LoadedModel m = load_trained_model(ckpt, torch::kCPU);
       auto module = m.model->to_torchscript();
-      module.save(out_file);
+      // The recipe and vocabulary travel as extra files of the archive.
+      CheckpointMeta meta = read_checkpoint_meta(ckpt);
+      torch::jit::ExtraFilesMap extra{{"recipe.yaml", meta.recipe_yaml},
+                                      {"vocab/src/" + meta.src_vocab_name, meta.src_vocab},
+                                      {"vocab/tgt/" + meta.tgt_vocab_name, meta.tgt_vocab},
+                                      {"vocab/names", meta.src_vocab_name + "\n" + meta.tgt_vocab_name}};
+      module.save(out_file, extra);
       std::cout << "wrote " << out_file << "\n";
     };
   });

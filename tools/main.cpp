@@ -5,6 +5,14 @@
 #include "framework/registry.h"
 #include "tools/command.h"
 
+#ifdef CLINIC_WITH_JEMALLOC
+// Read by jemalloc at start-up: never return freed pages to the kernel, so a
+// training step reuses the previous step's memory instead of re-faulting it.
+extern "C" {
+const char* malloc_conf = "dirty_decay_ms:-1,muzzy_decay_ms:-1";
+}
+#endif
+
 int main(int argc, char** argv) {
   using namespace clinic;
   CLI::App app{"clinic: train Transformers that do not diverge (Post-LN, Pre-LN, Admin)"};

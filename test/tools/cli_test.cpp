@@ -84,6 +84,18 @@ TEST(Cli, TrainTranslateEvalEndToEnd) {
       << out;
   EXPECT_NE(out.find("BLEU = "), std::string::npos) << out;
   EXPECT_EQ(read_lines(d.file("hyp")).size(), 30u);
+  // Export to TorchScript and translate with it: same output as the checkpoint.
+  ASSERT_EQ(run_shell(clinic() + " export --checkpoint " + d.file("run/checkpoint_last.pt") +
+                          " --out " + d.file("m.pt"),
+                      &out),
+            0)
+      << out;
+  ASSERT_EQ(run_shell(clinic() + " translate --torchscript " + d.file("m.pt") + " --input " +
+                          d.file("in") + " --beam 3",
+                      &out),
+            0)
+      << out;
+  EXPECT_EQ(out, "w1 w2 w3\n\nw4 w5\n");
   // Re-running on a finished run dir resumes and stops at once.
   ASSERT_EQ(run_shell(clinic() + " train " + d.file("r.yaml") + " --run-dir " + d.file("run") +
                           " --set train.max_updates=400 --set schedule.name=constant",

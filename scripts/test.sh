@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# README command 2: install dependencies, build, run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh -DCLINIC_BUILD_TESTS=ON
+cd build && ctest -j "$(nproc)" --output-on-failure
