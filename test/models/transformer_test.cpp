@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "framework/errors.h"
+#include <sstream>
 #include "test/support.h"
 
 namespace clinic {
@@ -142,6 +143,35 @@ TEST(Transformer, AdminProfilingFollowsTheClinicRecursion) {
   EXPECT_DOUBLE_EQ(omegas[0], 1.0);
   EXPECT_DOUBLE_EQ(omegas[6], 1.0);  // each stack starts at 1
   EXPECT_GT(omegas[5], omegas[1]);   // grows with depth
+}
+
+// Cross-implementation check: tools/golden/admin_profile.py re-implements the
+// Clinic recursion in plain PyTorch on the same weights (carried by the
+// TorchScript export) and the same batch.
+TEST(Transformer, AdminProfilingMatchesPythonReimplementation) {
+  std::string out;
+  if (test::run_shell("/usr/bin/python3 -c 'import torch'", &out) != 0)
+    GTEST_SKIP() << "python3-torch not installed";
+  auto cfg = tiny_model("admin", 3, 16);
+  cfg.share_all_embeddings = true;
+  auto m = make(cfg);
+  test::TempDir d;
+  m->to_torchscript().save(d.file("m.pt"));  // omega = 1: weights only
+  Batch b;
+  b.src = ids({{5, 6, 7, 8, 9, kEos}, {10, 11, kEos, 0, 0, 0}, {12, 13, 14, kEos, 0, 0}});
+  b.tgt_in = ids({{kBos, 4, 5, 6, 7}, {kBos, 8, 9, 0, 0}, {kBos, 10, 11, 12, 0}});
+  auto omegas = admin_initialize(*m, b);
+  std::string cmd = "/usr/bin/python3 " + std::string(kSourceDir) +
+                    "/tools/golden/admin_profile.py " + d.file("m.pt") +
+                    " '[[5, 6, 7, 8, 9, 3], [10, 11, 3, 0, 0, 0], [12, 13, 14, 3, 0, 0]]'"
+                    " '[[2, 4, 5, 6, 7], [2, 8, 9, 0, 0], [2, 10, 11, 12, 0]]'";
+  ASSERT_EQ(test::run_shell(cmd, &out), 0) << out;
+  std::istringstream in(out);
+  std::vector<double> want;
+  for (double v; in >> v;) want.push_back(v);
+  ASSERT_EQ(want.size(), omegas.size()) << out;
+  for (size_t k = 0; k < want.size(); ++k) EXPECT_NEAR(omegas[k], want[k], 1e-5) << "sublayer " << k;
+  EXPECT_GT(want.back(), 1.5);  // the values are not trivially 1
 }
 
 TEST(Transformer, PaddingDoesNotChangeRealPositions) {
