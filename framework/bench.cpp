@@ -4,7 +4,14 @@
 #include <sys/resource.h>
 #include <torch/version.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <regex>
+
+#include "clinic_paths.h"
 #include "framework/amp/autocast.h"
+#include "framework/data/subprocess.h"
 #include "framework/eval/search.h"
 #include "framework/logging.h"
 #include "framework/model.h"
@@ -45,6 +52,13 @@ double measure_gemm_peak(int64_t n, bool bf16) {
 }
 
 namespace {
+double json_number(const std::string& json, const std::string& key) {
+  std::smatch m;
+  if (!std::regex_search(json, m, std::regex("\"" + key + "\": ([-0-9.eE+]+)")))
+    throw std::runtime_error("reference_train.py printed no " + key + ": " + json);
+  return std::stod(m[1]);
+}
+
 double peak_rss_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -71,6 +85,46 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   auto rand_ids = [&](int64_t rows, int64_t len) {
     return torch::randint(kEos + 1, V, {rows, len}, torch::kLong);
   };
+  // One fixed batch in --compare-python mode, so both sides see the same input.
+  Batch fixed;
+  fixed.src = rand_ids(B, L).to(device);
+  fixed.tgt_in = rand_ids(B, L).to(device);
+  fixed.tgt_out = rand_ids(B, L).to(device);
+  std::string tmp, py_cmd;
+  double loss_eval = 0, py_loss_eval = 0, py_tps = 0, py_runs = 0;
+  if (o.compare_python) {
+    tmp = (std::filesystem::temp_directory_path() / ("clinic-bench-" + std::to_string(::getpid()))).string();
+    std::filesystem::create_directories(tmp);
+    model->to_torchscript().save(tmp + "/model.pt");
+    torch::jit::Module bm("Batch");
+    bm.register_buffer("src", fixed.src.cpu());
+    bm.register_buffer("tgt_in", fixed.tgt_in.cpu());
+    bm.register_buffer("tgt_out", fixed.tgt_out.cpu());
+    bm.save(tmp + "/batch.pt");
+    model->eval();
+    {
+      torch::NoGradGuard g;
+      loss_eval = loss_fn(model->forward(fixed.src, fixed.tgt_in), fixed.tgt_out).loss.item<double>() /
+                  static_cast<double>(B * L);
+    }
+    model->train();
+    const auto& m = cfg.model;
+    py_cmd = fmt::format(
+        "/usr/bin/python3 {}/tools/bench/reference_train.py {}/model.pt {}/batch.pt --steps {} "
+        "--threads {} --lr {} --label-smoothing {} --dropout {} --attention-dropout {} "
+        "--activation-dropout {}{}",
+        kClinicSourceDir, tmp, tmp, std::max<int64_t>(1, (o.steps + 1) / 2), threads, cfg.optim.lr,
+        cfg.train.label_smoothing, m.dropout, m.attention_dropout, m.activation_dropout,
+        m.residual == "pre_ln" ? " --pre-ln" : "");
+  }
+  auto run_python = [&] {
+    std::string out;
+    auto r = run_command({"/bin/sh", "-c", py_cmd}, &out);
+    if (r.exit_code != 0) throw std::runtime_error("reference_train.py failed: " + r.err);
+    py_loss_eval = json_number(out, "loss_eval");
+    py_tps += json_number(out, "tokens_per_s");
+    py_runs += 1;
+  };
   double t_data = 0, t_fwd = 0, t_bwd = 0, t_opt = 0;
   double last_loss = 0;
   auto sync = [&] {
@@ -78,11 +132,15 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   };
   for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
     bool timed = step >= o.warmup;
+    // A/B alternation: the Python reference runs between the two halves.
+    if (o.compare_python && step == o.warmup + o.steps / 2) run_python();
     double t0 = now_seconds();
-    Batch b;
-    b.src = rand_ids(B, L).to(device);
-    b.tgt_in = rand_ids(B, L).to(device);
-    b.tgt_out = rand_ids(B, L).to(device);
+    Batch b = fixed;
+    if (!o.compare_python) {
+      b.src = rand_ids(B, L).to(device);
+      b.tgt_in = rand_ids(B, L).to(device);
+      b.tgt_out = rand_ids(B, L).to(device);
+    }
     double t1 = now_seconds();
     opt->zero_grad();
     torch::Tensor logits;
@@ -107,6 +165,10 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
       t_bwd += t3 - t2;
       t_opt += t4 - t3;
     }
+  }
+  if (o.compare_python) {
+    run_python();
+    std::filesystem::remove_all(tmp);
   }
   double total = t_data + t_fwd + t_bwd + t_opt;
   double ups = o.steps / total;
@@ -151,11 +213,16 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         "\"achieved_gflops\": {:.2f}, \"gemm_peak_gflops\": {:.2f}, \"mfu\": {:.4f}, "
         "\"loss\": {:.5f}, \"beam5_sentences_per_s\": {:.2f}, \"beam5_tokens_per_s\": {:.1f}, "
         "\"beam1_sentences_per_s\": {:.2f}, \"beam1_tokens_per_s\": {:.1f}, "
-        "\"beam5_latency_bs1_s\": {:.4f}}}\n",
+        "\"beam5_latency_bs1_s\": {:.4f}{}}}\n",
         cfg.source, cfg.train.precision, threads, TORCH_VERSION, B, L, o.steps, ups, tok,
         tgt_tok, t_fwd / o.steps, t_bwd / o.steps, t_opt / o.steps, t_data / o.steps,
         peak_rss_mb(), flops, achieved, peak, achieved / peak, last_loss, beam5_sps,
-        beam5_tps, beam1_sps, beam1_tps, lat1);
+        beam5_tps, beam1_sps, beam1_tps, lat1,
+        o.compare_python
+            ? fmt::format(", \"loss_eval\": {:.6f}, \"python_loss_eval\": {:.6f}, "
+                          "\"python_tokens_per_s\": {:.1f}, \"python_ratio\": {:.3f}",
+                          loss_eval, py_loss_eval, py_tps / py_runs, tok / (py_tps / py_runs))
+            : std::string());
     return;
   }
   out << fmt::format("recipe {} | precision {} | {} threads | LibTorch {}\n", cfg.source,
@@ -171,6 +238,10 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
                      "GFLOP/s | MFU {:.1f}%\n",
                      flops, achieved, peak, 100 * achieved / peak)
       << fmt::format("peak RSS {:.0f} MiB\n", peak_rss_mb());
+  if (o.compare_python)
+    out << fmt::format("python reference: {:.0f} tokens/s -> clinic/python = {:.2f}x | eval loss "
+                       "clinic {:.6f} python {:.6f}\n",
+                       py_tps / py_runs, tok / (py_tps / py_runs), loss_eval, py_loss_eval);
   if (o.translate)
     out << fmt::format("translate: beam 5 {:.1f} sent/s {:.0f} tok/s | beam 1 {:.1f} sent/s "
                        "{:.0f} tok/s | beam 5 batch-1 latency {:.3f}s\n",

@@ -13,6 +13,9 @@ struct BenchOptions {
   bool json = false;
   bool translate = false;
   int64_t seq_len = 32;  // source and target length of the synthetic rows
+  /// Also time tools/bench/reference_train.py (plain PyTorch, same model,
+  /// weights and batch), alternating with clinic, and report the ratio.
+  bool compare_python = false;
 };
 
 /// Analytic matmul FLOPs of one training update (3x forward: forward,

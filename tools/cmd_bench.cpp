@@ -18,6 +18,8 @@ void add_bench_command(CLI::App& app, Action& action) {
   b->add_option("--warmup", opts.warmup, "untimed updates first");
   b->add_flag("--json", opts.json, "print one JSON object");
   b->add_flag("--translate", opts.translate, "also time beam 5 and beam 1 decoding");
+  b->add_flag("--compare-python", opts.compare_python,
+              "also time tools/bench/reference_train.py (plain PyTorch), A/B alternating");
   b->callback([&action] {
     action = [] { run_bench(load_recipe(recipe, overrides), opts, std::cout); };
   });

@@ -118,5 +118,28 @@ TEST(Cli, BenchPrintsDocumentedJsonFields) {
     EXPECT_NE(out.find(f), std::string::npos) << f << " in " << out;
 }
 
+TEST(Cli, BenchPythonReferenceAgreesOnTheLoss) {
+  std::string out;
+  if (run_shell("/usr/bin/python3 -c 'import torch'", &out) != 0)
+    GTEST_SKIP() << "python3-torch not installed";
+  for (const char* variant : {"post_ln", "pre_ln"}) {
+    ASSERT_EQ(run_shell(clinic() + " bench multi30k/" + variant +
+                            " --steps 2 --warmup 0 --json --compare-python "
+                            "--set model.d_model=32 --set model.ffn_dim=64 "
+                            "--set data.max_tokens=256 --set train.threads=1",
+                        &out),
+              0)
+        << out;
+    auto num = [&](const std::string& key) {
+      auto p = out.find("\"" + key + "\": ");
+      EXPECT_NE(p, std::string::npos) << key << " in " << out;
+      return p == std::string::npos ? NAN : std::stod(out.substr(p + key.size() + 4));
+    };
+    double a = num("loss_eval"), b = num("python_loss_eval");
+    EXPECT_NEAR(a, b, 1e-5 * std::abs(a)) << variant;
+    EXPECT_GT(num("python_ratio"), 0) << variant;
+  }
+}
+
 }  // namespace
 }  // namespace clinic
