@@ -11,6 +11,8 @@
 
 #include "framework/amp/autocast.h"
 #include "framework/data/text.h"
+#include "framework/eval/bleu.h"
+#include "framework/eval/search.h"
 #include "framework/errors.h"
 #include "framework/optim/optimizers.h"
 
@@ -297,6 +299,19 @@ std::pair<double, double> Trainer::validate() {
   return {loss / tokens, nll / tokens};
 }
 
+double Trainer::validate_bleu() {
+  auto src = read_lines(split_path(cfg_.data, cfg_.data.valid, cfg_.data.src_lang));
+  auto ref = read_lines(split_path(cfg_.data, cfg_.data.valid, cfg_.data.tgt_lang));
+  auto opts = SearchOptions::from(cfg_.eval, cfg_.model.max_target_positions);
+  opts.nbest = 1;
+  auto hyps = translate_lines(*model_, *vocab_.src, *vocab_.tgt, src, opts,
+                              cfg_.eval.max_tokens, device_);
+  std::vector<std::string> best;
+  for (const auto& h : hyps) best.push_back(h.empty() ? "" : h.front());
+  model_->train();
+  return corpus_bleu(best, {ref}, cfg_.eval.bleu_tokenize, cfg_.eval.lowercase).score;
+}
+
 void Trainer::save_checkpoint(const std::string& reason) {
   double wall = state_.wall_s;
   state_.wall_s = wall + (now_seconds() - start_wall_);
@@ -409,24 +424,28 @@ void Trainer::fit() {
   const auto& t = cfg_.train;
   auto run_validation = [&]() {
     auto [loss, nll] = validate();
-    bool best = loss < state_.best_valid;
+    double bleu = t.eval_bleu ? validate_bleu() : -1;
+    // With eval_bleu the best checkpoint and early stopping follow BLEU.
+    bool best = t.eval_bleu ? bleu > state_.best_bleu : loss < state_.best_valid;
+    state_.best_valid = std::min(state_.best_valid, loss);
     if (best) {
-      state_.best_valid = loss;
+      state_.best_bleu = std::max(state_.best_bleu, bleu);
       state_.stalled = 0;
     } else {
       state_.stalled += 1;
     }
-    metrics_->write(MetricsRecord()
-                        .add("event", std::string("valid"))
-                        .add("update", state_.update)
-                        .add("epoch", state_.position.epoch)
-                        .add("valid_loss", loss / kLn2)
-                        .add("valid_nll", nll / kLn2)
-                        .add("valid_ppl", std::pow(2.0, nll / kLn2))
-                        .add("best", static_cast<int64_t>(best)));
-    log()->info("[valid] update {} | loss {:.3f} | nll {:.3f} | ppl {:.2f}{}",
+    MetricsRecord r;
+    r.add("event", std::string("valid"))
+        .add("update", state_.update)
+        .add("epoch", state_.position.epoch)
+        .add("valid_loss", loss / kLn2)
+        .add("valid_nll", nll / kLn2)
+        .add("valid_ppl", std::pow(2.0, nll / kLn2));
+    if (t.eval_bleu) r.add("valid_bleu", bleu);
+    metrics_->write(r.add("best", static_cast<int64_t>(best)));
+    log()->info("[valid] update {} | loss {:.3f} | nll {:.3f} | ppl {:.2f}{}{}",
                 state_.update, loss / kLn2, nll / kLn2, std::pow(2.0, nll / kLn2),
-                best ? " | best" : "");
+                t.eval_bleu ? fmt::format(" | bleu {:.2f}", bleu) : "", best ? " | best" : "");
     return best;
   };
   std::string why;

@@ -52,6 +52,9 @@ class Trainer {
   UpdateStats train_update(const std::vector<Batch>& batches);
   /// Mean per-token loss / nll (nats) on the validation split.
   std::pair<double, double> validate();
+  /// Corpus BLEU of the validation split decoded with the recipe's eval
+  /// settings (train.eval_bleu).
+  double validate_bleu();
   void save_checkpoint(const std::string& reason);
 
   /// Set up data, model, optimizer (called by fit; public for tests that

@@ -2,9 +2,13 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <set>
 #include <thread>
 
+#include "framework/amp/autocast.h"
 #include "framework/data/text.h"
+#include "framework/optim/optimizers.h"
+#include "framework/optim/radam.h"
 #include "framework/errors.h"
 #include "framework/train/average.h"
 #include "framework/train/trainer.h"
@@ -198,6 +202,100 @@ TEST(Trainer, AveragingEqualsTheMeanOfParameters) {
   auto pa = a->named_parameters(), pb = b->named_parameters();
   for (const auto& p : avg->named_parameters())
     test::expect_close(p.value(), (pa[p.key()] + pb[p.key()]) / 2, 1e-6, 1e-7);
+}
+
+TEST(Trainer, Bf16AutocastTracksFp32) {
+  TempDir d;
+  double losses[2];
+  int i = 0;
+  for (const char* prec : {"fp32", "bf16"}) {
+    Trainer t(copy_config(d, "pre_ln", {std::string("train.precision=") + prec, "model.dropout=0"}),
+              d.file(std::string("run_") + prec));
+    t.setup();
+    auto s = t.train_update({t.train_data().make_batch({0, 1, 2, 3, 4, 5})});
+    EXPECT_FALSE(s.skipped) << prec;
+    EXPECT_TRUE(std::isfinite(s.grad_norm)) << prec;
+    losses[i++] = s.loss / s.tokens;
+  }
+  EXPECT_NEAR(losses[1], losses[0], 0.02 * losses[0]);
+  // The bf16 path really computes in bf16 (a silent no-op would pass above).
+  Trainer t(copy_config(d, "pre_ln", {"train.precision=bf16"}), d.file("run_check"));
+  t.setup();
+  Batch b = t.train_data().make_batch({0, 1});
+  AutocastGuard guard(torch::kCPU, torch::kBFloat16);
+  EXPECT_EQ(t.model().forward(b.src, b.tgt_in).scalar_type(), torch::kBFloat16);
+}
+
+TEST(Trainer, LabelSmoothingMassVariants) {
+  auto logits = torch::randn({1, 3, 6});
+  auto target = torch::tensor({{4, 5, 0}}, torch::kLong);  // last position is padding
+  auto lp = torch::log_softmax(logits, -1)[0];
+  double nll = -(lp[0][4] + lp[1][5]).item<double>();
+  double smooth = -(lp[0].sum() + lp[1].sum()).item<double>();
+  auto v = label_smoothed_nll(logits, target, 0.1, SmoothingMass::kEpsOverV);
+  EXPECT_NEAR(v.loss.item<double>(), 0.9 * nll + 0.1 / 6 * smooth, 1e-5);
+  EXPECT_NEAR(v.nll.item<double>(), nll, 1e-5);
+  auto w = label_smoothed_nll(logits, target, 0.1, SmoothingMass::kEpsOverVMinus1);
+  EXPECT_NEAR(w.loss.item<double>(), (1 - 0.1 - 0.02) * nll + 0.02 * smooth, 1e-5);
+}
+
+TEST(Trainer, NoDecayGroupHoldsBiasesNormsAndOmega) {
+  TempDir d;
+  RunConfig cfg = copy_config(d, "admin", {"optim.name=radam", "optim.weight_decay=0.01",
+                                           "optim.no_decay_bias_norm=true"});
+  auto m = build_model(cfg.model, VocabInfo{16, 16, true});
+  auto opt = build_optimizer(*m, cfg.optim);
+  ASSERT_EQ(opt->param_groups().size(), 2u);
+  std::set<torch::TensorImpl*> no_decay;
+  for (const auto& p : opt->param_groups()[1].params()) no_decay.insert(p.unsafeGetTensorImpl());
+  for (const auto& p : m->named_parameters()) {
+    bool nd = p.key().find("bias") != std::string::npos || p.key().find("norm.") != std::string::npos ||
+              p.key().find("omega") != std::string::npos;
+    EXPECT_EQ(no_decay.count(p.value().unsafeGetTensorImpl()) > 0, nd) << p.key();
+  }
+  auto& o0 = static_cast<RAdamOptions&>(opt->param_groups()[0].options());
+  auto& o1 = static_cast<RAdamOptions&>(opt->param_groups()[1].options());
+  EXPECT_DOUBLE_EQ(o0.weight_decay(), 0.01);
+  EXPECT_DOUBLE_EQ(o1.weight_decay(), 0.0);
+  // The Clinic default decays everything: one group.
+  cfg.optim.no_decay_bias_norm = false;
+  EXPECT_EQ(build_optimizer(*m, cfg.optim)->param_groups().size(), 1u);
+}
+
+TEST(Trainer, EvalBleuIsReportedAtValidation) {
+  TempDir d;
+  Trainer t(copy_config(d, "pre_ln", {"train.eval_bleu=true", "train.validate_interval=20",
+                                      "train.max_updates=20"}),
+            d.file("run"));
+  t.fit();
+  std::string metrics = read_file(d.file("run/metrics.jsonl"));
+  EXPECT_NE(metrics.find("\"valid_bleu\": "), std::string::npos) << metrics;
+  EXPECT_TRUE(std::filesystem::exists(d.file("run/checkpoint_best.pt")));
+}
+
+// SIGTERM finishes the current update, checkpoints and exits 0.
+TEST(Trainer, SigtermCheckpointsAndExitsZero) {
+  TempDir d;
+  test::write_copy_corpus(d.file("corpus"), 400, 40);
+  test::write_text(d.file("r.yaml"), test::copy_recipe(d.file("corpus")));
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::string cmd = test::clinic_bin() + " train " + d.file("r.yaml") + " --run-dir " +
+                      d.file("run") + " --set train.max_updates=100000 --set train.save_interval=1" +
+                      " >/dev/null 2>&1";
+    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
+    ::_exit(127);
+  }
+  for (int i = 0; i < 1200 && !std::filesystem::exists(d.file("run/checkpoint_u3.pt")); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  auto meta = read_checkpoint_meta(d.file("run/checkpoint_last.pt"));
+  EXPECT_GE(meta.state.update, 3);
+  EXPECT_LT(meta.state.update, 100000);
 }
 
 // A child `clinic train` killed with SIGKILL and resumed ends bit-identical
