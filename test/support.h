@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <unistd.h>
 
@@ -13,6 +14,17 @@
 #include "test_paths.h"
 
 namespace clinic::test {
+
+/// The message of the E that fn() throws, or "<no exception>".
+template <class E>
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<no exception>";
+}
 
 /// A fresh directory under the system temp dir, removed at scope exit.
 class TempDir {

@@ -12,14 +12,7 @@ namespace {
 using test::TempDir;
 using test::write_text;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "<no ConfigError>";
-}
+std::string error_of(const std::function<void()>& fn) { return test::error_of<ConfigError>(fn); }
 
 TEST(Config, RoundTripThroughYaml) {
   RunConfig a = load_recipe("multi30k/admin", {"optim.lr=0.0003", "optim.betas=[0.9, 0.99]"});

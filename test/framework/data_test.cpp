@@ -23,14 +23,7 @@ DataConfig toy_data(const std::string& dir) {
   return c;
 }
 
-std::string data_error(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  return "<no DataError>";
-}
+std::string data_error(const std::function<void()>& fn) { return test::error_of<DataError>(fn); }
 
 TEST(Data, SentencePieceRoundTripIsLosslessOnTokenizedText) {
   TempDir d;

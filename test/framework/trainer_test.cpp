@@ -148,21 +148,12 @@ TEST(Trainer, CorruptCheckpointIsAClearError) {
   std::string ck = d.file("run/checkpoint_last.pt");
   std::string bytes = read_file(ck);
   test::write_text(ck, bytes.substr(0, bytes.size() / 2));
-  try {
-    read_checkpoint_meta(ck);
-    FAIL();
-  } catch (const CheckpointError& e) {
-    EXPECT_NE(std::string(e.what()).find("corrupt or truncated"), std::string::npos) << e.what();
-  }
+  std::string e = test::error_of<CheckpointError>([&] { read_checkpoint_meta(ck); });
+  EXPECT_NE(e.find("corrupt or truncated"), std::string::npos) << e;
   bytes[bytes.size() - 100] ^= 0x5a;
   test::write_text(ck, bytes);
-  try {
-    Trainer t(cfg, d.file("run"));
-    t.setup();
-    FAIL();
-  } catch (const CheckpointError& e) {
-    EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
-  }
+  e = test::error_of<CheckpointError>([&] { Trainer(cfg, d.file("run")).setup(); });
+  EXPECT_NE(e.find("checksum mismatch"), std::string::npos) << e;
 }
 
 TEST(Trainer, ResumeWithAnotherModelShapeIsAClearError) {
@@ -171,13 +162,9 @@ TEST(Trainer, ResumeWithAnotherModelShapeIsAClearError) {
     Trainer t(copy_config(d, "post_ln", {"train.max_updates=2"}), d.file("run"));
     t.fit();
   }
-  try {
-    Trainer t(copy_config(d, "post_ln", {"model.ffn_dim=48"}), d.file("run"));
-    t.setup();
-    FAIL();
-  } catch (const CheckpointError& e) {
-    EXPECT_NE(std::string(e.what()).find("different model"), std::string::npos) << e.what();
-  }
+  std::string e = test::error_of<CheckpointError>(
+      [&] { Trainer(copy_config(d, "post_ln", {"model.ffn_dim=48"}), d.file("run")).setup(); });
+  EXPECT_NE(e.find("different model"), std::string::npos) << e;
 }
 
 TEST(Trainer, AveragingEqualsTheMeanOfParameters) {
