@@ -221,8 +221,10 @@ Vocabularies prepare_vocab(const DataConfig& c, const std::string& dir) {
     for (const auto& l : langs) {
       std::string p = split_path(c, c.train, l);
       if (!fs::exists(p))
-        throw DataError(fmt::format("{}: training file not found (data.dir = {})",
-                                    p, c.dir));
+        throw DataError(fmt::format(
+            "{}: training file not found (data.dir = {}); point data.dir at a "
+            "directory holding {}.{} and {}.{} (--set data.dir=DIR)",
+            p, c.dir, c.train, c.src_lang, c.train, c.tgt_lang));
       inputs.push_back(p);
     }
     log()->info("[vocab] building {} from {}", file, fmt::join(inputs, ", "));
