@@ -11,8 +11,10 @@ RECIPE=${RECIPE:-multi30k/admin}
 RUN=${RUN_DIR:-runs/demo-$(echo "$RECIPE" | tr / -)}
 UPDATES=${DEMO_UPDATES:-600}
 build/bin/clinic train "$RECIPE" --run-dir "$RUN" --set train.max_updates="$UPDATES" --set train.log_interval=50
-echo "--- a few translations (beam 5) ---"
-head -n 5 data/multi30k/test_2016_flickr.de | tee /dev/stderr | \
-  build/bin/clinic translate --checkpoint "$RUN/checkpoint_last.pt"
+echo "--- a few translations (beam 5): source, then clinic's output ---"
+head -n 5 data/multi30k/test_2016_flickr.de > "$RUN/demo.de"
+build/bin/clinic translate --checkpoint "$RUN/checkpoint_last.pt" --input "$RUN/demo.de" \
+  --output "$RUN/demo.en"
+paste -d '\n' "$RUN/demo.de" "$RUN/demo.en"
 echo "--- BLEU on test_2016_flickr (sacreBLEU 13a, cased, detokenised) ---"
 build/bin/clinic eval --checkpoint "$RUN/checkpoint_last.pt" --split test
