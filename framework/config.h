@@ -316,8 +316,9 @@ struct EvalConfig {
     v("max_tokens", max_tokens, "source-token budget of a decoding batch",
       at_least(1));
     v("bleu_tokenize", bleu_tokenize,
-      "13a (sacreBLEU default) or none (already tokenized text)",
-      one_of({"13a", "none"}));
+      "13a (sacreBLEU default), intl (mteval-v14 international) or none "
+      "(already tokenized text)",
+      one_of({"13a", "intl", "none"}));
     v("lowercase", lowercase, "lowercase before BLEU", any());
   }
 };

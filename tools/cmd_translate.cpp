@@ -188,7 +188,8 @@ void add_translate_commands(CLI::App& app, Action& action) {
   auto* bl = app.add_subcommand("bleu", "corpus BLEU of a hypothesis file (sacreBLEU 2.x compatible)");
   bl->add_option("--hyp", hyp_file, "hypotheses, one per line")->required();
   bl->add_option("--ref", ref_files, "reference file(s)")->required();
-  bl->add_option("--tokenize", tokenize, "13a or none")->check(CLI::IsMember({"13a", "none"}));
+  bl->add_option("--tokenize", tokenize, "13a, intl or none")
+      ->check(CLI::IsMember({"13a", "intl", "none"}));
   bl->add_flag("--lowercase", lowercase, "lowercase before scoring");
   bl->callback([&action] {
     action = [] {

@@ -1,6 +1,8 @@
 #include "framework/eval/bleu.h"
 
 #include <fmt/format.h>
+#include <unicode/uchar.h>
+#include <unicode/utf8.h>
 
 #include <algorithm>
 #include <cmath>
@@ -67,18 +69,80 @@ std::string tokenize_13a(const std::string& input) {
   return out;
 }
 
+std::string tokenize_intl(const std::string& line) {
+  // sacrebleu/tokenizers/tokenizer_intl.py (mteval-v14 international):
+  //   (\P{N})(\p{P}) -> '\1 \2 ';  (\p{P})(\P{N}) -> ' \1 \2';  (\p{S}) -> ' \1 '
+  // applied as non-overlapping left-to-right substitutions on code points.
+  std::vector<UChar32> c;
+  for (int32_t i = 0, n = static_cast<int32_t>(line.size()); i < n;) {
+    UChar32 cp;
+    U8_NEXT(reinterpret_cast<const uint8_t*>(line.data()), i, n, cp);
+    c.push_back(cp < 0 ? 0xFFFD : cp);
+  }
+  auto cat = [](UChar32 x) { return U_GET_GC_MASK(x); };
+  auto is_p = [&](UChar32 x) { return (cat(x) & U_GC_P_MASK) != 0; };
+  auto is_n = [&](UChar32 x) { return (cat(x) & U_GC_N_MASK) != 0; };
+  auto is_s = [&](UChar32 x) { return (cat(x) & U_GC_S_MASK) != 0; };
+  const UChar32 sp = ' ';
+  auto pass = [&](auto match, auto emit) {
+    std::vector<UChar32> out;
+    for (size_t i = 0; i < c.size();) {
+      if (i + 1 < c.size() && match(c[i], c[i + 1])) {
+        emit(out, c[i], c[i + 1]);
+        i += 2;
+      } else {
+        out.push_back(c[i++]);
+      }
+    }
+    c = std::move(out);
+  };
+  pass([&](UChar32 a, UChar32 b) { return !is_n(a) && is_p(b); },
+       [&](std::vector<UChar32>& o, UChar32 a, UChar32 b) { o.insert(o.end(), {a, sp, b, sp}); });
+  pass([&](UChar32 a, UChar32 b) { return is_p(a) && !is_n(b); },
+       [&](std::vector<UChar32>& o, UChar32 a, UChar32 b) { o.insert(o.end(), {sp, a, sp, b}); });
+  std::vector<UChar32> out;
+  for (UChar32 x : c) {
+    if (is_s(x))
+      out.insert(out.end(), {sp, x, sp});
+    else
+      out.push_back(x);
+  }
+  // ' '.join(line.split()): split on Unicode white space.
+  std::string result, word;
+  auto flush = [&] {
+    if (word.empty()) return;
+    if (!result.empty()) result += ' ';
+    result += word;
+    word.clear();
+  };
+  for (UChar32 x : out) {
+    if (u_isUWhiteSpace(x)) {
+      flush();
+      continue;
+    }
+    char buf[4];
+    int32_t len = 0;
+    UBool err = false;
+    U8_APPEND(reinterpret_cast<uint8_t*>(buf), len, 4, x, err);
+    (void)err;  // a valid code point always fits in 4 bytes
+    word.append(buf, static_cast<size_t>(len));
+  }
+  flush();
+  return result;
+}
+
 BleuResult corpus_bleu(const std::vector<std::string>& hyps,
                        const std::vector<std::vector<std::string>>& refs,
                        const std::string& tokenize, bool lowercase) {
-  if (tokenize != "13a" && tokenize != "none")
-    throw std::invalid_argument("BLEU tokenizer must be 13a or none, got " + tokenize);
+  if (tokenize != "13a" && tokenize != "intl" && tokenize != "none")
+    throw std::invalid_argument("BLEU tokenizer must be 13a, intl or none, got " + tokenize);
   for (const auto& r : refs)
     if (r.size() != hyps.size())
       throw std::invalid_argument(fmt::format(
           "BLEU: {} hypotheses but a reference set has {} lines", hyps.size(), r.size()));
   auto prep = [&](const std::string& s) {
     std::string t = lowercase ? lower_ascii(s) : s;
-    return words(tokenize == "13a" ? tokenize_13a(t) : t);
+    return words(tokenize == "13a" ? tokenize_13a(t) : tokenize == "intl" ? tokenize_intl(t) : t);
   };
   BleuStats st;
   for (size_t i = 0; i < hyps.size(); ++i) {

@@ -13,6 +13,10 @@ namespace clinic {
 /// split punctuation and symbols, keep periods/commas inside numbers.
 std::string tokenize_13a(const std::string& line);
 
+/// sacreBLEU's tokenizer_intl (mteval-v14 international): split Unicode
+/// punctuation not between digits, and every symbol (ICU character classes).
+std::string tokenize_intl(const std::string& line);
+
 struct BleuStats {
   std::array<int64_t, 4> correct{}, total{};
   int64_t sys_len = 0, ref_len = 0;
@@ -29,7 +33,7 @@ struct BleuResult {
   std::string format() const;
 };
 
-/// refs[k][i] is reference k of hypothesis i. tokenize: "13a" | "none".
+/// refs[k][i] is reference k of hypothesis i. tokenize: "13a" | "intl" | "none".
 BleuResult corpus_bleu(const std::vector<std::string>& hyps,
                        const std::vector<std::vector<std::string>>& refs,
                        const std::string& tokenize = "13a",

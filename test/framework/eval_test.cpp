@@ -1,3 +1,5 @@
+#include <fstream>
+
 #include "framework/eval/bleu.h"
 #include "framework/eval/search.h"
 #include "models/transformer.h"
@@ -24,6 +26,23 @@ TEST(Bleu, Tokenizer13a) {
   EXPECT_EQ(tokenize_13a("It costs 3.50 dollars, e.g. 1,000."), "It costs 3.50 dollars , e . g . 1,000 .");
   EXPECT_EQ(tokenize_13a("a &quot;b&quot; &amp; (c)"), "a \" b \" & ( c )");
   EXPECT_EQ(tokenize_13a("9-year-old"), "9 - year-old");
+}
+
+// Golden outputs of sacreBLEU's intl regexes (tools/golden/bleu_intl_golden.py).
+TEST(Bleu, TokenizerIntlMatchesSacrebleuRegexes) {
+  std::ifstream in(std::string(kTestDataDir) + "/bleu_intl_golden.tsv");
+  int n = 0;
+  for (std::string line; std::getline(in, line); ++n) {
+    auto tab = line.find('\t');
+    ASSERT_NE(tab, std::string::npos);
+    std::string input = line.substr(0, tab), want = line.substr(tab + 1);
+    for (size_t p; (p = input.find("\\t")) != std::string::npos;) input.replace(p, 2, "\t");
+    EXPECT_EQ(tokenize_intl(input), want) << input;
+  }
+  EXPECT_EQ(n, 12);
+  auto b = corpus_bleu({"Der Preis: 1.234,56 €."}, {{"Der Preis: 1.234,56 €."}}, "intl");
+  EXPECT_DOUBLE_EQ(b.score, 100.0);
+  EXPECT_NE(b.signature.find("tok:intl"), std::string::npos);
 }
 
 TEST(Bleu, EdgeCases) {
