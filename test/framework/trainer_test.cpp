@@ -292,7 +292,7 @@ TEST(Trainer, ResumeAfterSigkillIsBitIdentical) {
   test::write_copy_corpus(d.file("corpus"), 400, 40);
   test::write_text(d.file("r.yaml"), test::copy_recipe(d.file("corpus"), "admin"));
   std::string common = " train " + d.file("r.yaml") +
-                       " --set train.max_updates=24 --set train.save_interval=1"
+                       " --set train.max_updates=60 --set train.save_interval=1"
                        " --set train.log_interval=4 --set data.max_tokens=64";
   std::string out;
   ASSERT_EQ(test::run_shell(test::clinic_bin() + common + " --run-dir " + d.file("straight"), &out), 0)
@@ -306,8 +306,8 @@ TEST(Trainer, ResumeAfterSigkillIsBitIdentical) {
       ::_exit(127);
     }
     std::string marker = run + "/checkpoint_u" + std::to_string(kill_after) + ".pt";
-    for (int i = 0; i < 1200 && !std::filesystem::exists(marker); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int i = 0; i < 6000 && !std::filesystem::exists(marker); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -318,8 +318,8 @@ TEST(Trainer, ResumeAfterSigkillIsBitIdentical) {
     auto b = build_model(cfg.model, VocabInfo{16, 16, true});
     auto ma = load_checkpoint(d.file("straight/checkpoint_last.pt"), *a, nullptr);
     auto mb = load_checkpoint(run + "/checkpoint_last.pt", *b, nullptr);
-    EXPECT_EQ(ma.state.update, 24);
-    EXPECT_EQ(mb.state.update, 24);
+    EXPECT_EQ(ma.state.update, 60);
+    EXPECT_EQ(mb.state.update, 60);
     auto pb = b->named_parameters();
     for (const auto& p : a->named_parameters())
       EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << "kill at " << kill_after << ": " << p.key();
