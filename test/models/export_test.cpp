@@ -44,6 +44,9 @@ struct Case {
   std::string residual;
   bool scalar;
 };
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.residual << (c.scalar ? " (scalar omega)" : "");
+}
 
 class Export : public ::testing::TestWithParam<Case> {};
 
