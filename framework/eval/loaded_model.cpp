@@ -18,15 +18,21 @@ LoadedModel load_trained_model(const std::string& checkpoint,
   m.cfg = parse_recipe_text(meta.recipe_yaml, checkpoint + " (recipe)");
   // The vocabulary files travel inside the checkpoint; unpack them so the
   // SentencePiece helper can read them.
-  m.vocab_dir = (fs::temp_directory_path() /
+  std::string vocab_dir = (fs::temp_directory_path() /
                  ("clinic-vocab-" + std::to_string(::getpid()) + "-" +
                   hex64(hash_bytes(meta.src_vocab + meta.tgt_vocab))))
                     .string();
-  fs::create_directories(m.vocab_dir);
-  write_file_atomic(m.vocab_dir + "/" + meta.src_vocab_name, meta.src_vocab);
+  fs::create_directories(vocab_dir);
+  write_file_atomic(vocab_dir + "/" + meta.src_vocab_name, meta.src_vocab);
   if (!m.cfg.data.joint_vocab)
-    write_file_atomic(m.vocab_dir + "/" + meta.tgt_vocab_name, meta.tgt_vocab);
-  m.vocab = load_vocab(m.cfg.data, m.vocab_dir);
+    write_file_atomic(vocab_dir + "/" + meta.tgt_vocab_name, meta.tgt_vocab);
+  m.vocab = load_vocab(m.cfg.data, vocab_dir);
+  // The helper re-reads the model file for batch encoding: keep the unpacked
+  // copy as long as this LoadedModel (or a copy of it) lives.
+  m.unpacked = std::shared_ptr<void>(nullptr, [vocab_dir](void*) {
+    std::error_code ec;
+    fs::remove_all(vocab_dir, ec);
+  });
   VocabInfo info{m.vocab.src->size(), m.vocab.tgt->size(), m.vocab.joint};
   m.model = build_model(m.cfg.model, info);
   load_checkpoint(checkpoint, *m.model, nullptr);

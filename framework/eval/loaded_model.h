@@ -11,10 +11,12 @@
 namespace clinic {
 
 struct LoadedModel {
+  /// Removes the vocabulary files unpacked from the checkpoint; declared
+  /// first so it is destroyed after the tokenizers that read them.
+  std::shared_ptr<void> unpacked;
   RunConfig cfg;
   Vocabularies vocab;
   std::shared_ptr<Seq2SeqModel> model;
-  std::string vocab_dir;  // where the checkpoint's vocabulary was unpacked
 };
 
 /// Load `checkpoint` onto `device` in eval mode.

@@ -465,13 +465,14 @@ void Trainer::fit() {
       UpdateStats s = train_update(pending);
       state_.position.batch += static_cast<int64_t>(pending.size());
       log_update(s, now_seconds());
-      if (s.skipped) continue;
-      bool best = false;
-      if (t.validate_interval > 0 && state_.update % t.validate_interval == 0)
-        best = run_validation();
-      if (t.save_interval > 0 && state_.update % t.save_interval == 0)
-        save_checkpoint("interval");
-      if (best) save_checkpoint("best");
+      if (!s.skipped) {
+        bool best = false;
+        if (t.validate_interval > 0 && state_.update % t.validate_interval == 0)
+          best = run_validation();
+        if (t.save_interval > 0 && state_.update % t.save_interval == 0)
+          save_checkpoint("interval");
+        if (best) save_checkpoint("best");
+      }
       if (stop_now(&why)) {
         stopped = true;
         break;
