@@ -214,7 +214,7 @@ void add_translate_commands(CLI::App& app, Action& action) {
       LoadedModel m = load_trained_model(ckpt, torch::kCPU);
       auto module = m.model->to_torchscript();
       // The recipe and vocabulary travel as extra files of the archive.
-      CheckpointMeta meta = read_checkpoint_meta(ckpt);
+      const CheckpointMeta& meta = m.meta;
       torch::jit::ExtraFilesMap extra{{"recipe.yaml", meta.recipe_yaml},
                                       {"vocab/src/" + meta.src_vocab_name, meta.src_vocab},
                                       {"vocab/tgt/" + meta.tgt_vocab_name, meta.tgt_vocab},

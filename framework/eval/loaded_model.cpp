@@ -14,7 +14,8 @@ namespace clinic {
 LoadedModel load_trained_model(const std::string& checkpoint,
                                torch::Device device) {
   LoadedModel m;
-  CheckpointMeta meta = read_checkpoint_meta(checkpoint);
+  CheckpointFile file(checkpoint);
+  const CheckpointMeta& meta = file.meta();
   m.cfg = parse_recipe_text(meta.recipe_yaml, checkpoint + " (recipe)");
   // The vocabulary files travel inside the checkpoint; unpack them so the
   // SentencePiece helper can read them.
@@ -35,7 +36,8 @@ LoadedModel load_trained_model(const std::string& checkpoint,
   });
   VocabInfo info{m.vocab.src->size(), m.vocab.tgt->size(), m.vocab.joint};
   m.model = build_model(m.cfg.model, info);
-  load_checkpoint(checkpoint, *m.model, nullptr);
+  file.load_into(*m.model, nullptr);
+  m.meta = meta;
   m.model->to(device);
   m.model->eval();
   return m;

@@ -7,6 +7,7 @@
 #include "framework/config.h"
 #include "framework/data/vocab.h"
 #include "framework/model.h"
+#include "framework/train/checkpoint.h"
 
 namespace clinic {
 
@@ -17,6 +18,7 @@ struct LoadedModel {
   RunConfig cfg;
   Vocabularies vocab;
   std::shared_ptr<Seq2SeqModel> model;
+  CheckpointMeta meta;  // recipe text and vocabulary bytes, for export
 };
 
 /// Load `checkpoint` onto `device` in eval mode.

@@ -102,15 +102,9 @@ void average_checkpoints(const std::vector<std::string>& files,
   std::map<std::string, torch::Tensor> sum;
   CheckpointMeta meta;
   for (const auto& f : files) {
-    meta = read_checkpoint_meta(f);  // verifies the checksum
-    // The header is verified above; the archive follows its 32 bytes.
-    std::string payload = read_file(f).substr(32);
-    torch::serialize::InputArchive a, model;
-    a.load_from(payload.data(), payload.size());
-    a.read("model", model);
-    for (const auto& key : model.keys()) {
-      torch::Tensor t;
-      model.read(key, t);
+    CheckpointFile file(f);
+    meta = file.meta();
+    for (auto& [key, t] : file.model_tensors()) {
       auto it = sum.find(key);
       if (it == sum.end())
         sum[key] = t.to(torch::kDouble);

@@ -165,21 +165,16 @@ std::string checkpoint_bytes(Seq2SeqModel& model,
   return out + payload;
 }
 
-CheckpointMeta read_checkpoint_meta(const std::string& path) {
+CheckpointFile::CheckpointFile(const std::string& path) : path_(path) {
   std::string payload = verified_payload(path);
-  torch::serialize::InputArchive a;
-  a.load_from(payload.data(), payload.size());
-  return read_meta(a);
+  archive_.load_from(payload.data(), payload.size());
+  meta_ = read_meta(archive_);
 }
 
-CheckpointMeta load_checkpoint(const std::string& path, Seq2SeqModel& model,
+void CheckpointFile::load_into(Seq2SeqModel& model,
                                torch::optim::Optimizer* optimizer) {
-  std::string payload = verified_payload(path);
-  torch::serialize::InputArchive a;
-  a.load_from(payload.data(), payload.size());
-  CheckpointMeta m = read_meta(a);
   torch::serialize::InputArchive model_archive;
-  a.read("model", model_archive);
+  archive_.read("model", model_archive);
   torch::NoGradGuard g;
   auto load_one = [&](const std::string& name, torch::Tensor& dst, bool buffer) {
     torch::Tensor t;
@@ -187,22 +182,44 @@ CheckpointMeta load_checkpoint(const std::string& path, Seq2SeqModel& model,
       throw CheckpointError(fmt::format(
           "{}: has no tensor '{}': the checkpoint was trained with a different "
           "model (check model.* in the recipe)",
-          path, name));
+          path_, name));
     if (!t.sizes().equals(dst.sizes()))
       throw CheckpointError(fmt::format(
           "{}: '{}' has shape {} in the checkpoint but {} in this model "
           "(different model size or vocabulary)",
-          path, name, c10::str(t.sizes()), c10::str(dst.sizes())));
+          path_, name, c10::str(t.sizes()), c10::str(dst.sizes())));
     dst.copy_(t);
   };
   for (auto& p : model.named_parameters(true)) load_one(p.key(), p.value(), false);
   for (auto& b : model.named_buffers(true)) load_one(b.key(), b.value(), true);
-  if (optimizer && read_int(a, "has_optimizer")) {
+  if (optimizer && read_int(archive_, "has_optimizer")) {
     torch::serialize::InputArchive opt_archive;
-    a.read("optimizer", opt_archive);
+    archive_.read("optimizer", opt_archive);
     optimizer->load(opt_archive);
   }
-  return m;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> CheckpointFile::model_tensors() {
+  torch::serialize::InputArchive model_archive;
+  archive_.read("model", model_archive);
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& key : model_archive.keys()) {
+    torch::Tensor t;
+    model_archive.read(key, t);
+    out.emplace_back(key, t);
+  }
+  return out;
+}
+
+CheckpointMeta read_checkpoint_meta(const std::string& path) {
+  return CheckpointFile(path).meta();
+}
+
+CheckpointMeta load_checkpoint(const std::string& path, Seq2SeqModel& model,
+                               torch::optim::Optimizer* optimizer) {
+  CheckpointFile file(path);
+  file.load_into(model, optimizer);
+  return file.meta();
 }
 
 }  // namespace clinic

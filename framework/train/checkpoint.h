@@ -7,6 +7,8 @@
 
 #include <limits>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "framework/amp/grad_scaler.h"
 #include "framework/data/batcher.h"
@@ -37,16 +39,33 @@ struct CheckpointMeta {
   torch::Tensor rng_state;                     // CPU generator
 };
 
+/// One checkpoint file, read and checksum-verified once: callers that need
+/// the recipe before they can build the model (resume, translate, export)
+/// read the metadata, build, then load from the same bytes.
+class CheckpointFile {
+ public:
+  /// Throws CheckpointError("... corrupt or truncated ...") naming the file.
+  explicit CheckpointFile(const std::string& path);
+  const CheckpointMeta& meta() const { return meta_; }
+  /// Load tensors into `model` (and `optimizer` when given). Names and
+  /// shapes must match: a different model or vocabulary is a CheckpointError.
+  void load_into(Seq2SeqModel& model, torch::optim::Optimizer* optimizer);
+  /// The stored model tensors by name (averaging needs no model instance).
+  std::vector<std::pair<std::string, torch::Tensor>> model_tensors();
+
+ private:
+  std::string path_;
+  torch::serialize::InputArchive archive_;
+  CheckpointMeta meta_;
+};
+
 /// Serialise to bytes (model parameters and buffers by name; optimizer may
 /// be null, e.g. for averaged checkpoints).
 std::string checkpoint_bytes(Seq2SeqModel& model,
                              torch::optim::Optimizer* optimizer,
                              const CheckpointMeta& meta);
-/// Read and verify a checkpoint's header and checksum; throws
-/// CheckpointError("... corrupt or truncated ...") naming the file.
+/// Shorthands for a CheckpointFile used once.
 CheckpointMeta read_checkpoint_meta(const std::string& path);
-/// Load tensors into `model` (and `optimizer` when given). Shapes and names
-/// must match: a different model shape or vocabulary is a CheckpointError.
 CheckpointMeta load_checkpoint(const std::string& path, Seq2SeqModel& model,
                                torch::optim::Optimizer* optimizer);
 

@@ -120,7 +120,8 @@ void Trainer::setup() {
 
   std::string last = run_dir_ + "/checkpoint_last.pt";
   if (fs::exists(last)) {
-    CheckpointMeta meta = read_checkpoint_meta(last);
+    CheckpointFile file(last);
+    const CheckpointMeta& meta = file.meta();
     RunConfig saved = parse_recipe_text(meta.recipe_yaml, last + " (recipe)");
     auto model_yaml = [](const ModelConfig& m) {
       RunConfig r;
@@ -137,7 +138,7 @@ void Trainer::setup() {
       throw CheckpointError(fmt::format(
           "{}: the checkpoint was trained with a different vocabulary than {}",
           last, vocab_.src->path()));
-    meta = load_checkpoint(last, *model_, optimizer_.get());
+    file.load_into(*model_, optimizer_.get());
     state_ = meta.state;
     scaler_->state() = meta.scaler;
     restore_rng_state(meta.rng_state);
