@@ -59,11 +59,7 @@ double json_number(const std::string& json, const std::string& key) {
   return std::stod(m[1]);
 }
 
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss / 1024.0;
-}
+double peak_rss_mb() { return process_memory().peak_rss_mb; }
 }  // namespace
 
 void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
@@ -127,6 +123,9 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   };
   double t_data = 0, t_fwd = 0, t_bwd = 0, t_opt = 0;
   double last_loss = 0;
+  // RSS after the first timed update vs after the last: an allocator that
+  // fails to reuse freed memory shows up here as growth per update.
+  double rss_first = 0;
   auto sync = [&] {
     if (device.is_cuda()) torch::cuda::synchronize();
   };
@@ -159,6 +158,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     sync();
     double t4 = now_seconds();
     last_loss = loss.item<double>();
+    if (step == o.warmup) rss_first = process_memory().rss_mb;
     if (timed) {
       t_data += t1 - t0;
       t_fwd += t2 - t1;
@@ -170,6 +170,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     run_python();
     std::filesystem::remove_all(tmp);
   }
+  double rss_growth = process_memory().rss_mb - rss_first;
   double total = t_data + t_fwd + t_bwd + t_opt;
   double ups = o.steps / total;
   double flops = transformer_train_flops(cfg.model, V, B, L, L);
@@ -178,6 +179,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   double tok = 2.0 * B * L * ups, tgt_tok = 1.0 * B * L * ups;
 
   double beam5_sps = 0, beam5_tps = 0, beam1_sps = 0, beam1_tps = 0, lat1 = 0;
+  double beam5_full_sps = 0;
   if (o.translate) {
     const int64_t n = 64, out_len = 32;
     auto src = rand_ids(n, 20).to(device);
@@ -199,9 +201,15 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     so.max_len_b = out_len;
     so.min_len = out_len;
     so.max_len_a = 0;
+    so.max_positions = cfg.model.max_target_positions;
     double t0 = now_seconds();
     beam_search(*model, src.narrow(0, 0, 1), so);
     lat1 = now_seconds() - t0;
+    // Baseline: the same search re-running the decoder over the whole prefix.
+    so.incremental = false;
+    t0 = now_seconds();
+    beam_search(*model, src, so);
+    beam5_full_sps = n / (now_seconds() - t0);
   }
   if (o.json) {
     out << fmt::format(
@@ -209,15 +217,17 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         "\"libtorch\": \"{}\", \"batch_rows\": {}, \"seq_len\": {}, \"steps\": {}, "
         "\"updates_per_s\": {:.4f}, \"tokens_per_s\": {:.1f}, \"tgt_tokens_per_s\": {:.1f}, "
         "\"forward_s\": {:.4f}, \"backward_s\": {:.4f}, \"optimizer_s\": {:.4f}, "
-        "\"data_s\": {:.4f}, \"peak_rss_mb\": {:.1f}, \"flops_per_update\": {:.4g}, "
+        "\"data_s\": {:.4f}, \"peak_rss_mb\": {:.1f}, \"rss_growth_mb\": {:.1f}, \"flops_per_update\": {:.4g}, "
         "\"achieved_gflops\": {:.2f}, \"gemm_peak_gflops\": {:.2f}, \"mfu\": {:.4f}, "
         "\"loss\": {:.5f}, \"beam5_sentences_per_s\": {:.2f}, \"beam5_tokens_per_s\": {:.1f}, "
         "\"beam1_sentences_per_s\": {:.2f}, \"beam1_tokens_per_s\": {:.1f}, "
-        "\"beam5_latency_bs1_s\": {:.4f}{}}}\n",
+        "\"beam5_latency_bs1_s\": {:.4f}, \"beam5_uncached_sentences_per_s\": {:.2f}, "
+        "\"beam5_cache_speedup\": {:.2f}{}}}\n",
         cfg.source, cfg.train.precision, threads, TORCH_VERSION, B, L, o.steps, ups, tok,
         tgt_tok, t_fwd / o.steps, t_bwd / o.steps, t_opt / o.steps, t_data / o.steps,
-        peak_rss_mb(), flops, achieved, peak, achieved / peak, last_loss, beam5_sps,
-        beam5_tps, beam1_sps, beam1_tps, lat1,
+        peak_rss_mb(), rss_growth, flops, achieved, peak, achieved / peak, last_loss, beam5_sps,
+        beam5_tps, beam1_sps, beam1_tps, lat1, beam5_full_sps,
+        beam5_full_sps > 0 ? beam5_sps / beam5_full_sps : 0.0,
         o.compare_python
             ? fmt::format(", \"loss_eval\": {:.6f}, \"python_loss_eval\": {:.6f}, "
                           "\"python_tokens_per_s\": {:.1f}, \"python_ratio\": {:.3f}",
@@ -237,15 +247,20 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
       << fmt::format("FLOPs/update {:.3g} | achieved {:.1f} GFLOP/s | GEMM peak {:.1f} "
                      "GFLOP/s | MFU {:.1f}%\n",
                      flops, achieved, peak, 100 * achieved / peak)
-      << fmt::format("peak RSS {:.0f} MiB\n", peak_rss_mb());
+      << fmt::format("peak RSS {:.0f} MiB | RSS growth from first to last timed update {:.0f} "
+                     "MiB\n",
+                     peak_rss_mb(), rss_growth);
   if (o.compare_python)
     out << fmt::format("python reference: {:.0f} tokens/s -> clinic/python = {:.2f}x | eval loss "
                        "clinic {:.6f} python {:.6f}\n",
                        py_tps / py_runs, tok / (py_tps / py_runs), loss_eval, py_loss_eval);
   if (o.translate)
     out << fmt::format("translate: beam 5 {:.1f} sent/s {:.0f} tok/s | beam 1 {:.1f} sent/s "
-                       "{:.0f} tok/s | beam 5 batch-1 latency {:.3f}s\n",
-                       beam5_sps, beam5_tps, beam1_sps, beam1_tps, lat1);
+                       "{:.0f} tok/s | beam 5 batch-1 latency {:.3f}s\n"
+                       "translate without the KV cache: beam 5 {:.1f} sent/s -> cache speedup "
+                       "{:.2f}x\n",
+                       beam5_sps, beam5_tps, beam1_sps, beam1_tps, lat1, beam5_full_sps,
+                       beam5_full_sps > 0 ? beam5_sps / beam5_full_sps : 0.0);
 }
 
 }  // namespace clinic

@@ -40,6 +40,7 @@ struct ModelConfig {
   bool share_decoder_input_output_embed = true;
   bool share_all_embeddings = false;
   int64_t max_source_positions = 1024;
+  bool checkpoint_activations = false;
   int64_t max_target_positions = 1024;
   std::string omega_shape = "vector";
   bool omega_trainable = true;
@@ -88,6 +89,10 @@ struct ModelConfig {
     v("omega_scale", omega_scale,
       "admin_closed_form: output-change scale of admin-torch",
       one_of({"O(logn)", "O(1)"}));
+    v("checkpoint_activations", checkpoint_activations,
+      "training keeps only each layer's input and recomputes the layer in "
+      "backward (less memory, one extra forward)",
+      any());
   }
 };
 

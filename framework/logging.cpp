@@ -1,6 +1,10 @@
 #include "framework/logging.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
 #include <fmt/format.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -83,6 +87,21 @@ MetricsWriter::MetricsWriter(const std::string& path)
 void MetricsWriter::write(const MetricsRecord& r) {
   out_ << r.json() << "\n";
   out_.flush();
+}
+
+ProcessMemory process_memory() {
+  ProcessMemory m;
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  m.peak_rss_mb = u.ru_maxrss / 1024.0;  // Linux reports KiB
+  // statm: total and resident sizes in pages.
+  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+    long total = 0, resident = 0;
+    if (std::fscanf(f, "%ld %ld", &total, &resident) == 2)
+      m.rss_mb = resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+    std::fclose(f);
+  }
+  return m;
 }
 
 }  // namespace clinic

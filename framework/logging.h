@@ -15,6 +15,14 @@ namespace clinic {
 void init_logging(const std::string& run_dir = "", bool verbose = false);
 std::shared_ptr<spdlog::logger> log();
 
+/// Resident set size of this process now and its high-water mark (MiB), so
+/// every training log line shows whether memory grows over a run.
+struct ProcessMemory {
+  double rss_mb = 0;
+  double peak_rss_mb = 0;
+};
+ProcessMemory process_memory();
+
 /// One metrics record, written as a flat JSON object in insertion order.
 class MetricsRecord {
  public:

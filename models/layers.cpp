@@ -7,6 +7,71 @@
 namespace clinic {
 
 namespace F = torch::nn::functional;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+namespace {
+
+constexpr int kKeepBits = 15;
+
+// keep * scale, saving the bool mask (not a float copy) for backward.
+struct MaskedScale : public torch::autograd::Function<MaskedScale> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& keep, double scale) {
+    ctx->save_for_backward({keep});
+    ctx->saved_data["scale"] = scale;
+    return x.mul(keep).mul_(scale);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list g) {
+    auto keep = ctx->get_saved_variables()[0];
+    double scale = ctx->saved_data["scale"].toDouble();
+    return {g[0].mul(keep).mul_(scale), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// relu(x) * keep * scale, saving only the output.
+struct ReluMaskedScale : public torch::autograd::Function<ReluMaskedScale> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& keep, double scale) {
+    auto y = x.clamp_min(0).mul_(keep).mul_(scale);
+    ctx->save_for_backward({y});
+    ctx->saved_data["scale"] = scale;
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list g) {
+    auto y = ctx->get_saved_variables()[0];
+    double scale = ctx->saved_data["scale"].toDouble();
+    return {g[0].mul(y.gt(0)).mul_(scale), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor dropout_keep_mask(const torch::Tensor& like, double p) {
+  const int64_t n = like.numel();
+  auto words = torch::empty({(n + 3) / 4},
+                            torch::TensorOptions().dtype(torch::kLong).device(like.device()))
+                   .random_();
+  const int64_t threshold = std::llround(p * (1 << kKeepBits));
+  return words.view(torch::kShort)
+      .bitwise_and((1 << kKeepBits) - 1)
+      .ge(threshold)
+      .narrow(0, 0, n)
+      .view(like.sizes());
+}
+
+torch::Tensor apply_dropout(const torch::Tensor& x, double p, bool training) {
+  if (!training || p <= 0) return x;
+  if (!x.is_cpu()) return torch::dropout(x, p, true);
+  TORCH_CHECK(p < 1, "dropout probability must be < 1, got ", p);
+  return MaskedScale::apply(x, dropout_keep_mask(x, p), 1.0 / (1.0 - p));
+}
+
+torch::Tensor apply_relu_dropout(const torch::Tensor& x, double p, bool training) {
+  if (!training || p <= 0 || !x.is_cpu()) return apply_dropout(torch::relu(x), p, training);
+  TORCH_CHECK(p < 1, "dropout probability must be < 1, got ", p);
+  return ReluMaskedScale::apply(x, dropout_keep_mask(x, p), 1.0 / (1.0 - p));
+}
 
 MultiheadAttentionImpl::MultiheadAttentionImpl(
     const MultiheadAttentionOptions& o)
@@ -111,8 +176,7 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
     if (future_mask.defined())
       scores.masked_fill_(future_mask, -std::numeric_limits<float>::infinity());
     auto attn = torch::softmax(scores, -1);
-    attn = F::dropout(attn, F::DropoutFuncOptions().p(options.dropout())
-                                .training(is_training()));
+    attn = apply_dropout(attn, options.dropout(), is_training());
     ctx = torch::matmul(attn.to(v.scalar_type()), v);
   }
 #endif
@@ -138,10 +202,8 @@ void FeedForwardImpl::reset_parameters(double gain) {
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   auto h = fc1(x);
-  h = options.gelu() ? torch::gelu(h) : torch::relu_(h);
-  h = F::dropout(h, F::DropoutFuncOptions()
-                        .p(options.activation_dropout())
-                        .training(is_training()));
+  h = options.gelu() ? apply_dropout(torch::gelu(h), options.activation_dropout(), is_training())
+                     : apply_relu_dropout(h, options.activation_dropout(), is_training());
   return fc2(h);
 }
 

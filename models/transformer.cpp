@@ -1,5 +1,7 @@
 #include "models/transformer.h"
 
+#include "framework/recompute.h"
+
 #include <fmt/format.h>
 
 #include <cmath>
@@ -167,13 +169,20 @@ torch::Tensor TransformerImpl::project_output(const torch::Tensor& h) {
 
 EncoderOut TransformerImpl::encode(const torch::Tensor& src) {
   TORCH_CHECK(src.dim() == 2, "encode expects src [B, S], got ", src.sizes());
-  namespace F = torch::nn::functional;
   EncoderOut out;
   out.pad_mask = src.eq(kPad);
-  auto x = F::dropout(embed_source(src),
-                      F::DropoutFuncOptions().p(config.dropout).training(is_training()));
-  for (const auto& layer : *encoder_layers)
-    x = layer->as<EncoderLayerImpl>()->forward(x, out.pad_mask);
+  auto x = apply_dropout(embed_source(src), config.dropout, is_training());
+  const bool recompute = config.checkpoint_activations && is_training();
+  for (const auto& layer : *encoder_layers) {
+    auto* l = layer->as<EncoderLayerImpl>();
+    const auto& pad = out.pad_mask;
+    if (recompute)
+      x = recompute_in_backward(
+          [l, pad](const std::vector<torch::Tensor>& in) { return l->forward(in[0], pad); },
+          {x});
+    else
+      x = l->forward(x, pad);
+  }
   if (encoder_norm) x = layer_norm_fp32(encoder_norm, x);
   out.out = x;
   return out;
@@ -184,7 +193,6 @@ torch::Tensor TransformerImpl::decode(const torch::Tensor& tgt_in,
                                       DecoderCache* cache) {
   TORCH_CHECK(tgt_in.dim() == 2, "decode expects tgt [B, T], got ",
               tgt_in.sizes());
-  namespace F = torch::nn::functional;
   const int64_t T = tgt_in.size(1);
   torch::Tensor future;
   if (cache) {
@@ -194,16 +202,24 @@ torch::Tensor TransformerImpl::decode(const torch::Tensor& tgt_in,
     future = torch::ones({T, T}, torch::dtype(torch::kBool).device(tgt_in.device()))
                  .triu(1);
   }
-  auto x = F::dropout(embed_target(tgt_in, cache ? cache->steps : -1),
-                      F::DropoutFuncOptions().p(config.dropout).training(is_training()));
+  auto x = apply_dropout(embed_target(tgt_in, cache ? cache->steps : -1), config.dropout,
+                   is_training());
   for (size_t l = 0; l < decoder_layers->size(); ++l) {
     auto* layer = decoder_layers[l]->as<DecoderLayerImpl>();
-    if (cache)
+    if (cache) {
       x = layer->forward(x, enc.out, enc.pad_mask, future, &cache->self_k[l],
                          &cache->self_v[l], &cache->cross_k[l],
                          &cache->cross_v[l]);
-    else
+    } else if (config.checkpoint_activations && is_training()) {
+      const auto& pad = enc.pad_mask;
+      x = recompute_in_backward(
+          [layer, pad, future](const std::vector<torch::Tensor>& in) {
+            return layer->forward(in[0], in[1], pad, future);
+          },
+          {x, enc.out});
+    } else {
       x = layer->forward(x, enc.out, enc.pad_mask, future);
+    }
   }
   if (decoder_norm) x = layer_norm_fp32(decoder_norm, x);
   if (cache) cache->steps += 1;

@@ -24,9 +24,7 @@ class SublayerImpl : public torch::nn::Module {
   template <class Fn>
   torch::Tensor forward(const torch::Tensor& x, Fn&& branch) {
     torch::Tensor h = position == NormPosition::kPre ? layer_norm_fp32(norm, x) : x;
-    torch::Tensor fx = torch::nn::functional::dropout(
-        branch(h), torch::nn::functional::DropoutFuncOptions().p(dropout).training(
-                       is_training()));
+    torch::Tensor fx = clinic::apply_dropout(branch(h), dropout, is_training());
     if (observer) {
       SublayerView view{site.decoder ? "decoder" : "encoder", site.layer,
                         site.index, kind, x, fx, residual->omega};

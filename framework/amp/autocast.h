@@ -16,6 +16,9 @@ inline void autocast_dtype(c10::DeviceType d, at::ScalarType t) {
 inline bool autocast_enabled(c10::DeviceType d) {
   return at::autocast::is_autocast_enabled(d);
 }
+inline at::ScalarType autocast_get_dtype(c10::DeviceType d) {
+  return at::autocast::get_autocast_dtype(d);
+}
 #else
 inline void autocast_enable(c10::DeviceType d, bool on) {
   d == c10::kCUDA ? at::autocast::set_enabled(on) : at::autocast::set_cpu_enabled(on);
@@ -26,6 +29,10 @@ inline void autocast_dtype(c10::DeviceType d, at::ScalarType t) {
 }
 inline bool autocast_enabled(c10::DeviceType d) {
   return d == c10::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+inline at::ScalarType autocast_get_dtype(c10::DeviceType d) {
+  return d == c10::kCUDA ? at::autocast::get_autocast_gpu_dtype()
+                         : at::autocast::get_autocast_cpu_dtype();
 }
 #endif
 

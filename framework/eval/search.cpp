@@ -52,7 +52,16 @@ std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
 
   for (int64_t step = 0; step <= global_max && !active.empty(); ++step) {
     const int64_t A = static_cast<int64_t>(active.size());
-    auto logits = model.decode(last, enc, &cache);  // [A*K, 1, V]
+    torch::Tensor logits;  // [A*K, 1, V]
+    if (o.incremental) {
+      logits = model.decode(last, enc, &cache);
+    } else {
+      auto prefix = torch::full({A * K, step + 1}, kBos, torch::kLong);
+      auto pa = prefix.accessor<int64_t, 2>();
+      for (int64_t r = 0; r < A * K; ++r)
+        for (int64_t t = 0; t < step; ++t) pa[r][t + 1] = seqs[r][t];
+      logits = model.decode(prefix.to(dev), enc).narrow(1, step, 1);
+    }
     auto lprobs = torch::log_softmax(logits.to(torch::kFloat).squeeze(1), -1).cpu();
     const int64_t V = lprobs.size(1);
     lprobs.select(1, kPad).fill_(kNegInf);
@@ -116,7 +125,7 @@ std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
     active = keep_sent;
     if (active.empty()) break;
     auto idx = torch::tensor(reorder, torch::kLong).to(dev);
-    cache.reorder(idx);
+    if (o.incremental) cache.reorder(idx);
     enc = enc.index_select(idx);
     seqs = std::move(next_seqs);
     last = torch::tensor(next_tok, torch::kLong).view({-1, 1}).to(dev);

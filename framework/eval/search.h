@@ -22,6 +22,10 @@ struct SearchOptions {
   int64_t min_len = 1;
   int64_t nbest = 1;
   int64_t max_positions = 1024;  // the decoder's limit
+  /// false: re-run the decoder over the whole prefix every step instead of
+  /// using the KV cache (the straightforward decoder; a benchmark baseline
+  /// and a cross-check of the cache).
+  bool incremental = true;
   static SearchOptions from(const EvalConfig& e, int64_t max_positions);
 };
 

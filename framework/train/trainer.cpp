@@ -407,12 +407,14 @@ void Trainer::log_update(const UpdateStats& s, double seconds) {
       .add("tokens_per_s", tps)
       .add("skipped", log_skipped_)
       .add("wall_s", wall);
+  ProcessMemory mem = process_memory();
+  r.add("rss_mb", mem.rss_mb).add("peak_rss_mb", mem.peak_rss_mb);
   metrics_->write(r);
   log()->info("[train] epoch {} update {} | loss {:.3f} | nll {:.3f} | ppl {:.2f} | "
-              "lr {:.3g} | gnorm {:.3f} | scale {} | {:.0f} tgt tok/s | skipped {}",
+              "lr {:.3g} | gnorm {:.3f} | scale {} | {:.0f} tgt tok/s | skipped {} | rss {:.0f} MiB",
               state_.position.epoch, state_.update, loss, nll, std::pow(2.0, nll),
               lr, good ? log_gnorm_ / good : NAN, scaler_->scale(), tps,
-              log_skipped_);
+              log_skipped_, mem.rss_mb);
   log_loss_ = log_nll_ = log_gnorm_ = 0;
   log_tokens_ = log_updates_ = log_skipped_ = 0;
   log_t0_ = seconds;

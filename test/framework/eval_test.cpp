@@ -149,5 +149,35 @@ TEST(Search, BeamOneEqualsGreedyAndBatchOrderDoesNotMatter) {
   }
 }
 
+TEST(Search, NonIncrementalDecoderGivesTheSameNBest) {
+  auto m = copy_model();
+  // Perturb the trained model so that hypotheses differ and ties are rare.
+  {
+    torch::NoGradGuard g;
+    torch::manual_seed(4);
+    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.3);
+  }
+  const int e = static_cast<int>(kEos);
+  auto src = torch::tensor({{5, 9, 7, 12, 4, e}, {13, 6, 8, e, 0, 0}, {4, 4, 10, 11, e, 0}},
+                           torch::kLong);
+  SearchOptions o;
+  o.beam = 4;
+  o.nbest = 4;
+  o.max_len_b = 7;
+  o.max_positions = 64;
+  auto cached = beam_search(*m, src, o);
+  o.incremental = false;
+  auto full = beam_search(*m, src, o);
+  ASSERT_EQ(cached.size(), full.size());
+  for (size_t r = 0; r < cached.size(); ++r) {
+    ASSERT_EQ(cached[r].size(), full[r].size()) << "row " << r;
+    ASSERT_EQ(cached[r].size(), 4u);
+    for (size_t k = 0; k < cached[r].size(); ++k) {
+      EXPECT_EQ(cached[r][k].tokens, full[r][k].tokens) << "row " << r << " hyp " << k;
+      EXPECT_NEAR(cached[r][k].score, full[r][k].score, 1e-4);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace clinic
