@@ -19,6 +19,7 @@ settings=$(ls -d "$OUT"/L*-seed* 2>/dev/null | sed 's#.*/##; s/-\(post_ln\|pre_l
 [ -n "$settings" ] || { echo "plot_deep.sh: no runs under $OUT" >&2; exit 2; }
 for s in $settings; do
   plots=()
+  color=0
   for run in "$OUT/$s"-*-seed*; do
     v=$(basename "$run" | sed "s/^$s-//; s/-seed.*//")
     m="$run/metrics.jsonl"
@@ -28,13 +29,14 @@ for s in $settings; do
       echo "$(echo "$l" | num update) $(echo "$l" | num loss)"; done | sort -n -k1,1 -s | awk '{a[$1]=$2} END {for (k in a) print k, a[k]}' | sort -n > "$tmp/$v.train"
     { grep '"event": "valid"' "$m" || true; } | while read -r l; do
       echo "$(echo "$l" | num update) $(echo "$l" | num valid_loss)"; done | sort -n > "$tmp/$v.valid"
-    plots+=("'$tmp/$v.train' using 1:2 with lines lw 2 title '$v train'"
-            "'$tmp/$v.valid' using 1:2 with points pt 7 ps 1.2 title '$v valid'")
+    color=$((color + 1))
+    plots+=("'$tmp/$v.train' using 1:2 with lines lw 2 lc $color title '$v train'"
+            "'$tmp/$v.valid' using 1:2 with points pt 7 ps 1.2 lc $color title '$v valid'")
   done
   [ ${#plots[@]} -gt 0 ] || continue
   png="$DEST/deep-$s.png"
   {
-    echo "set terminal pngcairo size 900,560 font ',11'"
+    echo "set terminal pngcairo size 900,560 font ',11' noenhanced"
     echo "set output '$png'"
     echo "set title 'Multi30k De-En, $s (depth-lr-warmup), d=128: loss vs update'"
     echo "set xlabel 'update'; set ylabel 'loss (label-smoothed cross-entropy, nats)'"
