@@ -7,7 +7,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <optional>
 #include <regex>
+
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "clinic_paths.h"
 #include "framework/amp/autocast.h"
@@ -125,12 +128,16 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   double last_loss = 0;
   // RSS after the first timed update vs after the last: an allocator that
   // fails to reuse freed memory shows up here as growth per update.
-  double rss_first = 0;
+  double rss_first = 0, rss_last = 0;
   auto sync = [&] {
     if (device.is_cuda()) torch::cuda::synchronize();
   };
-  for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
-    bool timed = step >= o.warmup;
+  const int64_t profiled = o.profile.empty() ? 0 : 1;
+  for (int64_t step = 0; step < o.warmup + o.steps + profiled; ++step) {
+    bool timed = step >= o.warmup && step < o.warmup + o.steps;
+    // One extra, untimed update under the profiler: its overhead skews no figure.
+    std::optional<torch::autograd::profiler::RecordProfile> prof;
+    if (step == o.warmup + o.steps && profiled) prof.emplace(o.profile);
     // A/B alternation: the Python reference runs between the two halves.
     if (o.compare_python && step == o.warmup + o.steps / 2) run_python();
     double t0 = now_seconds();
@@ -159,6 +166,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     double t4 = now_seconds();
     last_loss = loss.item<double>();
     if (step == o.warmup) rss_first = process_memory().rss_mb;
+    if (step == o.warmup + o.steps - 1) rss_last = process_memory().rss_mb;
     if (timed) {
       t_data += t1 - t0;
       t_fwd += t2 - t1;
@@ -170,7 +178,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     run_python();
     std::filesystem::remove_all(tmp);
   }
-  double rss_growth = process_memory().rss_mb - rss_first;
+  double rss_growth = rss_last - rss_first;
   double total = t_data + t_fwd + t_bwd + t_opt;
   double ups = o.steps / total;
   double flops = transformer_train_flops(cfg.model, V, B, L, L);

@@ -2,6 +2,7 @@
 // clinic bench: training (and optionally decoding) throughput of a recipe's
 // model on synthetic batches, against this machine's measured GEMM peak.
 #include <ostream>
+#include <string>
 
 #include "framework/config.h"
 
@@ -16,6 +17,8 @@ struct BenchOptions {
   /// Also time tools/bench/reference_train.py (plain PyTorch, same model,
   /// weights and batch), alternating with clinic, and report the ratio.
   bool compare_python = false;
+  /// Chrome-trace of the last timed update (LibTorch's legacy profiler), when set.
+  std::string profile;
 };
 
 /// Analytic matmul FLOPs of one training update (3x forward: forward,

@@ -2,13 +2,25 @@
 
 #include <torch/version.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
 #include <cmath>
+#include <mutex>
 
 namespace clinic {
 
 namespace F = torch::nn::functional;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+#ifdef CLINIC_HAVE_BLAS
+// Fortran BLAS from the libblas.so.3 LibTorch itself links (Debian: OpenBLAS).
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
+                       const int* k, const float* alpha, const float* a, const int* lda,
+                       const float* b, const int* ldb, const float* beta, float* c,
+                       const int* ldc);
+#endif
 
 namespace {
 
@@ -45,19 +57,111 @@ struct ReluMaskedScale : public torch::autograd::Function<ReluMaskedScale> {
   }
 };
 
+#ifdef CLINIC_HAVE_BLAS
+// Matrix t[i] ([R, C], row-major indexing) as a BLAS operand: unit stride
+// along C ('N', ld = row stride) or along R ('T', ld = column stride).
+// False for layouts BLAS cannot read (no unit stride, overlapping rows).
+bool blas_operand(const torch::Tensor& t, char* trans, int* ld) {
+  const int64_t R = t.size(1), C = t.size(2);
+  int64_t l;
+  if (t.stride(2) == 1 && (R == 1 || t.stride(1) >= C)) {
+    *trans = 'N';
+    l = std::max<int64_t>({t.stride(1), C, 1});
+  } else if (t.stride(1) == 1 && (C == 1 || t.stride(2) >= R)) {
+    *trans = 'T';
+    l = std::max<int64_t>({t.stride(2), R, 1});
+  } else {
+    return false;
+  }
+  *ld = static_cast<int>(l);
+  return l < (int64_t{1} << 31);
+}
+
+// out[i] = a[i] b[i] with one single-threaded sgemm per i, the batch split
+// across intra-op threads (OpenBLAS runs single-threaded inside an OpenMP
+// region). Row-major C[M, P] = A[M, K] B[K, P] is column-major C^T = B^T A^T.
+torch::Tensor blas_bmm(const torch::Tensor& a_in, const torch::Tensor& b_in) {
+  char ta, tb;
+  int lda, ldb;
+  auto a = blas_operand(a_in, &ta, &lda) ? a_in : a_in.contiguous();
+  auto b = blas_operand(b_in, &tb, &ldb) ? b_in : b_in.contiguous();
+  blas_operand(a, &ta, &lda);
+  blas_operand(b, &tb, &ldb);
+  const int64_t N = a.size(0), M = a.size(1), K = a.size(2), P = b.size(2);
+  auto out = torch::empty({N, M, P}, a.options());
+  const float* pa = a.data_ptr<float>();
+  const float* pb = b.data_ptr<float>();
+  float* pc = out.data_ptr<float>();
+  const int64_t sa = a.stride(0), sb = b.stride(0);
+  at::parallel_for(0, N, /*grain_size=*/4, [&](int64_t begin, int64_t end) {
+    const int m = static_cast<int>(P), n = static_cast<int>(M), k = static_cast<int>(K);
+    const int ldc = static_cast<int>(P);
+    const float one = 1, zero = 0;
+    for (int64_t i = begin; i < end; ++i)
+      sgemm_(&tb, &ta, &m, &n, &k, &one, pb + i * sb, &ldb, pa + i * sa, &lda, &zero,
+             pc + i * M * P, &ldc);
+  });
+  return out;
+}
+
+struct BlasBmm : public torch::autograd::Function<BlasBmm> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& a,
+                               const torch::Tensor& b) {
+    ctx->save_for_backward({a, b});
+    return blas_bmm(a, b);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list g) {
+    auto s = ctx->get_saved_variables();
+    return {blas_bmm(g[0], s[1].transpose(1, 2)), blas_bmm(s[0].transpose(1, 2), g[0])};
+  }
+};
+#endif
+
 }  // namespace
+
+torch::Tensor head_bmm(const torch::Tensor& a, const torch::Tensor& b) {
+#ifdef CLINIC_HAVE_BLAS
+  // Shapes BLAS's 32-bit ints hold, no empty dims (BLAS needs ld >= 1 rows).
+  auto fits = [](const torch::Tensor& t) {
+    return t.dim() == 3 && t.numel() > 0 && t.numel() < (int64_t{1} << 31);
+  };
+  if (a.is_cpu() && b.is_cpu() && a.scalar_type() == torch::kFloat &&
+      b.scalar_type() == torch::kFloat && fits(a) && fits(b) && a.size(0) == b.size(0) &&
+      a.size(2) == b.size(1))
+    return BlasBmm::apply(a, b);
+#endif
+  return torch::bmm(a, b);
+}
 
 torch::Tensor dropout_keep_mask(const torch::Tensor& like, double p) {
   const int64_t n = like.numel();
-  auto words = torch::empty({(n + 3) / 4},
-                            torch::TensorOptions().dtype(torch::kLong).device(like.device()))
-                   .random_();
-  const int64_t threshold = std::llround(p * (1 << kKeepBits));
-  return words.view(torch::kShort)
-      .bitwise_and((1 << kKeepBits) - 1)
-      .ge(threshold)
-      .narrow(0, 0, n)
-      .view(like.sizes());
+  const uint64_t threshold = static_cast<uint64_t>(std::llround(p * (1 << kKeepBits)));
+  uint64_t seed;
+  {
+    // One draw from the default generator per mask: torch::manual_seed and
+    // the RNG state saved in checkpoints (and replayed by recompute) fix it.
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    seed = at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
+  }
+  auto keep = torch::empty(like.sizes(), torch::TensorOptions().dtype(torch::kBool));
+  bool* out = keep.data_ptr<bool>();
+  const int64_t words = (n + 3) / 4;
+  // Word w = SplitMix64 (Steele et al. 2014) of seed + (w + 1) * golden:
+  // counter-based, so threads fill disjoint ranges with the same result at any
+  // thread count (random_() fills serially: ~40 ms per Multi30k update).
+  at::parallel_for(0, words, /*grain_size=*/1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) {
+      uint64_t z = seed + static_cast<uint64_t>(w + 1) * 0x9e3779b97f4a7c15ULL;
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+      z ^= z >> 31;
+      const int64_t base = 4 * w, lanes = std::min<int64_t>(4, n - base);
+      for (int64_t k = 0; k < lanes; ++k)
+        out[base + k] = ((z >> (16 * k)) & ((1u << kKeepBits) - 1)) >= threshold;
+    }
+  });
+  return keep.to(like.device());
 }
 
 torch::Tensor apply_dropout(const torch::Tensor& x, double p, bool training) {
@@ -167,7 +271,9 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
 #else
   {
     const double scaling = 1.0 / std::sqrt(static_cast<double>(dh));
-    auto scores = torch::matmul(q * scaling, k.transpose(-2, -1));
+    const int64_t S = k.size(2);
+    auto flat = [&](const torch::Tensor& t) { return t.reshape({B * H, -1, dh}); };
+    auto scores = head_bmm(flat(q * scaling), flat(k).transpose(1, 2)).view({B, H, T, S});
     // Softmax in fp32: under CPU autocast 1.13 keeps it in bf16.
     if (scores.scalar_type() != torch::kFloat) scores = scores.to(torch::kFloat);
     if (key_pad_mask.defined())
@@ -177,7 +283,7 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
       scores.masked_fill_(future_mask, -std::numeric_limits<float>::infinity());
     auto attn = torch::softmax(scores, -1);
     attn = apply_dropout(attn, options.dropout(), is_training());
-    ctx = torch::matmul(attn.to(v.scalar_type()), v);
+    ctx = head_bmm(attn.to(v.scalar_type()).view({B * H, T, S}), flat(v)).view({B, H, T, dh});
   }
 #endif
   return out_proj(ctx.transpose(1, 2).reshape({B, T, d}));

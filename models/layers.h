@@ -10,17 +10,27 @@ namespace clinic {
 /// On CPU LibTorch 1.13 (built without MKL) draws the float mask with a serial
 /// per-element bernoulli_ (~20 ns/element, measured: 210 ms for 4M elements
 /// against 12 ms for random_() of the same bits) and saves that float mask
-/// for backward. Here 64 random bits from random_() feed 4 elements, each
-/// kept iff its low 15 bits >= round(p 2^15) (p quantised to 2^-15), and the
-/// mask is saved as bool (1 byte/element instead of 4). Other devices use
-/// torch::dropout (fused kernels, bool masks already). Same default
-/// generator, so torch::manual_seed and checkpointed RNG state reproduce it.
+/// for backward. Here each 64-bit word of a counter-based hash (SplitMix64 of
+/// one seed drawn from the default generator, filled in parallel) feeds 4
+/// elements, each kept iff its low 15 bits >= round(p 2^15) (p quantised to
+/// 2^-15), and the mask is saved as bool (1 byte/element instead of 4). Other
+/// devices use torch::dropout (fused kernels, bool masks already). The seed
+/// comes from the default generator, so torch::manual_seed and checkpointed
+/// RNG state reproduce the mask, at any thread count.
 torch::Tensor apply_dropout(const torch::Tensor& x, double p, bool training);
 /// drop(relu(x)) for the FFN hidden layer: saves only its output y (which
 /// fc2 saves anyway), since d y / d x = 1[y > 0] / (1 - p).
 torch::Tensor apply_relu_dropout(const torch::Tensor& x, double p, bool training);
 /// The keep mask apply_dropout(x, p) would draw: bool, shaped like `like`.
 torch::Tensor dropout_keep_mask(const torch::Tensor& like, double p);
+/// torch::bmm(a, b) for attention's many small per-head products, a [N, M, K],
+/// b [N, K, P]. LibTorch 1.13 without MKL loops over N through the
+/// dispatcher (select, checks, a possibly 2-thread sgemm per 32x64x32
+/// product: 1.3-4.6 ms for N = 512 in a standalone loop on 2 threads); fp32
+/// CPU tensors here call BLAS sgemm directly, N split across threads, each
+/// product single-threaded (0.8-1.0 ms there), forward and backward.
+/// Other cases, or a build without BLAS (CLINIC_HAVE_BLAS): torch::bmm.
+torch::Tensor head_bmm(const torch::Tensor& a, const torch::Tensor& b);
 
 struct MultiheadAttentionOptions {
   MultiheadAttentionOptions(int64_t embed_dim, int64_t heads)

@@ -1,5 +1,7 @@
 #include "models/layers.h"
 
+#include <functional>
+
 #include "test/support.h"
 
 namespace clinic {
@@ -39,6 +41,63 @@ TEST(Dropout, ScalesKeptElementsAndBackpropagatesThroughTheSameMask) {
   EXPECT_TRUE(torch::allclose(x.grad(), g * keep / (1 - p), 1e-6, 1e-7));
   // Another draw gives another mask.
   EXPECT_FALSE(torch::equal(dropout_keep_mask(x, p), keep));
+}
+
+// The mask is filled in parallel from one seed: the same at any thread count,
+// and a fresh seed per call.
+TEST(Dropout, MaskDependsOnTheSeedNotOnTheThreadCount) {
+  auto like = torch::empty({3, 100003});
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  torch::manual_seed(21);
+  auto one = dropout_keep_mask(like, 0.3);
+  at::set_num_threads(2);
+  torch::manual_seed(21);
+  auto two = dropout_keep_mask(like, 0.3);
+  auto next = dropout_keep_mask(like, 0.3);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(one, two));
+  EXPECT_FALSE(torch::equal(two, next));
+  // The seed is drawn from the default generator: drawing from it first changes the mask.
+  torch::manual_seed(21);
+  (void)torch::rand({1});
+  EXPECT_FALSE(torch::equal(dropout_keep_mask(like, 0.3), one));
+}
+
+// Every operand layout attention produces (contiguous, transposed views,
+// a permuted one, strided and broadcast ones), forward and both gradients.
+TEST(HeadBmm, MatchesTorchBmmForwardAndBackward) {
+  torch::manual_seed(4);
+  auto base_a = torch::randn({6, 5, 7}), base_b = torch::randn({6, 7, 3});
+  struct Case { const char* name; std::function<torch::Tensor(const torch::Tensor&)> fa, fb; };
+  auto id = [](const torch::Tensor& t) { return t; };
+  std::vector<Case> cases = {
+      {"contiguous", id, id},
+      {"a transposed", [](const torch::Tensor& t) { return t.transpose(1, 2).contiguous().transpose(1, 2); }, id},
+      {"b transposed", id, [](const torch::Tensor& t) { return t.transpose(1, 2).contiguous().transpose(1, 2); }},
+      {"a permuted", [](const torch::Tensor& t) { return t.permute({2, 0, 1}).contiguous().permute({1, 2, 0}); }, id},
+      {"b strided (copied)", id, [](const torch::Tensor& t) { return t.repeat({1, 1, 2}).slice(2, 0, 6, 2); }},
+      {"a rows broadcast (copied)", [](const torch::Tensor& t) { return t.narrow(1, 0, 1).expand_as(t); }, id},
+      {"b batch broadcast", id, [](const torch::Tensor& t) { return t.narrow(0, 0, 1).expand_as(t); }},
+  };
+  for (const auto& c : cases) {
+    auto a1 = base_a.clone().requires_grad_(), b1 = base_b.clone().requires_grad_();
+    auto a2 = base_a.clone().requires_grad_(), b2 = base_b.clone().requires_grad_();
+    auto y1 = head_bmm(c.fa(a1), c.fb(b1));
+    auto y2 = torch::bmm(c.fa(a2), c.fb(b2));
+    ASSERT_EQ(y1.sizes(), y2.sizes()) << c.name;
+    EXPECT_TRUE(torch::allclose(y1, y2, 1e-5, 1e-6)) << c.name;
+    auto g = torch::randn_like(y2);
+    y1.backward(g);
+    y2.backward(g);
+    EXPECT_TRUE(torch::allclose(a1.grad(), a2.grad(), 1e-5, 1e-6)) << c.name;
+    EXPECT_TRUE(torch::allclose(b1.grad(), b2.grad(), 1e-5, 1e-6)) << c.name;
+  }
+  // Empty batches and non-fp32 inputs take torch::bmm.
+  EXPECT_EQ(head_bmm(torch::randn({0, 5, 7}), torch::randn({0, 7, 3})).sizes(),
+            (std::vector<int64_t>{0, 5, 3}));
+  auto d = head_bmm(base_a.to(torch::kDouble), base_b.to(torch::kDouble));
+  EXPECT_TRUE(torch::allclose(d, torch::bmm(base_a, base_b).to(torch::kDouble), 1e-5, 1e-6));
 }
 
 TEST(Dropout, ReluDropoutEqualsReluThenDropout) {

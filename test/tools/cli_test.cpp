@@ -105,10 +105,12 @@ TEST(Cli, TrainTranslateEvalEndToEnd) {
 }
 
 TEST(Cli, BenchPrintsDocumentedJsonFields) {
+  test::TempDir d;
   std::string out;
   ASSERT_EQ(run_shell(clinic() + " bench multi30k/post_ln --steps 2 --warmup 0 --json "
                                  "--set model.d_model=32 --set model.ffn_dim=64 "
-                                 "--set data.max_tokens=256 --set train.threads=1",
+                                 "--set data.max_tokens=256 --set train.threads=1 --profile " +
+                          d.file("trace.json"),
                       &out),
             0)
       << out;
@@ -116,6 +118,11 @@ TEST(Cli, BenchPrintsDocumentedJsonFields) {
                         "\"gemm_peak_gflops\"", "\"mfu\"", "\"peak_rss_mb\"", "\"forward_s\"",
                         "\"backward_s\"", "\"optimizer_s\""})
     EXPECT_NE(out.find(f), std::string::npos) << f << " in " << out;
+  // --profile: a Chrome trace of one more update, forward and backward ops.
+  std::ifstream in(d.file("trace.json"));
+  std::string trace((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(trace.find("\"aten::mm\""), std::string::npos);
+  EXPECT_NE(trace.find("MmBackward0"), std::string::npos);
 }
 
 TEST(Cli, BenchPythonReferenceAgreesOnTheLoss) {
