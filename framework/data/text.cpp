@@ -50,8 +50,12 @@ std::vector<std::string> read_lines(const std::string& path) {
 }
 
 uint64_t hash_bytes(const std::string& bytes, uint64_t h) {
-  for (unsigned char c : bytes) {
-    h ^= c;
+  return hash_bytes(bytes.data(), bytes.size(), h);
+}
+
+uint64_t hash_bytes(const char* data, size_t n, uint64_t h) {
+  for (size_t i = 0; i < n; ++i) {
+    h ^= static_cast<unsigned char>(data[i]);
     h *= 1099511628211ULL;
   }
   return h;

@@ -14,6 +14,8 @@ size_t find_invalid_utf8(const std::string& s);
 /// FNV-1a 64 of a file's bytes (cache invalidation, vocabulary identity).
 uint64_t hash_file(const std::string& path);
 uint64_t hash_bytes(const std::string& bytes, uint64_t seed = 1469598103934665603ULL);
+/// The same FNV-1a over a buffer; chained calls (seed = previous result) hash a stream.
+uint64_t hash_bytes(const char* data, size_t n, uint64_t seed = 1469598103934665603ULL);
 std::string hex64(uint64_t v);
 /// Whitespace split.
 std::vector<std::string> split_ws(const std::string& s);

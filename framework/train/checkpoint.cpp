@@ -62,10 +62,10 @@ std::string verified_payload(const std::string& path) {
     throw CheckpointError(fmt::format(
         "{}: checkpoint is corrupt or truncated ({} bytes, expected {})", path,
         bytes.size(), kHeader + size));
-  std::string payload = bytes.substr(kHeader);
-  if (hash_bytes(payload) != checksum)
+  if (hash_bytes(bytes.data() + kHeader, size) != checksum)
     throw CheckpointError(path + ": checkpoint is corrupt or truncated (checksum mismatch)");
-  return payload;
+  bytes.erase(0, kHeader);  // in place: no second copy of the payload
+  return bytes;
 }
 
 CheckpointMeta read_meta(torch::serialize::InputArchive& a) {
@@ -152,17 +152,30 @@ std::string checkpoint_bytes(Seq2SeqModel& model,
     optimizer->save(opt_archive);
     a.write("optimizer", opt_archive);
   }
-  std::ostringstream payload_stream;
-  a.save_to(payload_stream);
-  std::string payload = payload_stream.str();
+  // The archive streams straight into `out` after the header, hashed on the
+  // way: an ostringstream, its str() and header + payload each held a full
+  // copy (0.45 GB at IWSLT-small with Adam state), and with jemalloc's decay
+  // off those transient pages stayed resident: RSS rose 1.5 GB at the first save.
   std::string out(kHeader, '\0');
+  size_t estimate = kHeader + (size_t{1} << 20);
+  for (const auto& p : model.parameters(true))  // weights + Adam/RAdam's two moments
+    estimate += (optimizer ? 3 : 1) * p.nbytes();
+  for (const auto& b : model.buffers(true)) estimate += b.nbytes();
+  out.reserve(estimate);
+  uint64_t checksum = hash_bytes(nullptr, 0);
+  a.save_to([&](const void* data, size_t n) -> size_t {
+    const char* c = static_cast<const char*>(data);
+    out.append(c, n);
+    checksum = hash_bytes(c, n, checksum);
+    return n;
+  });
   uint32_t version = kCheckpointVersion;
-  uint64_t size = payload.size(), checksum = hash_bytes(payload);
+  uint64_t size = out.size() - kHeader;
   std::memcpy(&out[0], kMagic, 8);
   std::memcpy(&out[8], &version, 4);
   std::memcpy(&out[16], &size, 8);
   std::memcpy(&out[24], &checksum, 8);
-  return out + payload;
+  return out;
 }
 
 CheckpointFile::CheckpointFile(const std::string& path) : path_(path) {
