@@ -9,12 +9,15 @@
 #include <filesystem>
 #include <optional>
 #include <regex>
+#include <sstream>
 
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "clinic_paths.h"
 #include "framework/amp/autocast.h"
 #include "framework/data/subprocess.h"
+#include "framework/data/text.h"
+#include "framework/errors.h"
 #include "framework/eval/search.h"
 #include "framework/logging.h"
 #include "framework/model.h"
@@ -133,11 +136,21 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     if (device.is_cuda()) torch::cuda::synchronize();
   };
   const int64_t profiled = o.profile.empty() ? 0 : 1;
+  if (profiled) {  // fail before the run, not after it
+    auto dir = std::filesystem::path(o.profile).parent_path();
+    if (dir.empty()) dir = ".";
+    if (::access(dir.c_str(), W_OK) != 0)
+      throw DataError(fmt::format("--profile {}: directory {} does not exist or is not writable",
+                                  o.profile, dir.string()));
+  }
+  // Collected in memory, written atomically after the run: an existing file
+  // at that path stays intact if anything fails first.
+  std::ostringstream trace;
   for (int64_t step = 0; step < o.warmup + o.steps + profiled; ++step) {
     bool timed = step >= o.warmup && step < o.warmup + o.steps;
     // One extra, untimed update under the profiler: its overhead skews no figure.
     std::optional<torch::autograd::profiler::RecordProfile> prof;
-    if (step == o.warmup + o.steps && profiled) prof.emplace(o.profile);
+    if (step == o.warmup + o.steps && profiled) prof.emplace(trace);
     // A/B alternation: the Python reference runs between the two halves.
     if (o.compare_python && step == o.warmup + o.steps / 2) run_python();
     double t0 = now_seconds();
@@ -178,6 +191,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     run_python();
     std::filesystem::remove_all(tmp);
   }
+  if (profiled) write_file_atomic(o.profile, trace.str());
   double rss_growth = rss_last - rss_first;
   double total = t_data + t_fwd + t_bwd + t_opt;
   double ups = o.steps / total;

@@ -17,7 +17,8 @@ struct BenchOptions {
   /// Also time tools/bench/reference_train.py (plain PyTorch, same model,
   /// weights and batch), alternating with clinic, and report the ratio.
   bool compare_python = false;
-  /// Chrome-trace of the last timed update (LibTorch's legacy profiler), when set.
+  /// When set: a Chrome trace (LibTorch's legacy profiler) of one extra update
+/// after the timed ones, written here.
   std::string profile;
 };
 

@@ -81,12 +81,16 @@ bool blas_operand(const torch::Tensor& t, char* trans, int* ld) {
 // across intra-op threads (OpenBLAS runs single-threaded inside an OpenMP
 // region). Row-major C[M, P] = A[M, K] B[K, P] is column-major C^T = B^T A^T.
 torch::Tensor blas_bmm(const torch::Tensor& a_in, const torch::Tensor& b_in) {
+  auto operand = [](const torch::Tensor& t, char* trans, int* ld) {
+    if (blas_operand(t, trans, ld)) return t;
+    auto c = t.contiguous();  // always readable: unit stride along C
+    blas_operand(c, trans, ld);
+    return c;
+  };
   char ta, tb;
   int lda, ldb;
-  auto a = blas_operand(a_in, &ta, &lda) ? a_in : a_in.contiguous();
-  auto b = blas_operand(b_in, &tb, &ldb) ? b_in : b_in.contiguous();
-  blas_operand(a, &ta, &lda);
-  blas_operand(b, &tb, &ldb);
+  auto a = operand(a_in, &ta, &lda);
+  auto b = operand(b_in, &tb, &ldb);
   const int64_t N = a.size(0), M = a.size(1), K = a.size(2), P = b.size(2);
   auto out = torch::empty({N, M, P}, a.options());
   const float* pa = a.data_ptr<float>();

@@ -20,7 +20,7 @@ void add_bench_command(CLI::App& app, Action& action) {
   b->add_flag("--translate", opts.translate, "also time beam 5 and beam 1 decoding");
   b->add_flag("--compare-python", opts.compare_python,
               "also time tools/bench/reference_train.py (plain PyTorch), A/B alternating");
-  b->add_option("--profile", opts.profile, "write a Chrome trace of the last timed update");
+  b->add_option("--profile", opts.profile, "write a Chrome trace of one extra, untimed update");
   b->callback([&action] {
     action = [] { run_bench(load_recipe(recipe, overrides), opts, std::cout); };
   });

@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 
 #include <cstring>
-#include <sstream>
 
 #include "framework/data/text.h"
 #include "framework/errors.h"

@@ -123,6 +123,15 @@ TEST(Cli, BenchPrintsDocumentedJsonFields) {
   std::string trace((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(trace.find("\"aten::mm\""), std::string::npos);
   EXPECT_NE(trace.find("MmBackward0"), std::string::npos);
+  // An unwritable --profile path fails before the run, naming the path.
+  EXPECT_NE(run_shell(clinic() + " bench multi30k/post_ln --steps 1 --warmup 0 "
+                                 "--set model.d_model=32 --set model.ffn_dim=64 "
+                                 "--set data.max_tokens=256 --profile " +
+                          d.file("missing/trace.json"),
+                      &out),
+            0);
+  EXPECT_NE(out.find("missing/trace.json"), std::string::npos) << out;
+  EXPECT_EQ(out.find("train:"), std::string::npos) << out;
 }
 
 TEST(Cli, BenchPythonReferenceAgreesOnTheLoss) {
