@@ -162,12 +162,12 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     }
     double t1 = now_seconds();
     opt->zero_grad();
-    torch::Tensor logits;
+    DecoderFeatures out;
     {
       AutocastGuard ag(device.type(), dtype);
-      logits = model->forward(b.src, b.tgt_in);
+      out = model->forward_features(b.src, b.tgt_in);
     }
-    auto lo = loss_fn(logits, b.tgt_out);
+    auto lo = loss_fn(out, b.tgt_out, dtype);
     auto loss = lo.loss / static_cast<double>(B * L);
     sync();
     double t2 = now_seconds();

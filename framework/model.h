@@ -72,6 +72,16 @@ struct VocabInfo {
   bool joint = false;
 };
 
+/// Teacher-forced decoder output split before the vocabulary projection,
+/// when that projection is linear (logits = hidden · weightᵀ). The trainer's
+/// loss then runs over token chunks and never holds [B, T, V] logits: at
+/// IWSLT-small with bf16 those, their fp32 copy, the log-probabilities and
+/// the gradient peak near 0.5 GB.
+struct DecoderFeatures {
+  torch::Tensor hidden;  // [B, T, d]; the logits [B, T, V] when weight is undefined
+  torch::Tensor weight;  // [V, d], or undefined: no linear projection to split off
+};
+
 /// An encoder-decoder that maps (src, tgt_in) to next-token logits.
 class Seq2SeqModel : public torch::nn::Module {
  public:
@@ -84,6 +94,15 @@ class Seq2SeqModel : public torch::nn::Module {
                                DecoderCache* cache = nullptr) = 0;
   torch::Tensor forward(const torch::Tensor& src, const torch::Tensor& tgt_in) {
     return decode(tgt_in, encode(src));
+  }
+  /// Teacher-forced decode() split before a linear output layer. The default
+  /// splits nothing: hidden holds decode()'s logits.
+  virtual DecoderFeatures decode_features(const torch::Tensor& tgt_in,
+                                          const EncoderOut& enc) {
+    return {decode(tgt_in, enc), torch::Tensor()};
+  }
+  DecoderFeatures forward_features(const torch::Tensor& src, const torch::Tensor& tgt_in) {
+    return decode_features(tgt_in, encode(src));
   }
   /// Data-dependent initialisation run once before update 1 of a fresh run
   /// (Admin's profiling). Returns a human summary; empty when nothing ran.

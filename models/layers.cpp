@@ -6,6 +6,8 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <mutex>
 
 namespace clinic {
@@ -26,50 +28,139 @@ namespace {
 
 constexpr int kKeepBits = 15;
 
-// keep * scale, saving the bool mask (not a float copy) for backward.
-struct MaskedScale : public torch::autograd::Function<MaskedScale> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& keep, double scale) {
-    ctx->save_for_backward({keep});
-    ctx->saved_data["scale"] = scale;
-    return x.mul(keep).mul_(scale);
+// Dropout keeps no mask: element i is kept iff bits(seed, i) >= threshold,
+// bits = the top 15 bits of murmur3's fmix32 of a Weyl sequence (seed_lo +
+// i * golden) xor seed_hi: counter-based, so forward and backward each
+// regenerate the mask inside the one pass that applies it, and threads fill
+// disjoint ranges with the same result at any thread count. 32-bit integer
+// ops only, so the fp32 loop vectorises (built for AVX2 and baseline x86-64,
+// picked at load time). Measured (bench multi30k/admin, --profile and perf):
+// x * bool-mask took TensorIterator's mixed-dtype path (34 ms of mask copies
+// per update); where(keep, x, 0) 126 ms; a float mask 4% of all samples
+// writing it; a 64-bit SplitMix64 per 4 elements, unvectorised, 4.3%.
+// seed: one draw from the default generator per call, so manual_seed,
+// checkpoints' RNG state and recompute replay it.
+inline uint32_t keep_bits(uint32_t i, uint32_t lo, uint32_t hi) {
+  uint32_t z = lo + i * 0x9e3779b9u;
+  z ^= z >> 16;
+  z *= 0x85ebca6bu;
+  z ^= z >> 13;
+  z *= 0xc2b2ae35u;
+  z ^= z >> 16;
+  return (z ^ hi) >> (32 - kKeepBits);
+}
+
+__attribute__((target_clones("avx2", "default")))
+void keep_scale_f32(const float* in, float* out, int64_t begin, int64_t end, uint32_t lo,
+                    uint32_t hi, uint32_t threshold, float scale) {
+  const uint32_t first = static_cast<uint32_t>(begin);
+  // Branch-free (an AND with an all-ones/zero mask) so GCC vectorises it.
+#pragma omp simd
+  for (int64_t j = 0; j < end - begin; ++j) {
+    const float v = in[begin + j] * scale;
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    u &= 0u - static_cast<uint32_t>(
+                  keep_bits(first + static_cast<uint32_t>(j), lo, hi) >= threshold);
+    std::memcpy(&out[begin + j], &u, sizeof u);
   }
-  static variable_list backward(AutogradContext* ctx, variable_list g) {
-    auto keep = ctx->get_saved_variables()[0];
-    double scale = ctx->saved_data["scale"].toDouble();
-    return {g[0].mul(keep).mul_(scale), torch::Tensor(), torch::Tensor()};
+}
+
+struct KeepBits {
+  uint32_t lo, hi, threshold;
+  explicit KeepBits(double p)
+      : threshold(static_cast<uint32_t>(std::llround(p * (1 << kKeepBits)))) {
+    uint64_t seed;
+    {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      seed = at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
+    }
+    lo = static_cast<uint32_t>(seed);
+    hi = static_cast<uint32_t>(seed >> 32);
+  }
+  KeepBits(int64_t packed, uint32_t t)
+      : lo(static_cast<uint32_t>(packed)), hi(static_cast<uint32_t>(packed >> 32)), threshold(t) {}
+  int64_t packed() const { return static_cast<int64_t>((uint64_t{hi} << 32) | lo); }
+  bool kept(int64_t i) const {
+    return keep_bits(static_cast<uint32_t>(i), lo, hi) >= threshold;
   }
 };
 
-// relu(x) * keep * scale, saving only the output.
-struct ReluMaskedScale : public torch::autograd::Function<ReluMaskedScale> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& keep, double scale) {
-    auto y = x.clamp_min(0).mul_(keep).mul_(scale);
+// out = x * keep * scale for contiguous float, double or bfloat16 x.
+torch::Tensor keep_scale(const torch::Tensor& x_in, const KeepBits& bits, double scale) {
+  auto x = x_in.contiguous();
+  auto out = torch::empty_like(x, at::MemoryFormat::Contiguous);
+  const int64_t n = x.numel();
+  TORCH_CHECK(n < (int64_t{1} << 32), "dropout: tensor too large (", n, " elements)");
+  if (x.scalar_type() == torch::kFloat) {
+    const float* in = x.data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    at::parallel_for(0, n, /*grain_size=*/1 << 15, [&](int64_t begin, int64_t end) {
+      keep_scale_f32(in, o, begin, end, bits.lo, bits.hi, bits.threshold,
+                     static_cast<float>(scale));
+    });
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "clinic_dropout", [&] {
+    const scalar_t* in = x.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    const float sc = static_cast<float>(scale);
+    at::parallel_for(0, n, /*grain_size=*/1 << 15, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        o[i] = bits.kept(i) ? static_cast<scalar_t>(static_cast<float>(in[i]) * sc)
+                            : scalar_t(0);
+    });
+  });
+  return out;
+}
+
+struct SeededDropout : public torch::autograd::Function<SeededDropout> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, double p) {
+    KeepBits bits(p);
+    ctx->saved_data["seed"] = bits.packed();
+    ctx->saved_data["threshold"] = static_cast<int64_t>(bits.threshold);
+    ctx->saved_data["p"] = p;
+    return keep_scale(x, bits, 1.0 / (1.0 - p));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list g) {
+    KeepBits bits(ctx->saved_data["seed"].toInt(),
+                  static_cast<uint32_t>(ctx->saved_data["threshold"].toInt()));
+    double p = ctx->saved_data["p"].toDouble();
+    return {keep_scale(g[0], bits, 1.0 / (1.0 - p)), torch::Tensor()};
+  }
+};
+
+// drop(relu(x)), saving only the output y: d y / d x = 1/(1-p) where y > 0.
+struct ReluSeededDropout : public torch::autograd::Function<ReluSeededDropout> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, double p) {
+    auto y = keep_scale(x, KeepBits(p), 1.0 / (1.0 - p)).clamp_min_(0);
     ctx->save_for_backward({y});
-    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["p"] = p;
     return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list g) {
     auto y = ctx->get_saved_variables()[0];
-    double scale = ctx->saved_data["scale"].toDouble();
-    return {g[0].mul(y.gt(0)).mul_(scale), torch::Tensor(), torch::Tensor()};
+    double p = ctx->saved_data["p"].toDouble();
+    // relu's own backward kernel (g where y > 0, else 0): no bool tensor.
+    return {torch::threshold_backward(g[0], y, 0).mul_(1.0 / (1.0 - p)), torch::Tensor()};
   }
 };
 
 #ifdef CLINIC_HAVE_BLAS
-// Matrix t[i] ([R, C], row-major indexing) as a BLAS operand: unit stride
+// Matrix t[i, j] ([R, C] = the last two dims) as a BLAS operand: unit stride
 // along C ('N', ld = row stride) or along R ('T', ld = column stride).
 // False for layouts BLAS cannot read (no unit stride, overlapping rows).
 bool blas_operand(const torch::Tensor& t, char* trans, int* ld) {
-  const int64_t R = t.size(1), C = t.size(2);
+  const int64_t R = t.size(2), C = t.size(3);
+  const int64_t sr = t.stride(2), sc = t.stride(3);
   int64_t l;
-  if (t.stride(2) == 1 && (R == 1 || t.stride(1) >= C)) {
+  if (sc == 1 && (R == 1 || sr >= C)) {
     *trans = 'N';
-    l = std::max<int64_t>({t.stride(1), C, 1});
-  } else if (t.stride(1) == 1 && (C == 1 || t.stride(2) >= R)) {
+    l = std::max<int64_t>({sr, C, 1});
+  } else if (sr == 1 && (C == 1 || sc >= R)) {
     *trans = 'T';
-    l = std::max<int64_t>({t.stride(2), R, 1});
+    l = std::max<int64_t>({sc, R, 1});
   } else {
     return false;
   }
@@ -77,10 +168,51 @@ bool blas_operand(const torch::Tensor& t, char* trans, int* ld) {
   return l < (int64_t{1} << 31);
 }
 
-// out[i] = a[i] b[i] with one single-threaded sgemm per i, the batch split
+// Dims of 4-D t from largest to smallest stride (expanded, stride-0 dims
+// outermost): its memory order. Contiguous order unless a matrix dim (2 or 3)
+// ends up innermost, which BLAS needs.
+std::vector<int64_t> memory_order(const torch::Tensor& t) {
+  std::vector<int64_t> order{0, 1, 2, 3};
+  auto key = [&](int64_t x) {
+    return t.stride(x) == 0 ? std::numeric_limits<int64_t>::max() : t.stride(x);
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t x, int64_t y) { return key(x) > key(y); });
+  if (order[3] != 2 && order[3] != 3) return {0, 1, 2, 3};
+  return order;
+}
+
+// An uninitialised tensor of `sizes`, dense in memory order `order`. For the
+// gradient of a per-head view of [B, L, H, dh] activations that order is
+// [B, L, H, dh], so autograd's view/transpose backward up to the projection
+// is free instead of a copy per step.
+torch::Tensor empty_in_order(torch::IntArrayRef sizes, const std::vector<int64_t>& order,
+                             const torch::TensorOptions& options) {
+  std::vector<int64_t> dense, inverse(sizes.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    dense.push_back(sizes[order[i]]);
+    inverse[order[i]] = static_cast<int64_t>(i);
+  }
+  return torch::empty(dense, options).permute(inverse);
+}
+
+// out[i, j] = alpha a[i, j] b[i, j] over 4-D [I, J, ., .] views, any strides
+// on the two batch dims: one single-threaded sgemm per (i, j), the batch split
 // across intra-op threads (OpenBLAS runs single-threaded inside an OpenMP
 // region). Row-major C[M, P] = A[M, K] B[K, P] is column-major C^T = B^T A^T.
-torch::Tensor blas_bmm(const torch::Tensor& a_in, const torch::Tensor& b_in) {
+// `out` needs a unit stride on one of its matrix dims.
+void blas_bmm_into(const torch::Tensor& out, const torch::Tensor& a_in,
+                   const torch::Tensor& b_in, float alpha) {
+  if (out.stride(3) != 1) {
+    if (out.stride(2) == 1) {  // column-major out: write out^T = b^T a^T
+      blas_bmm_into(out.transpose(2, 3), b_in.transpose(2, 3), a_in.transpose(2, 3), alpha);
+    } else {
+      auto dense = torch::empty(out.sizes(), out.options());
+      blas_bmm_into(dense, a_in, b_in, alpha);
+      out.copy_(dense);
+    }
+    return;
+  }
   auto operand = [](const torch::Tensor& t, char* trans, int* ld) {
     if (blas_operand(t, trans, ld)) return t;
     auto c = t.contiguous();  // always readable: unit stride along C
@@ -91,94 +223,112 @@ torch::Tensor blas_bmm(const torch::Tensor& a_in, const torch::Tensor& b_in) {
   int lda, ldb;
   auto a = operand(a_in, &ta, &lda);
   auto b = operand(b_in, &tb, &ldb);
-  const int64_t N = a.size(0), M = a.size(1), K = a.size(2), P = b.size(2);
-  auto out = torch::empty({N, M, P}, a.options());
+  const int64_t I = a.size(0), J = a.size(1), M = a.size(2), K = a.size(3), P = b.size(3);
   const float* pa = a.data_ptr<float>();
   const float* pb = b.data_ptr<float>();
   float* pc = out.data_ptr<float>();
-  const int64_t sa = a.stride(0), sb = b.stride(0);
-  at::parallel_for(0, N, /*grain_size=*/4, [&](int64_t begin, int64_t end) {
+  const int64_t a0 = a.stride(0), a1 = a.stride(1), b0 = b.stride(0), b1 = b.stride(1);
+  const int64_t c0 = out.stride(0), c1 = out.stride(1);
+  const int ldc = static_cast<int>(std::max<int64_t>(out.stride(2), std::max<int64_t>(P, 1)));
+  at::parallel_for(0, I * J, /*grain_size=*/4, [&](int64_t begin, int64_t end) {
     const int m = static_cast<int>(P), n = static_cast<int>(M), k = static_cast<int>(K);
-    const int ldc = static_cast<int>(P);
-    const float one = 1, zero = 0;
-    for (int64_t i = begin; i < end; ++i)
-      sgemm_(&tb, &ta, &m, &n, &k, &one, pb + i * sb, &ldb, pa + i * sa, &lda, &zero,
-             pc + i * M * P, &ldc);
+    const float zero = 0;
+    for (int64_t x = begin; x < end; ++x) {
+      const int64_t i = x / J, j = x % J;
+      sgemm_(&tb, &ta, &m, &n, &k, &alpha, pb + i * b0 + j * b1, &ldb, pa + i * a0 + j * a1,
+             &lda, &zero, pc + i * c0 + j * c1, &ldc);
+    }
   });
-  return out;
 }
 
+// 4-D a [I, J, M, K], b [I, J, K, P]; out_order (empty: contiguous) is the
+// output's memory order, e.g. [B, T, H, dh] for attention's context so that
+// merging heads is a view.
 struct BlasBmm : public torch::autograd::Function<BlasBmm> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& a,
-                               const torch::Tensor& b) {
+                               const torch::Tensor& b, double alpha,
+                               std::vector<int64_t> out_order) {
     ctx->save_for_backward({a, b});
-    return blas_bmm(a, b);
+    ctx->saved_data["alpha"] = alpha;
+    std::vector<int64_t> sizes{a.size(0), a.size(1), a.size(2), b.size(3)};
+    auto out = out_order.empty() ? torch::empty(sizes, a.options())
+                                 : empty_in_order(sizes, out_order, a.options());
+    blas_bmm_into(out, a, b, static_cast<float>(alpha));
+    return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list g) {
     auto s = ctx->get_saved_variables();
-    return {blas_bmm(g[0], s[1].transpose(1, 2)), blas_bmm(s[0].transpose(1, 2), g[0])};
+    const float alpha = static_cast<float>(ctx->saved_data["alpha"].toDouble());
+    torch::Tensor ga, gb;
+    // Each gradient in its input's memory order (see empty_in_order);
+    // expanded (stride-0) inputs get a dense one that autograd then sums.
+    if (ctx->needs_input_grad(0)) {
+      ga = empty_in_order(s[0].sizes(), memory_order(s[0]), s[0].options());
+      blas_bmm_into(ga, g[0], s[1].transpose(2, 3), alpha);
+    }
+    if (ctx->needs_input_grad(1)) {
+      gb = empty_in_order(s[1].sizes(), memory_order(s[1]), s[1].options());
+      blas_bmm_into(gb, s[0].transpose(2, 3), g[0], alpha);
+    }
+    return {ga, gb, torch::Tensor(), torch::Tensor()};
   }
 };
 #endif
 
 }  // namespace
 
-torch::Tensor head_bmm(const torch::Tensor& a, const torch::Tensor& b) {
+torch::Tensor head_bmm(const torch::Tensor& a, const torch::Tensor& b, double alpha,
+                       const torch::Tensor& out_layout) {
+  TORCH_CHECK(a.dim() == b.dim() && (a.dim() == 3 || a.dim() == 4),
+              "head_bmm takes two 3-D or two 4-D tensors, got ", a.sizes(), " and ", b.sizes());
 #ifdef CLINIC_HAVE_BLAS
   // Shapes BLAS's 32-bit ints hold, no empty dims (BLAS needs ld >= 1 rows).
   auto fits = [](const torch::Tensor& t) {
-    return t.dim() == 3 && t.numel() > 0 && t.numel() < (int64_t{1} << 31);
+    return t.numel() > 0 && t.numel() < (int64_t{1} << 31);
   };
+  const int64_t n = a.dim();
   if (a.is_cpu() && b.is_cpu() && a.scalar_type() == torch::kFloat &&
-      b.scalar_type() == torch::kFloat && fits(a) && fits(b) && a.size(0) == b.size(0) &&
-      a.size(2) == b.size(1))
-    return BlasBmm::apply(a, b);
+      b.scalar_type() == torch::kFloat && fits(a) && fits(b) &&
+      a.sizes().slice(0, n - 2) == b.sizes().slice(0, n - 2) && a.size(n - 1) == b.size(n - 2)) {
+    std::vector<int64_t> order;
+    if (out_layout.defined()) {
+      TORCH_CHECK(out_layout.dim() == n, "head_bmm: out_layout must be ", n, "-D");
+      order = memory_order(n == 4 ? out_layout : out_layout.unsqueeze(0));
+    }
+    if (n == 4) return BlasBmm::apply(a, b, alpha, order);
+    return BlasBmm::apply(a.unsqueeze(0), b.unsqueeze(0), alpha, order).squeeze(0);
+  }
 #endif
-  return torch::bmm(a, b);
+  auto y = torch::matmul(a, b);
+  return alpha == 1.0 ? y : y * alpha;
 }
 
 torch::Tensor dropout_keep_mask(const torch::Tensor& like, double p) {
-  const int64_t n = like.numel();
-  const uint64_t threshold = static_cast<uint64_t>(std::llround(p * (1 << kKeepBits)));
-  uint64_t seed;
-  {
-    // One draw from the default generator per mask: torch::manual_seed and
-    // the RNG state saved in checkpoints (and replayed by recompute) fix it.
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    seed = at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
-  }
   auto keep = torch::empty(like.sizes(), torch::TensorOptions().dtype(torch::kBool));
   bool* out = keep.data_ptr<bool>();
-  const int64_t words = (n + 3) / 4;
-  // Word w = SplitMix64 (Steele et al. 2014) of seed + (w + 1) * golden:
-  // counter-based, so threads fill disjoint ranges with the same result at any
-  // thread count (random_() fills serially: ~40 ms per Multi30k update).
-  at::parallel_for(0, words, /*grain_size=*/1 << 14, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) {
-      uint64_t z = seed + static_cast<uint64_t>(w + 1) * 0x9e3779b97f4a7c15ULL;
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-      z ^= z >> 31;
-      const int64_t base = 4 * w, lanes = std::min<int64_t>(4, n - base);
-      for (int64_t k = 0; k < lanes; ++k)
-        out[base + k] = ((z >> (16 * k)) & ((1u << kKeepBits) - 1)) >= threshold;
-    }
+  KeepBits bits(p);
+  at::parallel_for(0, keep.numel(), /*grain_size=*/1 << 15, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) out[i] = bits.kept(i);
   });
   return keep.to(like.device());
 }
 
 torch::Tensor apply_dropout(const torch::Tensor& x, double p, bool training) {
   if (!training || p <= 0) return x;
-  if (!x.is_cpu()) return torch::dropout(x, p, true);
   TORCH_CHECK(p < 1, "dropout probability must be < 1, got ", p);
-  return MaskedScale::apply(x, dropout_keep_mask(x, p), 1.0 / (1.0 - p));
+  if (!x.is_cpu() || (x.scalar_type() != torch::kFloat && x.scalar_type() != torch::kDouble &&
+                      x.scalar_type() != torch::kBFloat16))
+    return torch::dropout(x, p, true);
+  return SeededDropout::apply(x, p);
 }
 
 torch::Tensor apply_relu_dropout(const torch::Tensor& x, double p, bool training) {
-  if (!training || p <= 0 || !x.is_cpu()) return apply_dropout(torch::relu(x), p, training);
+  if (!training || p <= 0 || !x.is_cpu() ||
+      (x.scalar_type() != torch::kFloat && x.scalar_type() != torch::kDouble &&
+       x.scalar_type() != torch::kBFloat16))
+    return apply_dropout(torch::relu(x), p, training);
   TORCH_CHECK(p < 1, "dropout probability must be < 1, got ", p);
-  return ReluMaskedScale::apply(x, dropout_keep_mask(x, p), 1.0 / (1.0 - p));
+  return ReluSeededDropout::apply(x, p);
 }
 
 MultiheadAttentionImpl::MultiheadAttentionImpl(
@@ -275,9 +425,10 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
 #else
   {
     const double scaling = 1.0 / std::sqrt(static_cast<double>(dh));
-    const int64_t S = k.size(2);
-    auto flat = [&](const torch::Tensor& t) { return t.reshape({B * H, -1, dh}); };
-    auto scores = head_bmm(flat(q * scaling), flat(k).transpose(1, 2)).view({B, H, T, S});
+    // q, k, v stay strided views of the projections ([B, L, H, dh] memory):
+    // head_bmm reads them in place and writes ctx [B, T, H, dh]-dense, so no
+    // head split/merge copies (forward or backward) and no q * scaling pass.
+    auto scores = head_bmm(q, k.transpose(2, 3), scaling);  // [B, H, T, S]
     // Softmax in fp32: under CPU autocast 1.13 keeps it in bf16.
     if (scores.scalar_type() != torch::kFloat) scores = scores.to(torch::kFloat);
     if (key_pad_mask.defined())
@@ -287,7 +438,7 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
       scores.masked_fill_(future_mask, -std::numeric_limits<float>::infinity());
     auto attn = torch::softmax(scores, -1);
     attn = apply_dropout(attn, options.dropout(), is_training());
-    ctx = head_bmm(attn.to(v.scalar_type()).view({B * H, T, S}), flat(v)).view({B, H, T, dh});
+    ctx = head_bmm(attn.to(v.scalar_type()), v, 1.0, q);  // [B, H, T, dh], q's layout
   }
 #endif
   return out_proj(ctx.transpose(1, 2).reshape({B, T, d}));

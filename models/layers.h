@@ -23,14 +23,21 @@ torch::Tensor apply_dropout(const torch::Tensor& x, double p, bool training);
 torch::Tensor apply_relu_dropout(const torch::Tensor& x, double p, bool training);
 /// The keep mask apply_dropout(x, p) would draw: bool, shaped like `like`.
 torch::Tensor dropout_keep_mask(const torch::Tensor& like, double p);
-/// torch::bmm(a, b) for attention's many small per-head products, a [N, M, K],
-/// b [N, K, P]. LibTorch 1.13 without MKL loops over N through the
+/// alpha * a @ b for attention's many small per-head products: a [N, M, K]
+/// and b [N, K, P], or a [B, H, M, K] and b [B, H, K, P] with any strides on
+/// the batch dims (per-head views of [B, L, H, dh] projections, read in
+/// place). LibTorch 1.13 without MKL loops over the batch through the
 /// dispatcher (select, checks, a possibly 2-thread sgemm per 32x64x32
-/// product: 1.3-4.6 ms for N = 512 in a standalone loop on 2 threads); fp32
-/// CPU tensors here call BLAS sgemm directly, N split across threads, each
-/// product single-threaded (0.8-1.0 ms there), forward and backward.
-/// Other cases, or a build without BLAS (CLINIC_HAVE_BLAS): torch::bmm.
-torch::Tensor head_bmm(const torch::Tensor& a, const torch::Tensor& b);
+/// product: 1.3-4.6 ms for 512 products in a standalone loop on 2 threads);
+/// fp32 CPU tensors here call BLAS sgemm directly, the batch split across
+/// threads, each product single-threaded (0.8-1.0 ms there), forward and
+/// backward. The result is dense in the memory order of `out_layout` when
+/// given (a tensor of the result's shape, e.g. the [B, L, H, dh]-ordered q
+/// for the context, so merging heads is a view), else contiguous; gradients
+/// come out in their input's memory order. Other cases, or a build without
+/// BLAS (CLINIC_HAVE_BLAS): torch::matmul.
+torch::Tensor head_bmm(const torch::Tensor& a, const torch::Tensor& b, double alpha = 1.0,
+                       const torch::Tensor& out_layout = {});
 
 struct MultiheadAttentionOptions {
   MultiheadAttentionOptions(int64_t embed_dim, int64_t heads)

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <typeinfo>
 
 namespace clinic {
 
@@ -188,9 +189,25 @@ EncoderOut TransformerImpl::encode(const torch::Tensor& src) {
   return out;
 }
 
+bool TransformerImpl::linear_output() const {
+  return typeid(*this) == typeid(TransformerImpl);
+}
+
+DecoderFeatures TransformerImpl::decode_features(const torch::Tensor& tgt_in,
+                                                 const EncoderOut& enc) {
+  if (!linear_output()) return Seq2SeqModel::decode_features(tgt_in, enc);
+  return {decode_hidden(tgt_in, enc, nullptr), output_weight};
+}
+
 torch::Tensor TransformerImpl::decode(const torch::Tensor& tgt_in,
                                       const EncoderOut& enc,
                                       DecoderCache* cache) {
+  return project_output(decode_hidden(tgt_in, enc, cache));
+}
+
+torch::Tensor TransformerImpl::decode_hidden(const torch::Tensor& tgt_in,
+                                             const EncoderOut& enc,
+                                             DecoderCache* cache) {
   TORCH_CHECK(tgt_in.dim() == 2, "decode expects tgt [B, T], got ",
               tgt_in.sizes());
   const int64_t T = tgt_in.size(1);
@@ -223,7 +240,7 @@ torch::Tensor TransformerImpl::decode(const torch::Tensor& tgt_in,
   }
   if (decoder_norm) x = layer_norm_fp32(decoder_norm, x);
   if (cache) cache->steps += 1;
-  return project_output(x);
+  return x;
 }
 
 DecoderCache TransformerImpl::new_cache() const {

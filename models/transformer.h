@@ -84,6 +84,8 @@ class TransformerImpl : public Seq2SeqModel {
   EncoderOut encode(const torch::Tensor& src) override;
   torch::Tensor decode(const torch::Tensor& tgt_in, const EncoderOut& enc,
                        DecoderCache* cache = nullptr) override;
+  DecoderFeatures decode_features(const torch::Tensor& tgt_in,
+                                  const EncoderOut& enc) override;
   std::string initialize_from_batch(const Batch& batch) override;
   void set_observer(SublayerObserver* observer) override;
   bool is_no_decay(const std::string& name) const override;
@@ -96,7 +98,15 @@ class TransformerImpl : public Seq2SeqModel {
   virtual torch::Tensor embed_target(const torch::Tensor& tgt, int64_t step);
   /// h [B, T, d] -> logits [B, T, V].
   virtual torch::Tensor project_output(const torch::Tensor& h);
+  /// Whether project_output is the plain h · output_weightᵀ, so training may
+  /// apply it inside the chunked loss (decode_features). True only for this
+  /// class itself: a subclass keeps the full-logits path, whatever it
+  /// overrides, unless it returns true here.
+  virtual bool linear_output() const;
 
+  /// decode() before project_output: [B, T, d] after the final norm.
+  torch::Tensor decode_hidden(const torch::Tensor& tgt_in, const EncoderOut& enc,
+                              DecoderCache* cache);
   /// Every sublayer in execution order: encoder first, then decoder.
   std::vector<Sublayer> sublayers() const;
   /// A fresh cache sized for this decoder.

@@ -4,7 +4,9 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -95,27 +97,133 @@ std::string read_file(const std::string& path) {
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw std::runtime_error(fmt::format("{}: cannot write", tmp));
+  AtomicFileWriter w(path);
+  w.append(bytes.data(), bytes.size());
+  w.commit();
+}
+
+namespace {
+constexpr size_t kWriteBuffer = size_t{1} << 20;
+}
+
+AtomicFileWriter::AtomicFileWriter(std::string path)
+    : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0)
+    throw DataError(fmt::format("{}: cannot write ({})", tmp_, std::strerror(errno)));
+  buffer_.reserve(kWriteBuffer);
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void AtomicFileWriter::fail(const std::string& what) {
+  std::string why = std::strerror(errno);
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  throw DataError(fmt::format("{}: {} ({}); {} is unchanged", tmp_, what, why, path_));
+}
+
+void AtomicFileWriter::flush() {
   size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+  while (done < buffer_.size()) {
+    ssize_t w = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
     if (w < 0) {
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw std::runtime_error(fmt::format("{}: write failed", tmp));
+      if (errno == EINTR) continue;
+      fail("write failed");
     }
     done += static_cast<size_t>(w);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(fmt::format("{}: fsync failed", tmp));
+  buffer_.clear();
+}
+
+void AtomicFileWriter::append(const char* data, size_t n) {
+  if (fd_ < 0) throw std::logic_error("AtomicFileWriter: append after commit");
+  size_ += n;
+  if (buffer_.size() + n <= kWriteBuffer) {
+    buffer_.append(data, n);
+    return;
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(fmt::format("{}: rename failed", path));
+  flush();
+  if (n < kWriteBuffer) {
+    buffer_.append(data, n);
+    return;
   }
+  // Large records (tensor storages) go straight from their own memory.
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = ::write(fd_, data + done, n - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail("write failed");
+    }
+    done += static_cast<size_t>(w);
+  }
+}
+
+void AtomicFileWriter::write_at(size_t offset, const char* data, size_t n) {
+  if (offset + n > size_) throw std::logic_error("AtomicFileWriter: write_at past end");
+  flush();
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = ::pwrite(fd_, data + done, n - done, static_cast<off_t>(offset + done));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail("write failed");
+    }
+    done += static_cast<size_t>(w);
+  }
+}
+
+void AtomicFileWriter::commit() {
+  if (fd_ < 0) throw std::logic_error("AtomicFileWriter: commit twice");
+  flush();
+  if (::fsync(fd_) != 0) fail("fsync failed");
+  if (::close(fd_) != 0) {
+    fd_ = ::open("/dev/null", O_RDONLY);  // so fail() has something to close
+    fail("close failed");
+  }
+  fd_ = -1;
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    std::string why = std::strerror(errno);
+    ::unlink(tmp_.c_str());
+    throw DataError(fmt::format("{}: rename failed ({})", path_, why));
+  }
+}
+
+void link_or_copy_atomic(const std::string& from, const std::string& to) {
+  std::string tmp = to + ".tmp." + std::to_string(::getpid());
+  ::unlink(tmp.c_str());
+  if (::link(from.c_str(), tmp.c_str()) == 0) {
+    if (std::rename(tmp.c_str(), to.c_str()) != 0) {
+      std::string why = std::strerror(errno);
+      ::unlink(tmp.c_str());
+      throw DataError(fmt::format("{}: rename failed ({})", to, why));
+    }
+    return;
+  }
+  int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) throw DataError(fmt::format("{}: cannot open file ({})", from, std::strerror(errno)));
+  AtomicFileWriter w(to);
+  std::string chunk(kWriteBuffer, '\0');
+  for (;;) {
+    ssize_t r = ::read(in, chunk.data(), chunk.size());
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      std::string why = std::strerror(errno);
+      ::close(in);
+      throw DataError(fmt::format("{}: read failed ({})", from, why));
+    }
+    if (r == 0) break;
+    w.append(chunk.data(), static_cast<size_t>(r));
+  }
+  ::close(in);
+  w.commit();
 }
 
 }  // namespace clinic

@@ -120,7 +120,7 @@ void average_checkpoints(const std::vector<std::string>& files,
   for (auto& [k, v] : sum)
     bag.add(k, (v / static_cast<double>(files.size())).to(torch::kFloat), false);
   meta.state = TrainState{};
-  write_file_atomic(out, checkpoint_bytes(bag, nullptr, meta));
+  write_checkpoint(out, bag, nullptr, meta);
 }
 
 }  // namespace clinic

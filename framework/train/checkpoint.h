@@ -59,11 +59,12 @@ class CheckpointFile {
   CheckpointMeta meta_;
 };
 
-/// Serialise to bytes (model parameters and buffers by name; optimizer may
-/// be null, e.g. for averaged checkpoints).
-std::string checkpoint_bytes(Seq2SeqModel& model,
-                             torch::optim::Optimizer* optimizer,
-                             const CheckpointMeta& meta);
+/// Writes `path` atomically (temp file, fsync, rename), streaming: model
+/// parameters and buffers by name; optimizer may be null (averaged checkpoints).
+/// On failure (disk full, unwritable directory) throws DataError and leaves an
+/// existing `path` as it was.
+void write_checkpoint(const std::string& path, Seq2SeqModel& model,
+                      torch::optim::Optimizer* optimizer, const CheckpointMeta& meta);
 /// Shorthands for a CheckpointFile used once.
 CheckpointMeta read_checkpoint_meta(const std::string& path);
 CheckpointMeta load_checkpoint(const std::string& path, Seq2SeqModel& model,

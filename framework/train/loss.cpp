@@ -55,39 +55,163 @@ struct SmoothedNll : public torch::autograd::Function<SmoothedNll> {
   }
 };
 
+// label_smoothed_nll of logits = h · Wᵀ without the [N, V] tensor (the
+// "fused linear cross-entropy" of Liger-Kernel and Apple's Cut Cross-Entropy,
+// here with the closed-form gradient above). Per chunk of rows: logits, fp32
+// log-softmax, the loss terms and, when training, d loss / d logits (needs
+// only p), folded at once into grad_h = G·W and grad_W += Gᵀ·h. Backward then
+// only scales both by the upstream gradient (a scalar). grad_W accumulates in
+// fp32: under autocast one bf16 GEMM over all rows would round once; here
+// each chunk's bf16 product is rounded, then summed in fp32.
+struct ChunkedLoss {
+  torch::Tensor loss, nll, grad_h, grad_w;
+};
+
+ChunkedLoss chunked_loss(const torch::Tensor& hidden, const torch::Tensor& weight,
+                         const torch::Tensor& target, double a, double b,
+                         torch::ScalarType cdt, int64_t chunk, bool need_h,
+                         bool need_w) {
+  const int64_t d = hidden.size(-1), V = weight.size(0);
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == d, "fused loss: weight ",
+              weight.sizes(), " does not match hidden ", hidden.sizes());
+  auto h = hidden.reshape({-1, d}).to(cdt);  // [N, d]
+  auto w = weight.to(cdt);                   // [V, d]
+  auto tgt = target.reshape({-1, 1});        // [N, 1]
+  const int64_t N = h.size(0);
+  TORCH_CHECK(tgt.size(0) == N, "fused loss: target ", target.sizes(),
+              " does not match hidden ", hidden.sizes());
+  auto keep = tgt.ne(kPad).to(torch::kFloat);  // [N, 1]
+  if (chunk <= 0) chunk = std::max<int64_t>(256, (int64_t{1} << 23) / V);
+  ChunkedLoss out;
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(h.device());
+  out.loss = torch::zeros({}, f32);
+  out.nll = torch::zeros({}, f32);
+  if (need_h) out.grad_h = torch::empty({N, d}, h.options());
+  if (need_w) out.grad_w = torch::zeros({V, d}, f32);
+  for (int64_t s = 0; s < N; s += chunk) {
+    const int64_t n = std::min(chunk, N - s);
+    auto hc = h.narrow(0, s, n);
+    auto lp = torch::log_softmax(torch::mm(hc, w.t()).to(torch::kFloat), -1);  // [n, V]
+    auto tc = tgt.narrow(0, s, n);
+    auto kc = keep.narrow(0, s, n);
+    auto nll = (lp.gather(1, tc) * kc).sum().neg_();
+    out.nll.add_(nll);
+    out.loss.add_(nll, a);
+    if (b != 0) out.loss.sub_((lp.sum(-1, /*keepdim=*/true) * kc).sum(), b);
+    if (!need_h && !need_w) continue;
+    auto g = lp.exp_().mul_(kc * (a + b * V));  // lp is dead: reuse it
+    if (b != 0) g.sub_(kc * b);
+    g.scatter_add_(1, tc, kc * -a);
+    auto gc = g.to(cdt);
+    if (need_h) {
+      auto dst = out.grad_h.narrow(0, s, n);  // rows of a contiguous tensor
+      torch::mm_out(dst, gc, w);
+    }
+    if (need_w) {
+      if (cdt == torch::kFloat)
+        out.grad_w.addmm_(gc.t(), hc);
+      else
+        out.grad_w.add_(torch::mm(gc.t(), hc));
+    }
+  }
+  return out;
+}
+
+struct FusedLinearSmoothedNll : public torch::autograd::Function<FusedLinearSmoothedNll> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& hidden,
+                               const torch::Tensor& weight, const torch::Tensor& target,
+                               double a, double b, int64_t cdt, int64_t chunk) {
+    auto r = chunked_loss(hidden, weight, target, a, b, static_cast<at::ScalarType>(cdt),
+                          chunk, hidden.requires_grad(), weight.requires_grad());
+    ctx->saved_data["grad_h"] = r.grad_h;
+    ctx->saved_data["grad_w"] = r.grad_w;
+    ctx->saved_data["h_dtype"] = static_cast<int64_t>(hidden.scalar_type());
+    ctx->saved_data["h_sizes"] = hidden.sizes().vec();
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(weight.scalar_type());
+    ctx->mark_non_differentiable({r.nll});
+    return {r.loss, r.nll};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list g) {
+    torch::Tensor gh, gw;
+    auto grad_h = ctx->saved_data["grad_h"].toTensor();
+    auto grad_w = ctx->saved_data["grad_w"].toTensor();
+    if (grad_h.defined())
+      gh = (grad_h * g[0])
+               .to(static_cast<at::ScalarType>(ctx->saved_data["h_dtype"].toInt()))
+               .view(ctx->saved_data["h_sizes"].toIntVector());
+    if (grad_w.defined())
+      gw = (grad_w * g[0]).to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt()));
+    return {gh, gw, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
+  }
+};
+
+std::pair<double, double> smoothing_weights(double eps, SmoothingMass mass, int64_t V) {
+  if (eps == 0) return {1.0, 0.0};
+  if (mass == SmoothingMass::kEpsOverV) return {1.0 - eps, eps / V};
+  double b = eps / (V - 1);
+  return {1.0 - eps - b, b};
+}
+
 }  // namespace
 
 LossOut label_smoothed_nll(const torch::Tensor& logits,
                            const torch::Tensor& target, double eps,
                            SmoothingMass mass) {
-  const int64_t V = logits.size(-1);
-  double a = 1.0, b = 0.0;
-  if (eps != 0 && mass == SmoothingMass::kEpsOverV) {
-    a = 1.0 - eps;
-    b = eps / V;
-  } else if (eps != 0) {
-    b = eps / (V - 1);
-    a = 1.0 - eps - b;
-  }
+  auto [a, b] = smoothing_weights(eps, mass, logits.size(-1));
   auto out = SmoothedNll::apply(logits, target, a, b);
   return LossOut{out[0], out[1]};
 }
 
+LossOut fused_linear_label_smoothed_nll(const torch::Tensor& hidden,
+                                        const torch::Tensor& weight,
+                                        const torch::Tensor& target, double eps,
+                                        SmoothingMass mass,
+                                        torch::ScalarType compute_dtype,
+                                        int64_t chunk_rows) {
+  auto [a, b] = smoothing_weights(eps, mass, weight.size(0));
+  if (!torch::GradMode::is_enabled() || (!hidden.requires_grad() && !weight.requires_grad())) {
+    auto r = chunked_loss(hidden, weight, target, a, b, compute_dtype, chunk_rows, false, false);
+    return LossOut{r.loss, r.nll};
+  }
+  auto out = FusedLinearSmoothedNll::apply(hidden, weight, target, a, b,
+                                           static_cast<int64_t>(compute_dtype), chunk_rows);
+  return LossOut{out[0], out[1]};
+}
+
+LossOut Criterion::operator()(const DecoderFeatures& f, const torch::Tensor& target,
+                              torch::ScalarType compute_dtype) const {
+  if (!f.weight.defined()) return on_logits(f.hidden, target);
+  // fp16: the fused form forms d loss / d logits before the loss scale is
+  // applied (backward), and fp16 would flush its small entries to zero.
+  if (on_features && compute_dtype != torch::kHalf)
+    return on_features(f.hidden, f.weight, target, compute_dtype);
+  return on_logits(torch::nn::functional::linear(f.hidden.to(compute_dtype),
+                                                 f.weight.to(compute_dtype)),
+                   target);
+}
+
 void register_builtin_losses() {
   auto& r = loss_registry();
-  r.add("label_smoothed_cross_entropy", [](const TrainConfig& c) {
+  auto smoothed = [](double eps, SmoothingMass mass) {
+    Criterion c;
+    c.on_logits = [eps, mass](const torch::Tensor& l, const torch::Tensor& t) {
+      return label_smoothed_nll(l, t, eps, mass);
+    };
+    c.on_features = [eps, mass](const torch::Tensor& h, const torch::Tensor& w,
+                                const torch::Tensor& t, torch::ScalarType cdt) {
+      return fused_linear_label_smoothed_nll(h, w, t, eps, mass, cdt);
+    };
+    return c;
+  };
+  r.add("label_smoothed_cross_entropy", [smoothed](const TrainConfig& c) {
     auto mass = c.smoothing_mass == "eps_over_v_minus_1"
                     ? SmoothingMass::kEpsOverVMinus1
                     : SmoothingMass::kEpsOverV;
-    double eps = c.label_smoothing;
-    return LossFn([eps, mass](const torch::Tensor& l, const torch::Tensor& t) {
-      return label_smoothed_nll(l, t, eps, mass);
-    });
+    return smoothed(c.label_smoothing, mass);
   });
-  r.add("cross_entropy", [](const TrainConfig&) {
-    return LossFn([](const torch::Tensor& l, const torch::Tensor& t) {
-      return label_smoothed_nll(l, t, 0.0, SmoothingMass::kEpsOverV);
-    });
+  r.add("cross_entropy", [smoothed](const TrainConfig&) {
+    return smoothed(0.0, SmoothingMass::kEpsOverV);
   });
 }
 

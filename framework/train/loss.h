@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "framework/config.h"
+#include "framework/model.h"
 #include "framework/registry.h"
 
 namespace clinic {
@@ -19,7 +20,24 @@ struct LossOut {
 /// logits [B, T, V] (any float dtype), target [B, T] with kPad ignored.
 using LossFn =
     std::function<LossOut(const torch::Tensor& logits, const torch::Tensor& target)>;
-using LossBuilder = std::function<LossFn(const TrainConfig&)>;
+/// The same loss of logits = hidden [B, T, d] · weight [V, d]ᵀ, computed in
+/// `compute_dtype` (the autocast dtype, or float) without the full logits.
+using FeatureLossFn = std::function<LossOut(
+    const torch::Tensor& hidden, const torch::Tensor& weight,
+    const torch::Tensor& target, torch::ScalarType compute_dtype)>;
+
+/// A registered criterion: always a loss of logits; optionally a fused form
+/// for models that split their linear output layer off (DecoderFeatures).
+struct Criterion {
+  LossFn on_logits;
+  FeatureLossFn on_features;  // empty: the projection is applied first
+  LossOut operator()(const torch::Tensor& logits, const torch::Tensor& target) const {
+    return on_logits(logits, target);
+  }
+  LossOut operator()(const DecoderFeatures& f, const torch::Tensor& target,
+                     torch::ScalarType compute_dtype) const;
+};
+using LossBuilder = std::function<Criterion(const TrainConfig&)>;
 Registry<LossBuilder>& loss_registry();
 void register_builtin_losses();
 
@@ -30,5 +48,17 @@ enum class SmoothingMass { kEpsOverV, kEpsOverVMinus1 };
 LossOut label_smoothed_nll(const torch::Tensor& logits,
                            const torch::Tensor& target, double eps,
                            SmoothingMass mass);
+/// label_smoothed_nll(hidden · weightᵀ, ...) over chunks of `chunk_rows`
+/// tokens (0: sized so one chunk's fp32 logits are ~32 MB). Projection GEMMs
+/// run in compute_dtype (bf16 under autocast, else float), softmax in fp32.
+/// When gradients are needed they are formed chunk by chunk during forward
+/// (the loss's gradient needs only the probabilities) and scaled by the
+/// upstream gradient in backward; peak extra memory is one chunk's logits.
+LossOut fused_linear_label_smoothed_nll(const torch::Tensor& hidden,
+                                        const torch::Tensor& weight,
+                                        const torch::Tensor& target, double eps,
+                                        SmoothingMass mass,
+                                        torch::ScalarType compute_dtype,
+                                        int64_t chunk_rows = 0);
 
 }  // namespace clinic

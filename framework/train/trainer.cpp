@@ -214,12 +214,12 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   torch::Tensor loss_sum = torch::zeros({}, device_), nll_sum = loss_sum.clone();
   UpdateStats s;
   for (const auto& b : batches) {
-    torch::Tensor logits;
+    DecoderFeatures out;
     {
       AutocastGuard ag(device_.type(), compute_dtype_);
-      logits = model_->forward(b.src, b.tgt_in);
+      out = model_->forward_features(b.src, b.tgt_in);
     }
-    LossOut lo = loss_fn_(logits, b.tgt_out);
+    LossOut lo = loss_fn_(out, b.tgt_out, compute_dtype_);
     (scale != 1.0 ? lo.loss * scale : lo.loss).backward();
     loss_sum += lo.loss.detach();
     nll_sum += lo.nll;
@@ -286,12 +286,12 @@ std::pair<double, double> Trainer::validate() {
   int64_t tokens = 0;
   while (auto b = stream.next()) {
     Batch d = b->to(device_);
-    torch::Tensor logits;
+    DecoderFeatures out;
     {
       AutocastGuard ag(device_.type(), compute_dtype_);
-      logits = model_->forward(d.src, d.tgt_in);
+      out = model_->forward_features(d.src, d.tgt_in);
     }
-    LossOut lo = loss_fn_(logits, d.tgt_out);
+    LossOut lo = loss_fn_(out, d.tgt_out, compute_dtype_);
     loss += lo.loss.item<double>();
     nll += lo.nll.item<double>();
     tokens += d.tgt_tokens;
@@ -316,11 +316,13 @@ double Trainer::validate_bleu() {
 void Trainer::save_checkpoint(const std::string& reason) {
   double wall = state_.wall_s;
   state_.wall_s = wall + (now_seconds() - start_wall_);
-  std::string bytes = checkpoint_bytes(*model_, optimizer_.get(), make_meta());
+  std::string last = run_dir_ + "/checkpoint_last.pt";
+  write_checkpoint(last, *model_, optimizer_.get(), make_meta());
   state_.wall_s = wall;
-  write_file_atomic(run_dir_ + "/checkpoint_last.pt", bytes);
+  // Further names are hard links to the file just written: no second
+  // serialisation, no extra disk; later saves replace names, never contents.
   if (reason == "interval") {
-    write_file_atomic(fmt::format("{}/checkpoint_u{}.pt", run_dir_, state_.update), bytes);
+    link_or_copy_atomic(last, fmt::format("{}/checkpoint_u{}.pt", run_dir_, state_.update));
     std::vector<std::pair<int64_t, fs::path>> olds;
     std::regex re("checkpoint_u([0-9]+)\\.pt");
     for (const auto& e : fs::directory_iterator(run_dir_)) {
@@ -333,10 +335,9 @@ void Trainer::save_checkpoint(const std::string& reason) {
       fs::remove(olds[i].second);
   }
   if (reason == "epoch" && cfg_.train.keep_epoch_checkpoints)
-    write_file_atomic(fmt::format("{}/checkpoint_epoch{}.pt", run_dir_,
-                                  state_.position.epoch - 1),
-                      bytes);
-  if (reason == "best") write_file_atomic(run_dir_ + "/checkpoint_best.pt", bytes);
+    link_or_copy_atomic(last, fmt::format("{}/checkpoint_epoch{}.pt", run_dir_,
+                                          state_.position.epoch - 1));
+  if (reason == "best") link_or_copy_atomic(last, run_dir_ + "/checkpoint_best.pt");
 }
 
 bool Trainer::stop_now(std::string* why) const {

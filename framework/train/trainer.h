@@ -85,7 +85,7 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::vector<torch::Tensor> params_;
   Schedule schedule_;
-  LossFn loss_fn_;
+  Criterion loss_fn_;
   std::unique_ptr<LossScaler> scaler_;
   std::unique_ptr<MetricsWriter> metrics_;
   TrainState state_;

@@ -1,3 +1,4 @@
+#include <filesystem>
 #include <set>
 
 #include "framework/data/batcher.h"
@@ -190,6 +191,47 @@ TEST(Data, CacheIsRebuiltForAnotherVocabularyOrChangedText) {
   write_text(d.file("c/train.src"), "w1\nw2\n");
   write_text(d.file("c/train.tgt"), "w1\nw2\n");
   EXPECT_EQ(load_parallel(c, "train", v2, d.file("cache"), 0, 0).size(), 2);
+}
+
+
+TEST(AtomicFile, StreamsHeaderLastAndLeavesTheOldFileOnFailure) {
+  TempDir d;
+  std::string path = d.file("out.bin");
+  write_text(path, "old contents");
+  std::string big(3u << 20, 'x');  // larger than the 1 MiB staging buffer
+  for (size_t i = 0; i < big.size(); i += 4099) big[i] = static_cast<char>('a' + i % 26);
+  {
+    AtomicFileWriter w(path);
+    w.append("HDR?", 4);
+    w.append("ab", 2);
+    w.append(big.data(), big.size());
+    w.append("tail", 4);
+    w.write_at(3, "!", 1);
+    EXPECT_EQ(w.size(), 10 + big.size());
+    EXPECT_EQ(read_file(path), "old contents");  // nothing visible before commit
+    // Destroyed without commit: the temp file goes, the old file stays.
+  }
+  EXPECT_EQ(read_file(path), "old contents");
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(d.file(""))) files += e.is_regular_file();
+  EXPECT_EQ(files, 1u);
+  {
+    AtomicFileWriter w(path);
+    w.append("HDR?", 4);
+    w.append("ab", 2);
+    w.append(big.data(), big.size());
+    w.append("tail", 4);
+    w.write_at(3, "!", 1);
+    w.commit();
+  }
+  EXPECT_EQ(read_file(path), "HDR!ab" + big + "tail");
+  std::string e = data_error([&] { AtomicFileWriter w(d.file("no/such/dir/x")); });
+  EXPECT_NE(e.find("no/such/dir/x.tmp."), std::string::npos) << e;
+  // A second name: same bytes, and replacing the first name later leaves it.
+  link_or_copy_atomic(path, d.file("second.bin"));
+  write_file_atomic(path, "new");
+  EXPECT_EQ(read_file(d.file("second.bin")), "HDR!ab" + big + "tail");
+  EXPECT_EQ(read_file(path), "new");
 }
 
 }  // namespace

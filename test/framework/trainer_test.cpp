@@ -263,6 +263,58 @@ TEST(Trainer, LabelSmoothedLossGradientMatchesAutograd) {
   }
 }
 
+// The chunked linear + loss (no [N, V] logits) against the logits path:
+// loss, nll and both gradients, for chunks that split the rows unevenly, a
+// single chunk, padding, both smoothing masses, and bf16 compute.
+TEST(Trainer, FusedLinearLossMatchesTheLogitsPath) {
+  torch::manual_seed(5);
+  const int64_t B = 3, T = 5, d = 8, V = 11;
+  auto target = torch::randint(1, V, {B, T}, torch::kLong);
+  target[2].narrow(0, 2, 3).fill_(0);  // padding
+  struct Case { double eps; SmoothingMass mass; torch::ScalarType dtype; int64_t chunk; };
+  for (auto c : {Case{0.1, SmoothingMass::kEpsOverV, torch::kFloat, 4},
+                 Case{0.2, SmoothingMass::kEpsOverVMinus1, torch::kFloat, 7},
+                 Case{0.0, SmoothingMass::kEpsOverV, torch::kFloat, 0},
+                 Case{0.1, SmoothingMass::kEpsOverV, torch::kBFloat16, 6}}) {
+    auto h0 = torch::randn({B, T, d}), w0 = torch::randn({V, d});
+    auto h = h0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+    auto out = fused_linear_label_smoothed_nll(h, w, target, c.eps, c.mass, c.dtype, c.chunk);
+    (1.5 * out.loss).backward();
+    ASSERT_EQ(h.grad().scalar_type(), torch::kFloat);
+
+    auto hr = h0.clone().requires_grad_(true), wr = w0.clone().requires_grad_(true);
+    auto logits = torch::nn::functional::linear(hr.to(c.dtype), wr.to(c.dtype));
+    auto ref = label_smoothed_nll(logits, target, c.eps, c.mass);
+    (1.5 * ref.loss).backward();
+    double tol = c.dtype == torch::kFloat ? 1e-5 : 2e-2;
+    EXPECT_NEAR(out.loss.item<double>(), ref.loss.item<double>(),
+                tol * std::abs(ref.loss.item<double>())) << c.chunk;
+    EXPECT_NEAR(out.nll.item<double>(), ref.nll.item<double>(),
+                tol * std::abs(ref.nll.item<double>())) << c.chunk;
+    EXPECT_TRUE(torch::allclose(h.grad(), hr.grad(), tol, tol)) << c.chunk;
+    EXPECT_TRUE(torch::allclose(w.grad(), wr.grad(), tol, tol * 5)) << c.chunk;
+    EXPECT_EQ(h.grad()[2].narrow(0, 2, 3).abs().sum().item<double>(), 0.0);
+
+    // Without gradients (validation): the same loss, nothing kept for backward.
+    torch::NoGradGuard g;
+    auto e = fused_linear_label_smoothed_nll(h0, w0, target, c.eps, c.mass, c.dtype, c.chunk);
+    EXPECT_EQ(e.loss.item<double>(), out.loss.item<double>());
+    EXPECT_FALSE(e.loss.requires_grad());
+  }
+  // fp16 compute takes the logits path (its gradient must see the loss scale
+  // before it is rounded to fp16): Criterion gives exactly label_smoothed_nll.
+  Criterion crit = loss_registry().get("label_smoothed_cross_entropy")(TrainConfig{});
+  auto h = torch::randn({B, T, d}), w = torch::randn({V, d});
+  auto via = crit(DecoderFeatures{h, w}, target, torch::kFloat).loss.item<double>();
+  auto fused = fused_linear_label_smoothed_nll(h, w, target, TrainConfig{}.label_smoothing,
+                                               SmoothingMass::kEpsOverV, torch::kFloat)
+                   .loss.item<double>();
+  EXPECT_EQ(via, fused);
+  auto logits = torch::nn::functional::linear(h, w);
+  EXPECT_EQ(crit(DecoderFeatures{logits, torch::Tensor()}, target, torch::kFloat).loss.item<double>(),
+            crit(logits, target).loss.item<double>());
+}
+
 TEST(Trainer, NoDecayGroupHoldsBiasesNormsAndOmega) {
   TempDir d;
   RunConfig cfg = copy_config(d, "admin", {"optim.name=radam", "optim.weight_decay=0.01",
@@ -295,6 +347,14 @@ TEST(Trainer, EvalBleuIsReportedAtValidation) {
   std::string metrics = read_file(d.file("run/metrics.jsonl"));
   EXPECT_NE(metrics.find("\"valid_bleu\": "), std::string::npos) << metrics;
   EXPECT_TRUE(std::filesystem::exists(d.file("run/checkpoint_best.pt")));
+  // best is the checkpoint written at that validation (a second name for that
+  // save's file), intact after the final save replaced checkpoint_last.pt.
+  int64_t best_update = -1;
+  for (const auto& line : read_lines(d.file("run/metrics.jsonl")))
+    if (line.find("\"best\": 1") != std::string::npos)
+      best_update = std::stoll(line.substr(line.find("\"update\": ") + 10));
+  ASSERT_GT(best_update, 0) << metrics;
+  EXPECT_EQ(read_checkpoint_meta(d.file("run/checkpoint_best.pt")).state.update, best_update);
 }
 
 // SIGTERM finishes the current update, checkpoints and exits 0.

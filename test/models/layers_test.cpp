@@ -93,6 +93,38 @@ TEST(HeadBmm, MatchesTorchBmmForwardAndBackward) {
     EXPECT_TRUE(torch::allclose(a1.grad(), a2.grad(), 1e-5, 1e-6)) << c.name;
     EXPECT_TRUE(torch::allclose(b1.grad(), b2.grad(), 1e-5, 1e-6)) << c.name;
   }
+  // 4-D per-head views of [B, L, H, dh] projections, as attention passes
+  // them: alpha folded in, the result in q's memory order (merging heads is a
+  // view), gradients in their inputs' memory order.
+  {
+    const int64_t B = 2, L = 5, S = 4, H = 3, dh = 4;
+    auto qkv0 = torch::randn({B, L, 3 * H * dh}), mem0 = torch::randn({B, S, 2 * H * dh});
+    auto run = [&](bool ours, torch::Tensor* gq, torch::Tensor* gm) {
+      auto qkv = qkv0.clone().requires_grad_(), mem = mem0.clone().requires_grad_();
+      auto heads = [&](const torch::Tensor& t) { return t.view({B, -1, H, dh}).transpose(1, 2); };
+      auto q = heads(qkv.narrow(2, 0, H * dh)), k = heads(mem.narrow(2, 0, H * dh)),
+           v = heads(mem.narrow(2, H * dh, H * dh));
+      torch::Tensor ctx;
+      if (ours) {
+        auto p = torch::softmax(head_bmm(q, k.transpose(2, 3), 0.5), -1);
+        ctx = head_bmm(p, v, 1.0, q);
+        EXPECT_TRUE(ctx.transpose(1, 2).is_contiguous());
+      } else {
+        auto p = torch::softmax(torch::matmul(q, k.transpose(2, 3)) * 0.5, -1);
+        ctx = torch::matmul(p, v);
+      }
+      auto y = ctx.transpose(1, 2).reshape({B, L, H * dh});
+      y.backward(torch::arange(y.numel(), torch::kFloat).view(y.sizes()).sin());
+      *gq = qkv.grad();
+      *gm = mem.grad();
+      return y.detach();
+    };
+    torch::Tensor gq1, gm1, gq2, gm2;
+    auto y1 = run(true, &gq1, &gm1), y2 = run(false, &gq2, &gm2);
+    EXPECT_TRUE(torch::allclose(y1, y2, 1e-5, 1e-6));
+    EXPECT_TRUE(torch::allclose(gq1, gq2, 1e-5, 1e-6));
+    EXPECT_TRUE(torch::allclose(gm1, gm2, 1e-5, 1e-6));
+  }
   // Empty batches and non-fp32 inputs take torch::bmm.
   EXPECT_EQ(head_bmm(torch::randn({0, 5, 7}), torch::randn({0, 7, 3})).sizes(),
             (std::vector<int64_t>{0, 5, 3}));

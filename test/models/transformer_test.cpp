@@ -336,6 +336,25 @@ class TemperatureTransformer : public TransformerImpl {
   }
 };
 
+// decode_features splits exactly the output projection off; a subclass that
+// overrides project_output keeps its logits (no split).
+TEST(Transformer, DecoderFeaturesSplitOffOnlyAPlainLinearOutput) {
+  auto m = make(tiny_model("admin", 2, 8));
+  auto src = ids({{5, 6, kEos}, {7, kEos}}), tgt = ids({{kBos, 4, 9}, {kBos, 3}});
+  auto enc = m->encode(src);
+  auto f = m->decode_features(tgt, enc);
+  ASSERT_TRUE(f.weight.defined());
+  EXPECT_EQ(f.hidden.sizes(), torch::IntArrayRef({2, 3, 8}));
+  EXPECT_TRUE(torch::allclose(torch::nn::functional::linear(f.hidden, f.weight),
+                              m->decode(tgt, enc), 1e-6, 1e-6));
+  torch::manual_seed(7);
+  TemperatureTransformer hot(tiny_model("admin", 2, 8), VocabInfo{20, 20, true});
+  hot.eval();
+  auto g = hot.decode_features(tgt, hot.encode(src));
+  EXPECT_FALSE(g.weight.defined());
+  EXPECT_TRUE(torch::allclose(g.hidden, hot.decode(tgt, hot.encode(src))));
+}
+
 TEST(Transformer, SubclassTrainsFromARecipe) {
   if (!model_registry().contains("tempered"))
     model_registry().add("tempered", [](const ModelConfig& c, const VocabInfo& v) {
