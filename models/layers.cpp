@@ -66,6 +66,29 @@ void keep_scale_f32(const float* in, float* out, int64_t begin, int64_t end, uin
   }
 }
 
+// The same for bfloat16 storage (autocast's activations), computing in fp32:
+// widen, scale, round to nearest even (quiet NaN kept NaN, as c10::BFloat16).
+__attribute__((target_clones("avx2", "default")))
+void keep_scale_bf16(const uint16_t* in, uint16_t* out, int64_t begin, int64_t end,
+                     uint32_t lo, uint32_t hi, uint32_t threshold, float scale) {
+  const uint32_t first = static_cast<uint32_t>(begin);
+#pragma omp simd
+  for (int64_t j = 0; j < end - begin; ++j) {
+    const uint32_t wide = static_cast<uint32_t>(in[begin + j]) << 16;
+    float f;
+    std::memcpy(&f, &wide, sizeof f);
+    f *= scale;
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    const uint32_t nan = static_cast<uint32_t>((u & 0x7fffffffu) > 0x7f800000u);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    r = (r & (nan - 1u)) | (0x7fc0u & (0u - nan));
+    r &= 0u - static_cast<uint32_t>(
+                  keep_bits(first + static_cast<uint32_t>(j), lo, hi) >= threshold);
+    out[begin + j] = static_cast<uint16_t>(r);
+  }
+}
+
 struct KeepBits {
   uint32_t lo, hi, threshold;
   explicit KeepBits(double p)
@@ -99,6 +122,16 @@ torch::Tensor keep_scale(const torch::Tensor& x_in, const KeepBits& bits, double
     at::parallel_for(0, n, /*grain_size=*/1 << 15, [&](int64_t begin, int64_t end) {
       keep_scale_f32(in, o, begin, end, bits.lo, bits.hi, bits.threshold,
                      static_cast<float>(scale));
+    });
+    return out;
+  }
+  if (x.scalar_type() == torch::kBFloat16) {
+    static_assert(sizeof(at::BFloat16) == sizeof(uint16_t), "bfloat16 is 16 bits");
+    const auto* in = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+    auto* o = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+    at::parallel_for(0, n, /*grain_size=*/1 << 15, [&](int64_t begin, int64_t end) {
+      keep_scale_bf16(in, o, begin, end, bits.lo, bits.hi, bits.threshold,
+                      static_cast<float>(scale));
     });
     return out;
   }

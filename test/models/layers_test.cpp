@@ -1,6 +1,7 @@
 #include "models/layers.h"
 
 #include <functional>
+#include <limits>
 
 #include "test/support.h"
 
@@ -41,6 +42,30 @@ TEST(Dropout, ScalesKeptElementsAndBackpropagatesThroughTheSameMask) {
   EXPECT_TRUE(torch::allclose(x.grad(), g * keep / (1 - p), 1e-6, 1e-7));
   // Another draw gives another mask.
   EXPECT_FALSE(torch::equal(dropout_keep_mask(x, p), keep));
+}
+
+// The vectorised fp32 and bf16 kernels against the mask: kept elements
+// scaled (bf16 rounded as c10::BFloat16 rounds, NaN and inf kept), the rest 0.
+TEST(Dropout, Fp32AndBf16KernelsApplyTheMaskAndRoundLikeTorch) {
+  const double p = 0.3;
+  auto x = torch::randn({3, 1000}) * 100;
+  x[0][1] = std::numeric_limits<float>::quiet_NaN();
+  x[0][2] = std::numeric_limits<float>::infinity();
+  x[0][3] = -0.0f;
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    auto xd = x.to(dtype);
+    torch::manual_seed(21);
+    auto y = apply_dropout(xd, p, true);
+    torch::manual_seed(21);
+    auto keep = dropout_keep_mask(xd, p);
+    ASSERT_EQ(y.scalar_type(), dtype);
+    auto expected = (xd.to(torch::kFloat) * (1 / (1 - p))).to(dtype).masked_fill(keep.logical_not(), 0);
+    EXPECT_TRUE(torch::equal(y.isnan(), expected.isnan())) << dtype;
+    auto finite = expected.isnan().logical_not();
+    EXPECT_TRUE(torch::equal(y.masked_select(finite), expected.masked_select(finite))) << dtype;
+    double frac = keep.to(torch::kDouble).mean().item<double>();
+    EXPECT_NEAR(frac, 1 - p, 0.03) << dtype;
+  }
 }
 
 // The mask is filled in parallel from one seed: the same at any thread count,
