@@ -28,6 +28,14 @@ namespace {
 
 constexpr int kKeepBits = 15;
 
+// An AVX2 copy of a kernel beside the baseline one, picked at load time (x86
+// GCC/Clang); elsewhere just the baseline.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CLINIC_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLINIC_SIMD_CLONES
+#endif
+
 // Dropout keeps no mask: element i is kept iff bits(seed, i) >= threshold,
 // bits = the top 15 bits of murmur3's fmix32 of a Weyl sequence (seed_lo +
 // i * golden) xor seed_hi: counter-based, so forward and backward each
@@ -50,7 +58,7 @@ inline uint32_t keep_bits(uint32_t i, uint32_t lo, uint32_t hi) {
   return (z ^ hi) >> (32 - kKeepBits);
 }
 
-__attribute__((target_clones("avx2", "default")))
+CLINIC_SIMD_CLONES
 void keep_scale_f32(const float* in, float* out, int64_t begin, int64_t end, uint32_t lo,
                     uint32_t hi, uint32_t threshold, float scale) {
   const uint32_t first = static_cast<uint32_t>(begin);
@@ -68,7 +76,7 @@ void keep_scale_f32(const float* in, float* out, int64_t begin, int64_t end, uin
 
 // The same for bfloat16 storage (autocast's activations), computing in fp32:
 // widen, scale, round to nearest even (quiet NaN kept NaN, as c10::BFloat16).
-__attribute__((target_clones("avx2", "default")))
+CLINIC_SIMD_CLONES
 void keep_scale_bf16(const uint16_t* in, uint16_t* out, int64_t begin, int64_t end,
                      uint32_t lo, uint32_t hi, uint32_t threshold, float scale) {
   const uint32_t first = static_cast<uint32_t>(begin);
@@ -110,7 +118,7 @@ struct KeepBits {
   }
 };
 
-// out = x * keep * scale for contiguous float, double or bfloat16 x.
+// out = x * keep * scale for float, bfloat16 (the kernels above) or double x.
 torch::Tensor keep_scale(const torch::Tensor& x_in, const KeepBits& bits, double scale) {
   auto x = x_in.contiguous();
   auto out = torch::empty_like(x, at::MemoryFormat::Contiguous);
@@ -135,7 +143,7 @@ torch::Tensor keep_scale(const torch::Tensor& x_in, const KeepBits& bits, double
     });
     return out;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "clinic_dropout", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "clinic_dropout", [&] {
     const scalar_t* in = x.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     const float sc = static_cast<float>(scale);
