@@ -97,22 +97,21 @@ void keep_scale_bf16(const uint16_t* in, uint16_t* out, int64_t begin, int64_t e
   }
 }
 
+// One dropout call's mask: drop probability p, seed drawn from the default
+// generator (or the one a forward saved, for its backward).
 struct KeepBits {
   uint32_t lo, hi, threshold;
-  explicit KeepBits(double p)
-      : threshold(static_cast<uint32_t>(std::llround(p * (1 << kKeepBits)))) {
-    uint64_t seed;
-    {
-      auto gen = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      seed = at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
-    }
-    lo = static_cast<uint32_t>(seed);
-    hi = static_cast<uint32_t>(seed >> 32);
+  KeepBits(double p, int64_t seed)
+      : lo(static_cast<uint32_t>(seed)),
+        hi(static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32)),
+        threshold(static_cast<uint32_t>(std::llround(p * (1 << kKeepBits)))) {}
+  explicit KeepBits(double p) : KeepBits(p, draw_seed()) {}
+  static int64_t draw_seed() {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return static_cast<int64_t>(at::check_generator<at::CPUGeneratorImpl>(gen)->random64());
   }
-  KeepBits(int64_t packed, uint32_t t)
-      : lo(static_cast<uint32_t>(packed)), hi(static_cast<uint32_t>(packed >> 32)), threshold(t) {}
-  int64_t packed() const { return static_cast<int64_t>((uint64_t{hi} << 32) | lo); }
+  int64_t seed() const { return static_cast<int64_t>((uint64_t{hi} << 32) | lo); }
   bool kept(int64_t i) const {
     return keep_bits(static_cast<uint32_t>(i), lo, hi) >= threshold;
   }
@@ -159,15 +158,13 @@ torch::Tensor keep_scale(const torch::Tensor& x_in, const KeepBits& bits, double
 struct SeededDropout : public torch::autograd::Function<SeededDropout> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, double p) {
     KeepBits bits(p);
-    ctx->saved_data["seed"] = bits.packed();
-    ctx->saved_data["threshold"] = static_cast<int64_t>(bits.threshold);
+    ctx->saved_data["seed"] = bits.seed();
     ctx->saved_data["p"] = p;
     return keep_scale(x, bits, 1.0 / (1.0 - p));
   }
   static variable_list backward(AutogradContext* ctx, variable_list g) {
-    KeepBits bits(ctx->saved_data["seed"].toInt(),
-                  static_cast<uint32_t>(ctx->saved_data["threshold"].toInt()));
     double p = ctx->saved_data["p"].toDouble();
+    KeepBits bits(p, ctx->saved_data["seed"].toInt());
     return {keep_scale(g[0], bits, 1.0 / (1.0 - p)), torch::Tensor()};
   }
 };

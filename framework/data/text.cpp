@@ -104,7 +104,24 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 
 namespace {
 constexpr size_t kWriteBuffer = size_t{1} << 20;
+
+// All n bytes to fd (at `offset` when >= 0, else at the file position),
+// retrying short writes and EINTR. False with errno set on failure.
+bool write_all(int fd, const char* data, size_t n, int64_t offset = -1) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = offset < 0 ? ::write(fd, data + done, n - done)
+                           : ::pwrite(fd, data + done, n - done,
+                                      static_cast<off_t>(offset + static_cast<int64_t>(done)));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    done += static_cast<size_t>(w);
+  }
+  return true;
 }
+}  // namespace
 
 AtomicFileWriter::AtomicFileWriter(std::string path)
     : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
@@ -123,72 +140,42 @@ AtomicFileWriter::~AtomicFileWriter() {
 
 void AtomicFileWriter::fail(const std::string& what) {
   std::string why = std::strerror(errno);
-  ::close(fd_);
+  if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   ::unlink(tmp_.c_str());
   throw DataError(fmt::format("{}: {} ({}); {} is unchanged", tmp_, what, why, path_));
 }
 
 void AtomicFileWriter::flush() {
-  size_t done = 0;
-  while (done < buffer_.size()) {
-    ssize_t w = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("write failed");
-    }
-    done += static_cast<size_t>(w);
-  }
+  if (!write_all(fd_, buffer_.data(), buffer_.size())) fail("write failed");
   buffer_.clear();
 }
 
 void AtomicFileWriter::append(const char* data, size_t n) {
   if (fd_ < 0) throw std::logic_error("AtomicFileWriter: append after commit");
   size_ += n;
-  if (buffer_.size() + n <= kWriteBuffer) {
-    buffer_.append(data, n);
-    return;
-  }
-  flush();
+  if (buffer_.size() + n > kWriteBuffer) flush();
   if (n < kWriteBuffer) {
     buffer_.append(data, n);
     return;
   }
   // Large records (tensor storages) go straight from their own memory.
-  size_t done = 0;
-  while (done < n) {
-    ssize_t w = ::write(fd_, data + done, n - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("write failed");
-    }
-    done += static_cast<size_t>(w);
-  }
+  if (!write_all(fd_, data, n)) fail("write failed");
 }
 
 void AtomicFileWriter::write_at(size_t offset, const char* data, size_t n) {
   if (offset + n > size_) throw std::logic_error("AtomicFileWriter: write_at past end");
   flush();
-  size_t done = 0;
-  while (done < n) {
-    ssize_t w = ::pwrite(fd_, data + done, n - done, static_cast<off_t>(offset + done));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("write failed");
-    }
-    done += static_cast<size_t>(w);
-  }
+  if (!write_all(fd_, data, n, static_cast<int64_t>(offset))) fail("write failed");
 }
 
 void AtomicFileWriter::commit() {
   if (fd_ < 0) throw std::logic_error("AtomicFileWriter: commit twice");
   flush();
   if (::fsync(fd_) != 0) fail("fsync failed");
-  if (::close(fd_) != 0) {
-    fd_ = ::open("/dev/null", O_RDONLY);  // so fail() has something to close
-    fail("close failed");
-  }
+  int rc = ::close(fd_);
   fd_ = -1;
+  if (rc != 0) fail("close failed");
   if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
     std::string why = std::strerror(errno);
     ::unlink(tmp_.c_str());

@@ -21,6 +21,26 @@ using torch::autograd::variable_list;
 // broadcast [N, V] add, then log_softmax's backward): one exp pass and two
 // in-place passes over the largest tensor of the step. lprobs: [N, V] fp32,
 // kept for backward, as log_softmax's own backward would keep it.
+// {a nll + b smooth, nll} summed over rows with weight keep [N, 1], from
+// lprobs [N, V] fp32 and target ids [N, 1].
+std::pair<torch::Tensor, torch::Tensor> smoothed_terms(const torch::Tensor& lprobs,
+                                                       const torch::Tensor& tgt,
+                                                       const torch::Tensor& keep, double a,
+                                                       double b) {
+  auto nll = (lprobs.gather(1, tgt) * keep).sum().neg_();
+  auto loss = a * nll;
+  if (b != 0) loss.sub_((lprobs.sum(-1, /*keepdim=*/true) * keep).sum(), b);
+  return {loss, nll};
+}
+
+// The gradient above, in place in probs = exp(lprobs) [N, V], row weights w [N, 1].
+torch::Tensor smoothed_grad_(torch::Tensor probs, const torch::Tensor& tgt,
+                             const torch::Tensor& w, double a, double b) {
+  probs.mul_(w * (a + b * probs.size(1)));
+  if (b != 0) probs.sub_(w * b);
+  return probs.scatter_add_(1, tgt, w * -a);
+}
+
 struct SmoothedNll : public torch::autograd::Function<SmoothedNll> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& logits,
                                const torch::Tensor& target, double a, double b) {
@@ -28,9 +48,7 @@ struct SmoothedNll : public torch::autograd::Function<SmoothedNll> {
     auto lprobs = torch::log_softmax(logits.to(torch::kFloat), -1).view({-1, V});
     auto tgt = target.reshape({-1, 1});
     auto keep = tgt.ne(kPad).to(torch::kFloat);                 // [N, 1]
-    auto nll = -(lprobs.gather(1, tgt) * keep).sum();
-    auto loss = a * nll;
-    if (b != 0) loss = loss - b * (lprobs.sum(-1, /*keepdim=*/true) * keep).sum();
+    auto [loss, nll] = smoothed_terms(lprobs, tgt, keep, a, b);
     ctx->save_for_backward({lprobs, tgt, keep});
     ctx->saved_data["a"] = a;
     ctx->saved_data["b"] = b;
@@ -44,11 +62,7 @@ struct SmoothedNll : public torch::autograd::Function<SmoothedNll> {
     const auto& lprobs = saved[0];
     const auto& tgt = saved[1];
     const double a = ctx->saved_data["a"].toDouble(), b = ctx->saved_data["b"].toDouble();
-    const int64_t V = lprobs.size(1);
-    auto w = saved[2] * g[0];                                   // [N, 1]
-    auto grad = lprobs.exp().mul_(w * (a + b * V));
-    if (b != 0) grad.sub_(w * b);
-    grad.scatter_add_(1, tgt, w * -a);
+    auto grad = smoothed_grad_(lprobs.exp(), tgt, saved[2] * g[0], a, b);
     auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
     return {grad.view(ctx->saved_data["sizes"].toIntVector()).to(dtype), torch::Tensor(),
             torch::Tensor(), torch::Tensor()};
@@ -94,15 +108,11 @@ ChunkedLoss chunked_loss(const torch::Tensor& hidden, const torch::Tensor& weigh
     auto lp = torch::log_softmax(torch::mm(hc, w.t()).to(torch::kFloat), -1);  // [n, V]
     auto tc = tgt.narrow(0, s, n);
     auto kc = keep.narrow(0, s, n);
-    auto nll = (lp.gather(1, tc) * kc).sum().neg_();
+    auto [loss, nll] = smoothed_terms(lp, tc, kc, a, b);
+    out.loss.add_(loss);
     out.nll.add_(nll);
-    out.loss.add_(nll, a);
-    if (b != 0) out.loss.sub_((lp.sum(-1, /*keepdim=*/true) * kc).sum(), b);
     if (!need_h && !need_w) continue;
-    auto g = lp.exp_().mul_(kc * (a + b * V));  // lp is dead: reuse it
-    if (b != 0) g.sub_(kc * b);
-    g.scatter_add_(1, tc, kc * -a);
-    auto gc = g.to(cdt);
+    auto gc = smoothed_grad_(lp.exp_(), tc, kc, a, b).to(cdt);  // lp is dead: reuse it
     if (need_h) {
       auto dst = out.grad_h.narrow(0, s, n);  // rows of a contiguous tensor
       torch::mm_out(dst, gc, w);

@@ -200,13 +200,16 @@ TEST(AtomicFile, StreamsHeaderLastAndLeavesTheOldFileOnFailure) {
   write_text(path, "old contents");
   std::string big(3u << 20, 'x');  // larger than the 1 MiB staging buffer
   for (size_t i = 0; i < big.size(); i += 4099) big[i] = static_cast<char>('a' + i % 26);
-  {
-    AtomicFileWriter w(path);
+  auto write_sample = [&](AtomicFileWriter& w) {
     w.append("HDR?", 4);
     w.append("ab", 2);
     w.append(big.data(), big.size());
     w.append("tail", 4);
     w.write_at(3, "!", 1);
+  };
+  {
+    AtomicFileWriter w(path);
+    write_sample(w);
     EXPECT_EQ(w.size(), 10 + big.size());
     EXPECT_EQ(read_file(path), "old contents");  // nothing visible before commit
     // Destroyed without commit: the temp file goes, the old file stays.
@@ -217,11 +220,7 @@ TEST(AtomicFile, StreamsHeaderLastAndLeavesTheOldFileOnFailure) {
   EXPECT_EQ(files, 1u);
   {
     AtomicFileWriter w(path);
-    w.append("HDR?", 4);
-    w.append("ab", 2);
-    w.append(big.data(), big.size());
-    w.append("tail", 4);
-    w.write_at(3, "!", 1);
+    write_sample(w);
     w.commit();
   }
   EXPECT_EQ(read_file(path), "HDR!ab" + big + "tail");
