@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fmt/format.h>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -18,8 +19,8 @@ namespace clinic {
 namespace config_detail {
 
 std::string where(const std::string& file, const YAML::Node& node) {
-  // Command-line values have no line of their own.
-  if (file.rfind("--set", 0) == 0) return file;
+  // Command-line values (--set k=v, --beam 0) have no line of their own.
+  if (file.rfind("--", 0) == 0) return file;
   if (!node.Mark().is_null())
     return fmt::format("{}:{}", file, node.Mark().line + 1);
   return file;
@@ -226,6 +227,64 @@ std::vector<std::string> section_names() {
   return names;
 }
 
+// yaml-cpp keeps every pair of a mapping and node[key] returns the first,
+// so `lr: 0.1` then `lr: 0.2` silently meant 0.1. A repeated key is an error
+// naming both lines.
+void reject_duplicate_keys(const YAML::Node& map, const std::string& file,
+                           const std::string& prefix) {
+  std::map<std::string, YAML::Node> seen;
+  for (const auto& kv : map) {
+    std::string key = kv.first.Scalar();
+    auto [it, fresh] = seen.emplace(key, kv.first);
+    if (!fresh)
+      throw ConfigError(fmt::format("{}: duplicate key '{}{}' (first given at line {})",
+                                    where(file, kv.first), prefix, key,
+                                    it->second.Mark().line + 1));
+  }
+}
+
+// yaml-cpp recurses once per nesting level: 100k '[' overflowed into a
+// "bad file" parse error. Recipes nest 3 levels; refuse anything past 32
+// before the parser sees it, naming the line.
+void check_nesting(const std::string& text, const std::string& label) {
+  constexpr int kMaxDepth = 32;
+  int depth = 0;
+  size_t line = 1;
+  char quote = 0;
+  bool comment = false;
+  for (char ch : text) {
+    if (ch == '\n') {
+      ++line;
+      comment = false;
+      if (quote == '\'') quote = 0;  // a single-quoted scalar cannot span lines here
+      continue;
+    }
+    if (comment) continue;
+    if (quote) {
+      if (ch == quote) quote = 0;
+      continue;
+    }
+    if (ch == '#') comment = true;
+    else if (ch == '"' || ch == '\'') quote = ch;
+    else if (ch == '[' || ch == '{') {
+      if (++depth > kMaxDepth)
+        throw ConfigError(fmt::format("{}:{}: YAML nested deeper than {} levels", label,
+                                      line, kMaxDepth));
+    } else if ((ch == ']' || ch == '}') && depth > 0) {
+      --depth;
+    }
+  }
+}
+
+YAML::Node parse_yaml(const std::string& text, const std::string& label) {
+  check_nesting(text, label);
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(fmt::format("{}:{}: YAML syntax error: {}", label, e.mark.line + 1, e.msg));
+  }
+}
+
 void apply_section_map(RunConfig& cfg, const YAML::Node& root,
                        const std::string& file) {
   if (!root.IsMap())
@@ -234,6 +293,7 @@ void apply_section_map(RunConfig& cfg, const YAML::Node& root,
         where(file, root)));
   std::vector<std::string> top = section_names();
   top.insert(top.end(), {"base", "description"});
+  reject_duplicate_keys(root, file, "");
   for (const auto& kv : root) {
     std::string key = kv.first.as<std::string>();
     if (std::find(top.begin(), top.end(), key) == top.end()) {
@@ -257,6 +317,7 @@ void apply_section_map(RunConfig& cfg, const YAML::Node& root,
                                     where(file, n), name));
     NameCollector names;
     section.visit(names);
+    reject_duplicate_keys(n, file, std::string(name) + ".");
     for (const auto& kv : n) {
       std::string key = kv.first.as<std::string>();
       if (std::find(names.names.begin(), names.names.end(), key) ==
@@ -275,14 +336,11 @@ void apply_section_map(RunConfig& cfg, const YAML::Node& root,
 }
 
 YAML::Node load_yaml_file(const std::string& path) {
-  try {
-    return YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  if (!in || !(text << in.rdbuf()))
     throw ConfigError(fmt::format("{}: cannot read recipe file", path));
-  } catch (const YAML::ParserException& e) {
-    throw ConfigError(fmt::format("{}:{}: YAML syntax error: {}", path,
-                                  e.mark.line + 1, e.msg));
-  }
+  return parse_yaml(text.str(), path);
 }
 
 std::string find_recipe_file(const std::string& name_or_path,
@@ -398,13 +456,13 @@ std::vector<std::string> list_recipes() {
   return out;
 }
 
-void apply_override(RunConfig& cfg, const std::string& assignment) {
+void apply_override(RunConfig& cfg, const std::string& assignment, const std::string& flag) {
+  std::string label = flag.empty() ? "--set " + assignment : flag;
   auto eq = assignment.find('=');
   auto dot = assignment.find('.');
   if (eq == std::string::npos || dot == std::string::npos || dot > eq)
     throw ConfigError(fmt::format(
-        "--set {}: expected section.key=value, e.g. --set optim.lr=5e-4",
-        assignment));
+        "{}: expected section.key=value, e.g. --set optim.lr=5e-4", label));
   std::string sec = assignment.substr(0, dot);
   std::string key = assignment.substr(dot + 1, eq - dot - 1);
   std::string value = assignment.substr(eq + 1);
@@ -412,13 +470,11 @@ void apply_override(RunConfig& cfg, const std::string& assignment) {
   try {
     v = YAML::Load(value);
   } catch (const YAML::Exception& e) {
-    throw ConfigError(
-        fmt::format("--set {}: cannot parse value: {}", assignment, e.msg));
+    throw ConfigError(fmt::format("{}: cannot parse value: {}", label, e.msg));
   }
   if (value.empty()) v = YAML::Node(std::string());
   YAML::Node root(YAML::NodeType::Map);
   root[sec][key] = v;
-  std::string label = "--set " + assignment;
   apply_section_map(cfg, root, label);
 }
 
@@ -447,6 +503,10 @@ void validate(const RunConfig& c) {
     throw ConfigError(fmt::format(
         "{}: model.share_all_embeddings needs data.joint_vocab: true",
         loc("model.share_all_embeddings")));
+  if (cfg.eval.nbest > cfg.eval.beam)
+    throw ConfigError(fmt::format("{}: eval.nbest = {} exceeds eval.beam = {}: a beam of "
+                                  "k holds at most k hypotheses",
+                                  loc("eval.nbest"), cfg.eval.nbest, cfg.eval.beam));
   if (cfg.schedule.name != "constant" && cfg.schedule.name != "inverse_sqrt" &&
       cfg.schedule.total_updates == 0 && cfg.train.max_updates == 0 &&
       (cfg.schedule.name == "linear" || cfg.schedule.name == "cosine"))
@@ -459,13 +519,7 @@ void validate(const RunConfig& c) {
 RunConfig parse_recipe_text(const std::string& yaml, const std::string& label,
                             const std::vector<std::string>& overrides) {
   RunConfig cfg;
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml);
-  } catch (const YAML::ParserException& e) {
-    throw ConfigError(fmt::format("{}:{}: YAML syntax error: {}", label,
-                                  e.mark.line + 1, e.msg));
-  }
+  YAML::Node root = parse_yaml(yaml, label);
   if (root.IsMap() && root["base"])
     throw ConfigError(label + ": base: is only supported in recipe files");
   if (!root.IsNull()) apply_section_map(cfg, root, label);
@@ -497,6 +551,35 @@ std::string to_yaml(const RunConfig& c) {
     section.visit(w);
   });
   return out.str();
+}
+
+namespace {
+// (section.key, YAML text) of every field, in declaration order.
+struct FieldTexts {
+  std::string section;
+  std::vector<std::pair<std::string, std::string>>& out;
+  template <class T>
+  void operator()(const char* key, T& field, const char*, const Rule&) {
+    out.emplace_back(section + "." + key, yaml_text(field));
+  }
+};
+std::vector<std::pair<std::string, std::string>> field_texts(const RunConfig& c) {
+  RunConfig& cfg = const_cast<RunConfig&>(c);  // visitors take T&; read only
+  std::vector<std::pair<std::string, std::string>> out;
+  for_each_section(cfg, [&](const char* name, auto& section) {
+    FieldTexts f{name, out};
+    section.visit(f);
+  });
+  return out;
+}
+}  // namespace
+
+std::vector<ConfigDifference> config_differences(const RunConfig& a, const RunConfig& b) {
+  auto fa = field_texts(a), fb = field_texts(b);
+  std::vector<ConfigDifference> out;
+  for (size_t i = 0; i < fa.size(); ++i)
+    if (fa[i].second != fb[i].second) out.push_back({fa[i].first, fa[i].second, fb[i].second});
+  return out;
 }
 
 std::string describe_keys() {

@@ -363,12 +363,20 @@ RunConfig load_recipe(const std::string& name_or_path,
 /// Parse YAML text (no base, no file) and validate; `label` names it in errors.
 RunConfig parse_recipe_text(const std::string& yaml, const std::string& label,
                             const std::vector<std::string>& overrides = {});
-/// Apply one "section.key=value" override.
-void apply_override(RunConfig& cfg, const std::string& assignment);
+/// Apply one "section.key=value" override. `label` names it in errors
+/// (default "--set section.key=value"; a command-line flag passes "--beam 0").
+void apply_override(RunConfig& cfg, const std::string& assignment,
+                    const std::string& label = "");
 /// Check ranges, choices and cross-field constraints; throws ConfigError.
 void validate(const RunConfig& cfg);
 /// The fully resolved recipe as YAML (round-trips through parse_recipe_text).
 std::string to_yaml(const RunConfig& cfg);
+/// One key whose value differs between two recipes (YAML text of each).
+struct ConfigDifference {
+  std::string key, a, b;
+};
+/// Every key (section.key, in declaration order) whose value differs.
+std::vector<ConfigDifference> config_differences(const RunConfig& a, const RunConfig& b);
 /// Markdown table of every key: section, key, type, default, allowed, meaning.
 std::string describe_keys();
 

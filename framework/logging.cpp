@@ -89,6 +89,26 @@ void MetricsWriter::write(const MetricsRecord& r) {
   out_.flush();
 }
 
+int64_t available_memory_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return -1;
+  char line[256];
+  int64_t kib = -1;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "MemAvailable: %ld kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib < 0 ? -1 : kib * 1024;
+}
+
+void check_memory_fits(double bytes, const std::string& what, const std::string& hint) {
+  int64_t avail = available_memory_bytes();
+  if (avail < 0 || bytes <= static_cast<double>(avail)) return;
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  throw DataError(fmt::format("{} needs about {:.1f} GiB but only {:.1f} GiB of memory is "
+                              "available; {}",
+                              what, bytes / kGiB, avail / kGiB, hint));
+}
+
 ProcessMemory process_memory() {
   ProcessMemory m;
   rusage u{};

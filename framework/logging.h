@@ -22,6 +22,14 @@ struct ProcessMemory {
   double peak_rss_mb = 0;
 };
 ProcessMemory process_memory();
+/// Memory the kernel can give this process without swapping (MemAvailable),
+/// in bytes; -1 when /proc/meminfo cannot be read.
+int64_t available_memory_bytes();
+/// Throws DataError("<what> needs about X GiB ... only Y GiB is available;
+/// <hint>") when `bytes` exceeds available_memory_bytes(). Checked before a
+/// large allocation: Linux overcommits, so the allocation itself succeeds and
+/// the OOM killer ends the process later with no message.
+void check_memory_fits(double bytes, const std::string& what, const std::string& hint);
 
 /// One metrics record, written as a flat JSON object in insertion order.
 class MetricsRecord {

@@ -122,8 +122,18 @@ using ModelBuilder = std::function<std::shared_ptr<Seq2SeqModel>(
     const ModelConfig&, const VocabInfo&)>;
 Registry<ModelBuilder>& model_registry();
 
-/// Resolve the recipe's model through the registry.
+/// Resolve the recipe's model through the registry. Refuses (DataError)
+/// before allocating when the weights alone would not fit in memory.
 std::shared_ptr<Seq2SeqModel> build_model(const ModelConfig& cfg,
                                           const VocabInfo& vocab);
+
+/// Parameter count of an encoder-decoder Transformer with these model.*
+/// sizes (embeddings, attention and FFN weights; biases and norms are
+/// negligible at the sizes where memory matters). Every built-in arch reads
+/// these keys, so it bounds the memory a recipe asks for before any tensor
+/// exists.
+double estimate_parameters(const ModelConfig& cfg, const VocabInfo& vocab);
+/// The "model.d_model = ..., ffn_dim ..." hint that memory errors end with.
+std::string model_size_hint(const ModelConfig& cfg);
 
 }  // namespace clinic

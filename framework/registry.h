@@ -62,4 +62,12 @@ class Registry {
 /// loss exactly once. Safe to call from anywhere, any number of times.
 void register_builtins();
 
+struct RunConfig;
+/// Every registry name a recipe gives (model.arch, model.residual,
+/// optim.name, schedule.name, train.criterion) is registered; else a
+/// ConfigError naming the recipe line, the key, what is known and the closest
+/// name. Commands call it right after loading a recipe, so `clinic config`
+/// rejects what `clinic train` would, and before any vocabulary is built.
+void check_registered_names(const RunConfig& cfg);
+
 }  // namespace clinic

@@ -1,4 +1,8 @@
+#include <fmt/format.h>
+
 #include <mutex>
+
+#include "framework/config.h"
 
 #include "framework/optim/optimizers.h"
 #include "framework/optim/schedule.h"
@@ -26,6 +30,24 @@ void register_builtins() {
     register_builtin_residuals();
     register_builtin_models();
   });
+}
+
+void check_registered_names(const RunConfig& cfg) {
+  auto check = [&](const std::string& key, const std::string& value, const auto& registry) {
+    if (registry.contains(value)) return;
+    auto names = registry.names();
+    auto it = cfg.origin.find(key);
+    std::string hint = closest_match(value, names);
+    throw ConfigError(fmt::format("{}: {} = '{}': unknown {}; known: {}{}",
+                                  it == cfg.origin.end() ? "default" : it->second, key, value,
+                                  registry.kind(), fmt::join(names, ", "),
+                                  hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint)));
+  };
+  check("model.arch", cfg.model.arch, model_registry());
+  check("model.residual", cfg.model.residual, residual_registry());
+  check("optim.name", cfg.optim.name, optimizer_registry());
+  check("schedule.name", cfg.schedule.name, schedule_registry());
+  check("train.criterion", cfg.train.criterion, loss_registry());
 }
 
 }  // namespace clinic

@@ -14,15 +14,15 @@ void add_bench_command(CLI::App& app, Action& action) {
   auto* b = app.add_subcommand("bench", "measure training/translation throughput and MFU");
   b->add_option("recipe", recipe, "recipe name or path")->required();
   add_overrides(b, &overrides);
-  b->add_option("--steps", opts.steps, "timed training updates");
-  b->add_option("--warmup", opts.warmup, "untimed updates first");
+  b->add_option("--steps", opts.steps, "timed training updates")->check(CLI::Range(1, 1000000));
+  b->add_option("--warmup", opts.warmup, "untimed updates first")->check(CLI::Range(0, 1000000));
   b->add_flag("--json", opts.json, "print one JSON object");
   b->add_flag("--translate", opts.translate, "also time beam 5 and beam 1 decoding");
   b->add_flag("--compare-python", opts.compare_python,
               "also time tools/bench/reference_train.py (plain PyTorch), A/B alternating");
   b->add_option("--profile", opts.profile, "write a Chrome trace of one extra, untimed update");
   b->callback([&action] {
-    action = [] { run_bench(load_recipe(recipe, overrides), opts, std::cout); };
+    action = [] { run_bench(recipe_from_cli(recipe, overrides), opts, std::cout); };
   });
 }
 

@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "framework/config.h"
+#include "framework/registry.h"
 #include "tools/command.h"
 
 namespace clinic::cli {
@@ -11,6 +12,12 @@ void add_overrides(CLI::App* app, std::vector<std::string>* overrides) {
                   "override a recipe key: --set optim.lr=5e-4 (repeatable)");
 }
 
+RunConfig recipe_from_cli(const std::string& recipe, const std::vector<std::string>& overrides) {
+  RunConfig cfg = load_recipe(recipe, overrides);
+  check_registered_names(cfg);
+  return cfg;
+}
+
 void add_config_commands(CLI::App& app, Action& action) {
   auto* cfg = app.add_subcommand("config", "print the fully resolved recipe as YAML");
   static std::string recipe;
@@ -18,7 +25,7 @@ void add_config_commands(CLI::App& app, Action& action) {
   cfg->add_option("recipe", recipe, "recipe name (multi30k/admin) or path")->required();
   add_overrides(cfg, &overrides);
   cfg->callback([&action] {
-    action = [] { std::cout << to_yaml(load_recipe(recipe, overrides)); };
+    action = [] { std::cout << to_yaml(recipe_from_cli(recipe, overrides)); };
   });
 
   auto* list = app.add_subcommand("recipes", "list the recipes under recipes/");

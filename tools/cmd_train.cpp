@@ -6,6 +6,7 @@
 #include "framework/data/vocab.h"
 #include "framework/logging.h"
 #include "framework/train/average.h"
+#include "framework/train/run_dir.h"
 #include "framework/train/trainer.h"
 #include "tools/command.h"
 
@@ -29,7 +30,7 @@ void add_train_commands(CLI::App& app, Action& action) {
   add_overrides(train, &overrides);
   train->callback([&action] {
     action = [] {
-      RunConfig cfg = load_recipe(recipe, overrides);
+      RunConfig cfg = recipe_from_cli(recipe, overrides);
       install_stop_signal_handlers();
       Trainer t(cfg, run_dir.empty() ? default_run_dir(recipe) : run_dir);
       t.fit();
@@ -42,9 +43,10 @@ void add_train_commands(CLI::App& app, Action& action) {
   add_overrides(vocab, &overrides);
   vocab->callback([&action] {
     action = [] {
-      RunConfig cfg = load_recipe(recipe, overrides);
+      RunConfig cfg = recipe_from_cli(recipe, overrides);
       std::string dir = run_dir.empty() ? default_run_dir(recipe) : run_dir;
       std::filesystem::create_directories(dir);
+      RunDirLock lock(dir);
       init_logging(dir);
       prepare_vocab(cfg.data, dir);
     };
@@ -54,7 +56,9 @@ void add_train_commands(CLI::App& app, Action& action) {
   static std::string epochs, out;
   auto* avg = app.add_subcommand("average", "average checkpoints of a run (fairseq semantics)");
   avg->add_option("--run-dir", run_dir, "run directory")->required();
-  avg->add_option("--last", last, "average the last N update checkpoints (or N epoch checkpoints with --epochs)");
+  avg->add_option("--last", last,
+                  "average the last N update checkpoints (checkpoint_uN.pt; the last N epoch "
+                  "checkpoints when the run kept none)");
   avg->add_option("--epochs", epochs, "epoch range A-B of checkpoint_epochN.pt files");
   avg->add_option("--out", out, "output file (default RUN_DIR/checkpoint_avg.pt)");
   avg->callback([&action] {
@@ -62,7 +66,10 @@ void add_train_commands(CLI::App& app, Action& action) {
       auto files = select_checkpoints(run_dir, last, epochs);
       std::string dst = out.empty() ? run_dir + "/checkpoint_avg.pt" : out;
       average_checkpoints(files, dst);
-      std::cout << "averaged " << files.size() << " checkpoints into " << dst << "\n";
+      std::cout << "averaged " << files.size() << " checkpoints ("
+                << std::filesystem::path(files.front()).filename().string() << " .. "
+                << std::filesystem::path(files.back()).filename().string() << ") into " << dst
+                << "\n";
     };
   });
 }

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
+#include <tuple>
 
 #include "framework/data/text.h"
 #include "framework/eval/bleu.h"
@@ -19,24 +21,30 @@
 namespace clinic::cli {
 
 namespace {
+// Decoding flags are recipe overrides of eval.*: the same ranges as the
+// recipe (beam 1..1024, lenpen >= 0, nbest <= beam), the same messages, and
+// an absent flag keeps the checkpoint's recipe value. Strings, so that
+// "--lenpen nan" or "--beam x" reach the recipe validator as written.
 struct DecodeFlags {
   std::string checkpoint, torchscript, input, output;
-  int64_t beam = -1, nbest = -1, threads = 0;
-  double lenpen = -1;
+  std::string beam, lenpen, nbest;
+  int64_t threads = 0;
 };
 void add_decode_flags(CLI::App* c, DecodeFlags& f) {
   c->add_option("--checkpoint", f.checkpoint, "checkpoint file");
-  c->add_option("--beam", f.beam, "beam size (default eval.beam of the recipe)");
-  c->add_option("--lenpen", f.lenpen, "length penalty (default eval.lenpen)");
-  c->add_option("--nbest", f.nbest, "hypotheses per sentence (default 1)");
-  c->add_option("--threads", f.threads, "intra-op threads (0 = cores)");
+  c->add_option("--beam", f.beam, "beam size, 1-1024 (default eval.beam of the recipe)");
+  c->add_option("--lenpen", f.lenpen, "length penalty, >= 0 (default eval.lenpen)");
+  c->add_option("--nbest", f.nbest, "hypotheses per sentence, <= beam (default eval.nbest)");
+  c->add_option("--threads", f.threads, "intra-op threads (0 = cores)")
+      ->check(CLI::Range(0, 4096));
 }
-SearchOptions search_options(const LoadedModel& m, const DecodeFlags& f) {
-  EvalConfig e = m.cfg.eval;
-  if (f.beam > 0) e.beam = f.beam;
-  if (f.lenpen >= 0) e.lenpen = f.lenpen;
-  if (f.nbest > 0) e.nbest = f.nbest;
-  return SearchOptions::from(e, m.cfg.model.max_target_positions);
+void apply_decode_flags(RunConfig& cfg, const DecodeFlags& f) {
+  for (auto [flag, key, value] : {std::tuple{"--beam", "eval.beam", &f.beam},
+                                  std::tuple{"--lenpen", "eval.lenpen", &f.lenpen},
+                                  std::tuple{"--nbest", "eval.nbest", &f.nbest}})
+    if (!value->empty())
+      apply_override(cfg, std::string(key) + "=" + *value, std::string(flag) + " " + *value);
+  validate(cfg);
 }
 std::vector<std::string> read_input(const std::string& path) {
   if (!path.empty()) return read_lines(path);
@@ -44,11 +52,32 @@ std::vector<std::string> read_input(const std::string& path) {
   for (std::string l; std::getline(std::cin, l);) lines.push_back(l);
   return lines;
 }
-void translate_torchscript(const std::string& path, int64_t beam,
-                           const std::vector<std::string>& lines, const std::string& output) {
+// An output file never replaces an input of the same run or a checkpoint:
+// `--output` equal to `--input` or to the model used to leave a 0-byte file.
+void check_output(const std::string& flag, const std::string& out,
+                  const std::vector<std::pair<std::string, std::string>>& inputs) {
+  if (out.empty()) return;
+  for (const auto& [in_flag, in] : inputs)
+    if (!in.empty() && same_file(out, in))
+      throw ConfigError(fmt::format("{} {}: is the same file as {}; choose another output",
+                                    flag, out, in_flag));
+  if (is_clinic_checkpoint(out))
+    throw ConfigError(fmt::format("{} {}: is a clinic checkpoint; refusing to overwrite it",
+                                  flag, out));
+}
+// Sources longer than the model's positions are cut to fit, with a warning
+// naming the limit (the checkpoint path cuts the same way in translate_lines).
+void warn_truncated(size_t line, size_t tokens, int64_t limit) {
+  std::cerr << fmt::format("clinic: warning: input line {} has {} tokens; only the first {} "
+                           "are translated (model.max_source_positions = {})\n",
+                           line, tokens, limit - 1, limit);
+}
+void translate_torchscript(const DecodeFlags& f, const std::vector<std::string>& lines) {
+  const std::string& path = f.torchscript;
   torch::jit::ExtraFilesMap extra{{"recipe.yaml", ""}, {"vocab/names", ""}};
   torch::jit::Module ts;
   try {
+    require_regular_file(path);
     ts = torch::jit::load(path, torch::kCPU, extra);
   } catch (const c10::Error&) {
     throw DataError(path + ": cannot load TorchScript model");
@@ -59,22 +88,32 @@ void translate_torchscript(const std::string& path, int64_t beam,
   torch::jit::ExtraFilesMap files{{"vocab/src/" + names[0], ""}, {"vocab/tgt/" + names[1], ""}};
   ts = torch::jit::load(path, torch::kCPU, files);
   RunConfig cfg = parse_recipe_text(extra["recipe.yaml"], path + " (recipe)");
+  apply_decode_flags(cfg, f);
+  if (cfg.eval.nbest > 1)
+    throw ConfigError("--nbest: the exported model's translate() returns one hypothesis; "
+                      "use --checkpoint for n-best lists");
   std::string dir = (std::filesystem::temp_directory_path() /
                      ("clinic-ts-" + std::to_string(::getpid()))).string();
   std::filesystem::create_directories(dir);
+  std::shared_ptr<void> cleanup(nullptr, [dir](void*) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  });
   write_file_atomic(dir + "/" + names[0], files["vocab/src/" + names[0]]);
   if (!cfg.data.joint_vocab) write_file_atomic(dir + "/" + names[1], files["vocab/tgt/" + names[1]]);
   Vocabularies v = load_vocab(cfg.data, dir);
-  int64_t k = beam > 0 ? beam : cfg.eval.beam;
-  std::ofstream file;
-  if (!output.empty()) file.open(output);
-  std::ostream& out = output.empty() ? std::cout : file;
+  TextOutput out(f.output);
   torch::NoGradGuard g;
-  for (const auto& line : lines) {
-    auto ids = v.src->encode(line);
+  const int64_t max_src = cfg.model.max_source_positions;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    auto ids = v.src->encode(lines[i]);
     if (ids.empty()) {
-      out << "\n";
+      out.write("\n");
       continue;
+    }
+    if (static_cast<int64_t>(ids.size()) >= max_src) {
+      warn_truncated(i + 1, ids.size(), max_src);
+      ids.resize(max_src - 1);
     }
     auto src = torch::empty({1, static_cast<int64_t>(ids.size()) + 1}, torch::kLong);
     for (size_t j = 0; j < ids.size(); ++j) src[0][j] = ids[j];
@@ -82,12 +121,21 @@ void translate_torchscript(const std::string& path, int64_t beam,
     int64_t max_len = std::min<int64_t>(
         static_cast<int64_t>(cfg.eval.max_len_a * (ids.size() + 1)) + cfg.eval.max_len_b,
         cfg.model.max_target_positions - 1);
-    auto res = ts.get_method("translate")({src, k, max_len}).toList();
-    auto toks = c10::IValue(res.get(0)).toIntVector();
-    out << v.tgt->decode(std::vector<int64_t>(toks.begin(), toks.end())) << "\n";
+    std::vector<int64_t> toks;
+    try {
+      auto res = ts.get_method("translate")({src, cfg.eval.beam, max_len}).toList();
+      toks = c10::IValue(res.get(0)).toIntVector();
+    } catch (const std::exception& e) {
+      // The interpreter's message is a script traceback; its last line says what failed.
+      std::string msg = e.what();
+      while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+      throw DataError(fmt::format("{}: translate() failed on input line {}: {}", path, i + 1,
+                                  msg.substr(msg.rfind('\n') + 1)));
+    }
+    out.write(v.tgt->decode(toks) + "\n");
     out.flush();
   }
-  std::filesystem::remove_all(dir);
+  out.commit();
 }
 
 }  // namespace
@@ -104,31 +152,39 @@ void add_translate_commands(CLI::App& app, Action& action) {
       configure_threads(tf.threads);
       if (tf.checkpoint.empty() == tf.torchscript.empty())
         throw ConfigError("translate: give exactly one of --checkpoint or --torchscript");
+      check_output("--output", tf.output,
+                   {{"--input", tf.input}, {"--checkpoint", tf.checkpoint},
+                    {"--torchscript", tf.torchscript}});
       if (!tf.torchscript.empty()) {
-        translate_torchscript(tf.torchscript, tf.beam, read_input(tf.input), tf.output);
+        translate_torchscript(tf, read_input(tf.input));
         return;
       }
       auto device = pick_device("auto");
       LoadedModel m = load_trained_model(tf.checkpoint, device);
-      auto opts = search_options(m, tf);
-      std::ofstream file;
-      if (!tf.output.empty()) file.open(tf.output);
-      std::ostream& out = tf.output.empty() ? std::cout : file;
-      // Stream in chunks so output appears while a long input is decoded.
+      apply_decode_flags(m.cfg, tf);
+      auto opts = SearchOptions::from(m.cfg.eval, m.cfg.model.max_target_positions);
       auto lines = read_input(tf.input);
+      TextOutput out(tf.output);
+      // Stream in chunks so output appears while a long input is decoded.
+      // n-best lists are Moses/Marian style: "ID ||| hypothesis ||| score",
+      // ID counting input lines from 0.
       const size_t kChunk = 256;
       for (size_t i = 0; i < lines.size(); i += kChunk) {
         std::vector<std::string> part(lines.begin() + i,
                                       lines.begin() + std::min(lines.size(), i + kChunk));
         auto hyps = translate_lines(*m.model, *m.vocab.src, *m.vocab.tgt, part, opts,
                                     m.cfg.eval.max_tokens, device);
-        for (const auto& h : hyps) {
-          if (opts.nbest == 1) out << (h.empty() ? "" : h.front()) << "\n";
-          else
-            for (const auto& s : h) out << s << "\n";
+        for (size_t k = 0; k < hyps.size(); ++k) {
+          if (opts.nbest == 1) {
+            out.write((hyps[k].empty() ? std::string() : hyps[k].front().text) + "\n");
+            continue;
+          }
+          for (const auto& h : hyps[k])
+            out.write(fmt::format("{} ||| {} ||| {:.6f}\n", i + k, h.text, h.score));
         }
         out.flush();
       }
+      out.commit();
     };
   });
 
@@ -144,8 +200,11 @@ void add_translate_commands(CLI::App& app, Action& action) {
     action = [] {
       configure_threads(ef.threads);
       if (ef.checkpoint.empty()) throw ConfigError("eval: --checkpoint is required");
+      check_output("--output", hyp_out,
+                   {{"--src", src}, {"--ref", ref}, {"--checkpoint", ef.checkpoint}});
       auto device = pick_device("auto");
       LoadedModel m = load_trained_model(ef.checkpoint, device);
+      apply_decode_flags(m.cfg, ef);
       std::string s = src, r = ref;
       if (s.empty() != r.empty()) throw ConfigError("eval: give both --src and --ref, or --split");
       if (s.empty()) {
@@ -156,18 +215,18 @@ void add_translate_commands(CLI::App& app, Action& action) {
         r = split_path(m.cfg.data, name, m.cfg.data.tgt_lang);
       }
       auto lines = read_lines(s);
-      auto refs = read_lines(r);
+      auto refs = read_references(m.cfg.data, r);  // "@@ " removed as from hypotheses
       if (lines.size() != refs.size())
         throw DataError(fmt::format("{} has {} lines but {} has {}", s, lines.size(), r,
                                     refs.size()));
-      auto opts = search_options(m, ef);
+      auto opts = SearchOptions::from(m.cfg.eval, m.cfg.model.max_target_positions);
       opts.nbest = 1;
       double t0 = now_seconds();
       auto hyps = translate_lines(*m.model, *m.vocab.src, *m.vocab.tgt, lines, opts,
                                   m.cfg.eval.max_tokens, device);
       double secs = now_seconds() - t0;
       std::vector<std::string> best;
-      for (const auto& h : hyps) best.push_back(h.empty() ? "" : h.front());
+      for (const auto& h : hyps) best.push_back(h.empty() ? "" : h.front().text);
       std::string out = hyp_out.empty()
                             ? ef.checkpoint + "." + (split.empty() ? "custom" : split) + ".hyp"
                             : hyp_out;
@@ -186,14 +245,14 @@ void add_translate_commands(CLI::App& app, Action& action) {
   static std::vector<std::string> ref_files;
   static bool lowercase = false;
   auto* bl = app.add_subcommand("bleu", "corpus BLEU of a hypothesis file (sacreBLEU 2.x compatible)");
-  bl->add_option("--hyp", hyp_file, "hypotheses, one per line")->required();
+  bl->add_option("--hyp", hyp_file, "hypotheses, one per line (- for stdin)")->required();
   bl->add_option("--ref", ref_files, "reference file(s)")->required();
   bl->add_option("--tokenize", tokenize, "13a, intl or none")
       ->check(CLI::IsMember({"13a", "intl", "none"}));
   bl->add_flag("--lowercase", lowercase, "lowercase before scoring");
   bl->callback([&action] {
     action = [] {
-      auto hyps = read_lines(hyp_file);
+      auto hyps = hyp_file == "-" ? read_input("") : read_lines(hyp_file);
       std::vector<std::vector<std::string>> refs;
       for (const auto& f : ref_files) refs.push_back(read_lines(f));
       for (size_t k = 0; k < refs.size(); ++k)
@@ -211,6 +270,7 @@ void add_translate_commands(CLI::App& app, Action& action) {
   ex->add_option("--out", out_file, "output .pt file")->required();
   ex->callback([&action] {
     action = [] {
+      check_output("--out", out_file, {{"--checkpoint", ckpt}});
       LoadedModel m = load_trained_model(ckpt, torch::kCPU);
       auto module = m.model->to_torchscript();
       // The recipe and vocabulary travel as extra files of the archive.
@@ -219,7 +279,12 @@ void add_translate_commands(CLI::App& app, Action& action) {
                                       {"vocab/src/" + meta.src_vocab_name, meta.src_vocab},
                                       {"vocab/tgt/" + meta.tgt_vocab_name, meta.tgt_vocab},
                                       {"vocab/names", meta.src_vocab_name + "\n" + meta.tgt_vocab_name}};
-      module.save(out_file, extra);
+      // Serialised in memory, then written atomically: a full disk leaves
+      // no partial file and keeps an existing one (module.save(path) wrote in
+      // place and aborted with a backtrace).
+      std::ostringstream bytes;
+      module.save(bytes, extra);
+      write_file_atomic(out_file, bytes.str());
       std::cout << "wrote " << out_file << "\n";
     };
   });

@@ -3,6 +3,8 @@
 // main() runs. Exit codes: 0 success, 2 usage/config error, 1 runtime error.
 #include <CLI/CLI.hpp>
 
+#include "framework/config.h"
+
 #include <functional>
 #include <string>
 #include <vector>
@@ -10,6 +12,10 @@
 namespace clinic::cli {
 
 using Action = std::function<void()>;
+
+/// load_recipe + check_registered_names: every command that takes a recipe
+/// rejects an unknown optimizer/model/... name before doing any work.
+RunConfig recipe_from_cli(const std::string& recipe, const std::vector<std::string>& overrides);
 
 /// Registers "--set" on a subcommand.
 void add_overrides(CLI::App* app, std::vector<std::string>* overrides);

@@ -1,5 +1,8 @@
 // clinic: one binary, one subcommand per tools/cmd_*.cpp file.
+#include <c10/util/Exception.h>
+
 #include <iostream>
+#include <new>
 
 #include "framework/errors.h"
 #include "framework/registry.h"
@@ -20,6 +23,23 @@ const char* malloc_conf = "dirty_decay_ms:-1,muzzy_decay_ms:-1,lg_extent_max_act
 }
 #endif
 
+namespace {
+// Every failure is one line: the first line of the message, whatever the
+// source (c10 appends a C++ backtrace, TorchScript a script traceback).
+int report(const std::string& message, int code) {
+  std::string line = message.substr(0, message.find('\n'));
+  std::cerr << "clinic: error: " << line << "\n";
+  return code;
+}
+
+std::string command_list(const CLI::App& app) {
+  std::string names;
+  for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+    names += (names.empty() ? "" : ", ") + sub->get_name();
+  return names;
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace clinic;
   CLI::App app{"clinic: train Transformers that do not diverge (Post-LN, Pre-LN, Admin)"};
@@ -36,17 +56,28 @@ int main(int argc, char** argv) {
     action();
     return 0;
   } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);
-    return code == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // CLI11 reports "A subcommand is required" for an unknown command too.
+    if (argc > 1 && argv[1][0] != '-' && !app.get_subcommands().size() &&
+        std::string(argv[1]) != "help")
+      return report(std::string("unknown command '") + argv[1] + "'; commands: " +
+                        command_list(app) + " (clinic --help)",
+                    2);
+    if (argc == 1)
+      return report("a command is required: " + command_list(app) + " (clinic --help)", 2);
+    std::string where;
+    for (const auto* sub : app.get_subcommands()) where = sub->get_name() + ": ";
+    return report(where + e.what() + " (clinic " +
+                      (where.empty() ? std::string() : where.substr(0, where.size() - 2) + " ") +
+                      "--help)",
+                  2);
   } catch (const ConfigError& e) {
-    std::cerr << "clinic: error: " << e.what() << "\n";
-    return 2;
+    return report(e.what(), 2);
+  } catch (const c10::Error& e) {
+    return report(e.what_without_backtrace(), 1);
+  } catch (const std::bad_alloc&) {
+    return report("out of memory (a memory allocation failed)", 1);
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    // c10::Error appends a C++ backtrace after the first line; users need the message.
-    auto cut = msg.find("\nException raised from");
-    if (cut != std::string::npos) msg.resize(cut);
-    std::cerr << "clinic: error: " << msg << "\n";
-    return 1;
+    return report(e.what(), 1);
   }
 }

@@ -19,7 +19,9 @@ namespace clinic {
 namespace {
 
 constexpr char kCacheMagic[8] = {'C', 'L', 'N', 'C', 'I', 'D', 'S', '\0'};
-constexpr uint32_t kCacheVersion = 1;
+// Version 2 adds a checksum of the offsets and ids: a flipped byte used to
+// train silently on wrong tokens or fail later with "index out of range".
+constexpr uint32_t kCacheVersion = 2;
 
 struct CacheHeader {
   char magic[8];
@@ -29,6 +31,7 @@ struct CacheHeader {
   uint64_t text_hash;
   uint64_t lines;
   uint64_t tokens;
+  uint64_t payload_hash;  // FNV-1a of everything after the header
 };
 
 bool header_matches(const std::string& path, uint64_t vocab_hash,
@@ -54,6 +57,12 @@ bool header_matches(const std::string& path, uint64_t vocab_hash,
   uint64_t expect = sizeof h + (h.lines + 1) * 8 + h.tokens * 4;
   if (fs::file_size(path) != expect) {
     *why = "truncated";
+    return false;
+  }
+  // FNV-1a over the payload: ~1 GB/s, 40 ms for IWSLT'14's training side.
+  std::string bytes = read_file(path);
+  if (hash_bytes(bytes.data() + sizeof h, bytes.size() - sizeof h) != h.payload_hash) {
+    *why = "checksum mismatch";
     return false;
   }
   return true;
@@ -100,6 +109,8 @@ std::shared_ptr<TokenCache> TokenCache::open_or_build(
                  offsets.size() * 8);
     for (const auto& l : ids)
       bytes.append(reinterpret_cast<const char*>(l.data()), l.size() * 4);
+    h.payload_hash = hash_bytes(bytes.data() + sizeof h, bytes.size() - sizeof h);
+    std::memcpy(bytes.data(), &h, sizeof h);
     write_file_atomic(cache_path, bytes);
     log()->info("[data] cached {} lines, {} tokens of {} in {}", h.lines,
                 h.tokens, text_path, cache_path);
@@ -167,10 +178,12 @@ ParallelCorpus load_parallel(const DataConfig& cfg, const std::string& split,
                              int64_t max_tgt, FilterStats* stats) {
   std::string sp = split_path(cfg, split, cfg.src_lang);
   std::string tp = split_path(cfg, split, cfg.tgt_lang);
-  for (const auto& p : {sp, tp})
+  for (const auto& p : {sp, tp}) {
     if (!fs::exists(p))
       throw DataError(fmt::format("{}: file not found (data.dir = {}, split '{}')",
                                   p, cfg.dir, split));
+    require_regular_file(p);
+  }
   fs::create_directories(cache_dir);
   auto cache = [&](const std::string& lang) {
     return (fs::path(cache_dir) / (split + "." + lang + ".bin")).string();

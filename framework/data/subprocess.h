@@ -1,7 +1,7 @@
 #pragma once
 // Child processes for the SentencePiece helper: SentencePiece and LibTorch
-// cannot share a process on Debian (two protobuf copies, see
-// ../shared/design/libtorch-on-debian.md §3.6).
+// cannot share a process on Debian: each links its own protobuf copy and the
+// second registration of the same descriptors aborts before main().
 #include <string>
 #include <sys/types.h>
 #include <vector>

@@ -1,6 +1,7 @@
 #include "framework/data/text.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -34,7 +35,28 @@ size_t find_invalid_utf8(const std::string& s) {
   return std::string::npos;
 }
 
+namespace {
+const char* file_kind(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISSOCK(m)) return "a socket";
+  return "not a regular file";
+}
+}  // namespace
+
+void require_regular_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw DataError(fmt::format("{}: cannot open file ({})", path, std::strerror(errno)));
+  if (!S_ISREG(st.st_mode))
+    throw DataError(fmt::format("{}: is {}; clinic reads regular files only", path,
+                                file_kind(st.st_mode)));
+}
+
 std::vector<std::string> read_lines(const std::string& path) {
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw DataError(fmt::format("{}: cannot open file", path));
   std::vector<std::string> lines;
@@ -89,6 +111,7 @@ std::string helper_path(const std::string& name) {
 }
 
 std::string read_file(const std::string& path) {
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw DataError(fmt::format("{}: cannot open file", path));
   std::ostringstream ss;
@@ -125,6 +148,10 @@ bool write_all(int fd, const char* data, size_t n, int64_t offset = -1) {
 
 AtomicFileWriter::AtomicFileWriter(std::string path)
     : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw DataError(fmt::format("{}: is {}; clinic writes regular files only", path_,
+                                file_kind(st.st_mode)));
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0)
     throw DataError(fmt::format("{}: cannot write ({})", tmp_, std::strerror(errno)));
@@ -181,6 +208,62 @@ void AtomicFileWriter::commit() {
     ::unlink(tmp_.c_str());
     throw DataError(fmt::format("{}: rename failed ({})", path_, why));
   }
+}
+
+TextOutput::TextOutput(const std::string& path) : name_(path.empty() ? "stdout" : path) {
+  struct stat st {};
+  if (path.empty()) {
+    fd_ = 1;
+  } else if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    if (S_ISDIR(st.st_mode)) throw DataError(path + ": is a directory");
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd_ < 0)
+      throw DataError(fmt::format("{}: cannot write ({})", path, std::strerror(errno)));
+    own_fd_ = true;
+  } else {
+    file_ = std::make_unique<AtomicFileWriter>(path);
+  }
+}
+
+TextOutput::~TextOutput() {
+  if (own_fd_) ::close(fd_);
+}
+
+void TextOutput::write(const std::string& text) {
+  if (file_) {
+    file_->append(text.data(), text.size());
+    return;
+  }
+  pending_ += text;
+  if (pending_.size() >= kWriteBuffer) flush();
+}
+
+void TextOutput::flush() {
+  if (file_ || pending_.empty()) return;
+  if (!write_all(fd_, pending_.data(), pending_.size()))
+    throw DataError(fmt::format("{}: write failed ({})", name_, std::strerror(errno)));
+  pending_.clear();
+}
+
+void TextOutput::commit() {
+  if (file_) {
+    file_->commit();
+    file_.reset();
+    return;
+  }
+  flush();
+  if (own_fd_) {
+    int rc = ::close(fd_);
+    own_fd_ = false;
+    if (rc != 0)
+      throw DataError(fmt::format("{}: close failed ({})", name_, std::strerror(errno)));
+  }
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {}, sb {};
+  if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 void link_or_copy_atomic(const std::string& from, const std::string& to) {

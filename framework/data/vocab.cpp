@@ -119,8 +119,22 @@ void SpmTokenizer::train(const std::vector<std::string>& inputs,
             ? " (lower data.vocab_size)"
             : ""));
   }
-  fs::rename(prefix + ".tmp.model", model_path);
+  // SentencePiece reports success even when its model write hit a full disk
+  // (a 0-byte spm.model then kept the run dir failing after space was freed):
+  // load the new model before it gets its name.
+  std::string tmp_model = prefix + ".tmp.model";
+  try {
+    SpmTokenizer check(tmp_model);
+  } catch (const DataError&) {
+    std::error_code ec;
+    fs::remove(tmp_model, ec);
+    fs::remove(prefix + ".tmp.vocab", ec);
+    throw DataError(fmt::format("{}: SentencePiece wrote an unreadable model (disk full?); "
+                                "nothing was kept",
+                                model_path));
+  }
   fs::rename(prefix + ".tmp.vocab", prefix + ".vocab");
+  fs::rename(tmp_model, model_path);
 }
 
 DictionaryTokenizer::DictionaryTokenizer(const std::string& dict_path)
@@ -169,7 +183,11 @@ std::string DictionaryTokenizer::decode(const std::vector<int64_t>& ids) {
     if (!s.empty()) s += ' ';
     s += id < static_cast<int64_t>(tokens_.size()) ? tokens_[id] : "<unk>";
   }
-  // fairseq --remove-bpe: "@@ " joins a piece to the next one.
+  return remove_bpe(s);
+}
+
+std::string remove_bpe(const std::string& s) {
+  // "@@ " joins a piece to the next one.
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s.compare(i, 3, "@@ ") == 0) {
@@ -181,6 +199,13 @@ std::string DictionaryTokenizer::decode(const std::vector<int64_t>& ids) {
   if (out.size() >= 2 && out.compare(out.size() - 2, 2, "@@") == 0)
     out.resize(out.size() - 2);
   return out;
+}
+
+std::vector<std::string> read_references(const DataConfig& cfg, const std::string& path) {
+  auto lines = read_lines(path);
+  if (cfg.tokenizer == "pretokenized")
+    for (auto& l : lines) l = remove_bpe(l);
+  return lines;
 }
 
 std::string split_path(const DataConfig& cfg, const std::string& split,
@@ -216,7 +241,15 @@ Vocabularies prepare_vocab(const DataConfig& c, const std::string& dir) {
   fs::create_directories(dir);
   auto ensure = [&](const std::vector<std::string>& langs) {
     std::string file = vocab_file(c, dir, langs.front());
-    if (fs::exists(file)) return;
+    if (fs::exists(file)) {
+      try {
+        return open_vocab(c, file);
+      } catch (const DataError& e) {
+        // No checkpoint depends on it yet (a resume restores the vocabulary
+        // from its checkpoint first): build it again.
+        log()->warn("[vocab] {} is unreadable ({}); building it again", file, e.what());
+      }
+    }
     std::vector<std::string> inputs;
     for (const auto& l : langs) {
       std::string p = split_path(c, c.train, l);
@@ -225,6 +258,11 @@ Vocabularies prepare_vocab(const DataConfig& c, const std::string& dir) {
             "{}: training file not found (data.dir = {}); point data.dir at a "
             "directory holding {}.{} and {}.{} (--set data.dir=DIR)",
             p, c.dir, c.train, c.src_lang, c.train, c.tgt_lang));
+      auto lines = read_lines(p);  // regular file, UTF-8, file:line on errors
+      if (std::all_of(lines.begin(), lines.end(), [](const std::string& s) {
+            return s.find_first_not_of(" \t") == std::string::npos;
+          }))
+        throw DataError(fmt::format("{}: has no non-empty line to build a vocabulary from", p));
       inputs.push_back(p);
     }
     log()->info("[vocab] building {} from {}", file, fmt::join(inputs, ", "));
@@ -232,14 +270,16 @@ Vocabularies prepare_vocab(const DataConfig& c, const std::string& dir) {
       SpmTokenizer::train(inputs, file, c);
     else
       DictionaryTokenizer::build(inputs, file);
+    return open_vocab(c, file);
   };
+  Vocabularies v;
+  v.joint = c.joint_vocab;
   if (c.joint_vocab) {
-    ensure({c.src_lang, c.tgt_lang});
+    v.src = v.tgt = ensure({c.src_lang, c.tgt_lang});
   } else {
-    ensure({c.src_lang});
-    ensure({c.tgt_lang});
+    v.src = ensure({c.src_lang});
+    v.tgt = ensure({c.tgt_lang});
   }
-  auto v = load_vocab(c, dir);
   log()->info("[vocab] {} {} entries, hash {}", v.src->path(), v.src->size(),
               hex64(v.src->hash()));
   if (!v.joint)

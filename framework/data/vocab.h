@@ -74,6 +74,16 @@ class DictionaryTokenizer : public Tokenizer {
   uint64_t hash_ = 0;
 };
 
+/// fairseq's --remove-bpe ("@@ "): "pyrami@@ de" -> "pyramide"; a trailing
+/// "@@" is dropped.
+std::string remove_bpe(const std::string& line);
+
+/// Reference lines for BLEU, prepared like the hypotheses: with the
+/// pretokenized tokenizer (fairseq BPE), "@@ " is removed from the
+/// references too, as fairseq-generate --remove-bpe does for both sides, so
+/// a BPE'd reference file scores like the clean one.
+std::vector<std::string> read_references(const DataConfig& cfg, const std::string& path);
+
 struct Vocabularies {
   std::shared_ptr<Tokenizer> src, tgt;  // the same object when joint
   bool joint = false;

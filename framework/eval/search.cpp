@@ -5,7 +5,48 @@
 #include <limits>
 #include <numeric>
 
+#include <fmt/format.h>
+
+#include "framework/errors.h"
+#include "framework/logging.h"
+
 namespace clinic {
+
+namespace {
+// Memory one sentence's beam search needs, measured rather than derived from
+// a recipe (any registered model): one decoder step on a 1-token source gives
+// the cache bytes per decoded token (self-attention) and per source token
+// (cross-attention) and the logits row; beam search holds 2*beam candidate
+// rows, each with a cache of up to max_len + src_len tokens and about four
+// V-sized float rows (logits, log-probs, scores, top-k input).
+void check_beam_memory(Seq2SeqModel& model, const SearchOptions& o, int64_t src_len,
+                       torch::Device device) {
+  if (!device.is_cpu()) return;  // host memory only; CUDA reports its own OOM
+  torch::NoGradGuard no_grad;
+  auto tok = [&](int64_t id) { return torch::full({1, 1}, id, torch::kLong).to(device); };
+  EncoderOut enc = model.encode(tok(kEos));
+  DecoderCache cache;
+  auto logits = model.decode(tok(kBos), enc, &cache);
+  auto bytes = [](const std::vector<torch::Tensor>& v) {
+    double b = 0;
+    for (const auto& t : v)
+      if (t.defined()) b += static_cast<double>(t.numel() * t.element_size());
+    return b;
+  };
+  double per_target = bytes(cache.self_k) + bytes(cache.self_v);
+  double per_source = bytes(cache.cross_k) + bytes(cache.cross_v);
+  int64_t max_len = std::min<int64_t>(
+      static_cast<int64_t>(o.max_len_a * src_len) + o.max_len_b, o.max_positions - 1);
+  double per_row = per_target * max_len + per_source * src_len +
+                   4.0 * static_cast<double>(logits.numel()) * sizeof(float);
+  double need = 2.0 * o.beam * per_row;
+  int64_t avail = available_memory_bytes();
+  int64_t fits = avail > 0 ? static_cast<int64_t>(avail / (2.0 * per_row)) : 0;
+  check_memory_fits(need, fmt::format("beam search with beam {} over a {}-token sentence",
+                                      o.beam, src_len),
+                    fmt::format("at most beam {} fits (lower --beam or eval.beam)", fits));
+}
+}  // namespace
 
 SearchOptions SearchOptions::from(const EvalConfig& e, int64_t max_positions) {
   SearchOptions o;
@@ -139,16 +180,16 @@ std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
   return finished;
 }
 
-std::vector<std::vector<std::string>> translate_lines(
+std::vector<std::vector<Translation>> translate_lines(
     Seq2SeqModel& model, Tokenizer& src_vocab, Tokenizer& tgt_vocab,
     const std::vector<std::string>& lines, const SearchOptions& opts,
     int64_t max_tokens, torch::Device device) {
-  std::vector<std::vector<std::string>> out(lines.size());
+  std::vector<std::vector<Translation>> out(lines.size());
   auto ids = src_vocab.encode_lines(lines);
   std::vector<size_t> order;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (ids[i].empty()) {
-      out[i].assign(1, "");
+      out[i].assign(1, Translation{});
       continue;
     }
     // Leave room for EOS within the encoder's positions.
@@ -158,6 +199,8 @@ std::vector<std::vector<std::string>> translate_lines(
   }
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return ids[a].size() < ids[b].size(); });
+  if (!order.empty())
+    check_beam_memory(model, opts, static_cast<int64_t>(ids[order.back()].size()) + 1, device);
   size_t start = 0;
   while (start < order.size()) {
     size_t end = start;
@@ -180,7 +223,7 @@ std::vector<std::vector<std::string>> translate_lines(
     auto hyps = beam_search(model, src.to(device), opts);
     for (int64_t r = 0; r < B; ++r)
       for (const auto& h : hyps[r])
-        out[order[start + r]].push_back(tgt_vocab.decode(h.tokens));
+        out[order[start + r]].push_back({tgt_vocab.decode(h.tokens), h.score});
     start = end;
   }
   return out;

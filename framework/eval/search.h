@@ -40,10 +40,17 @@ std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
                                                  const torch::Tensor& src,
                                                  const SearchOptions& opts);
 
+struct Translation {
+  std::string text;
+  double score = 0;  // the hypothesis' length-normalised log-probability
+};
+
 /// Translate raw lines: tokenize, sort by length, batch by a source-token
 /// budget, search, detokenise, restore input order. Empty lines map to
-/// empty outputs. Returns nbest strings per line.
-std::vector<std::vector<std::string>> translate_lines(
+/// one empty output. Returns up to nbest translations per line, best first.
+/// Throws DataError before searching when one sentence's beam would not fit
+/// in the memory available (--beam 100000 was OOM-killed at 24 GB).
+std::vector<std::vector<Translation>> translate_lines(
     Seq2SeqModel& model, Tokenizer& src_vocab, Tokenizer& tgt_vocab,
     const std::vector<std::string>& lines, const SearchOptions& opts,
     int64_t max_tokens, torch::Device device);

@@ -30,16 +30,22 @@ std::vector<std::string> select_checkpoints(const std::string& run_dir,
   } else if (last <= 0) {
     throw ConfigError("average: give --last N or --epochs A-B");
   }
-  std::regex re(epochs.empty() ? "checkpoint_u([0-9]+)\\.pt" : "checkpoint_epoch([0-9]+)\\.pt");
-  std::vector<std::pair<int64_t, std::string>> found;
-  for (const auto& e : fs::directory_iterator(run_dir)) {
-    std::smatch m;
-    std::string name = e.path().filename().string();
-    if (!std::regex_match(name, m, re)) continue;
-    int64_t n = std::stoll(m[1]);
-    if (!epochs.empty() && (n < lo || n > hi)) continue;
-    found.emplace_back(n, e.path().string());
-  }
+  auto scan = [&](const char* pattern) {
+    std::regex re(pattern);
+    std::vector<std::pair<int64_t, std::string>> found;
+    for (const auto& e : fs::directory_iterator(run_dir)) {
+      std::smatch m;
+      std::string name = e.path().filename().string();
+      if (!std::regex_match(name, m, re)) continue;
+      int64_t n = std::stoll(m[1]);
+      if (!epochs.empty() && (n < lo || n > hi)) continue;
+      found.emplace_back(n, e.path().string());
+    }
+    return found;
+  };
+  const char* kEpoch = "checkpoint_epoch([0-9]+)\\.pt";
+  auto found = scan(epochs.empty() ? "checkpoint_u([0-9]+)\\.pt" : kEpoch);
+  if (found.empty() && epochs.empty()) found = scan(kEpoch);
   std::sort(found.begin(), found.end());
   if (last > 0 && static_cast<int64_t>(found.size()) > last)
     found.erase(found.begin(), found.end() - last);
@@ -99,6 +105,23 @@ class TensorBag : public Seq2SeqModel {
 
 void average_checkpoints(const std::vector<std::string>& files,
                          const std::string& out) {
+  static const std::regex training_name(
+      "checkpoint_(last|best|u[0-9]+|epoch[0-9]+)\\.pt");
+  std::string name = fs::path(out).filename().string();
+  bool has_optimizer = false;
+  if (is_clinic_checkpoint(out)) {
+    try {
+      has_optimizer = read_checkpoint_meta(out).has_optimizer;
+    } catch (const CheckpointError&) {
+      // A damaged file holds nothing to keep.
+    }
+  }
+  if (std::regex_match(name, training_name) || has_optimizer)
+    throw ConfigError(fmt::format(
+        "--out {}: is a training checkpoint name or holds optimizer state; an averaged "
+        "checkpoint must not replace it (training would restart from it); choose another "
+        "name, e.g. checkpoint_avg.pt",
+        out));
   std::map<std::string, torch::Tensor> sum;
   CheckpointMeta meta;
   for (const auto& f : files) {

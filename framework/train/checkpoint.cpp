@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "framework/data/text.h"
 #include "framework/errors.h"
@@ -97,6 +99,7 @@ CheckpointMeta read_meta(torch::serialize::InputArchive& a) {
   sc.iter = read_int(a, "scaler/iter");
   sc.last_overflow_iter = read_int(a, "scaler/last_overflow_iter");
   sc.last_rescale_iter = read_int(a, "scaler/last_rescale_iter");
+  m.has_optimizer = read_int(a, "has_optimizer") != 0;
   return m;
 }
 
@@ -220,6 +223,14 @@ std::vector<std::pair<std::string, torch::Tensor>> CheckpointFile::model_tensors
     out.emplace_back(key, t);
   }
   return out;
+}
+
+bool is_clinic_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return false;
+  char magic[sizeof kMagic] = {};
+  std::ifstream in(path, std::ios::binary);
+  return in.read(magic, sizeof magic) && std::memcmp(magic, kMagic, sizeof magic) == 0;
 }
 
 CheckpointMeta read_checkpoint_meta(const std::string& path) {

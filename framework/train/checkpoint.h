@@ -37,6 +37,9 @@ struct CheckpointMeta {
   std::string src_vocab_name, tgt_vocab_name;  // file names, e.g. spm.model
   std::string src_vocab, tgt_vocab;            // file bytes
   torch::Tensor rng_state;                     // CPU generator
+  /// False for averaged checkpoints (`clinic average`): weights only, which
+  /// translate/export use but training cannot resume from.
+  bool has_optimizer = true;
 };
 
 /// One checkpoint file, read and checksum-verified once: callers that need
@@ -69,6 +72,10 @@ void write_checkpoint(const std::string& path, Seq2SeqModel& model,
 CheckpointMeta read_checkpoint_meta(const std::string& path);
 CheckpointMeta load_checkpoint(const std::string& path, Seq2SeqModel& model,
                                torch::optim::Optimizer* optimizer);
+
+/// True when `path` is a regular file that starts with the checkpoint magic
+/// (outputs refuse to overwrite one).
+bool is_clinic_checkpoint(const std::string& path);
 
 /// CPU (and CUDA when present) RNG state.
 torch::Tensor capture_rng_state();

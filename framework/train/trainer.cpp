@@ -15,6 +15,7 @@
 #include "framework/eval/search.h"
 #include "framework/errors.h"
 #include "framework/optim/optimizers.h"
+#include "framework/registry.h"
 
 namespace fs = std::filesystem;
 
@@ -74,10 +75,56 @@ CheckpointMeta Trainer::make_meta() const {
   return m;
 }
 
+void Trainer::check_resumable(const std::string& path, const CheckpointMeta& meta) {
+  if (!meta.has_optimizer)
+    throw CheckpointError(fmt::format(
+        "{}: holds averaged weights without optimizer state (clinic average); training "
+        "cannot resume from it: restore the run's own checkpoint_last.pt or use another "
+        "--run-dir",
+        path));
+  RunConfig saved = parse_recipe_text(meta.recipe_yaml, path + " (recipe)");
+  std::vector<std::string> model_changes, other_changes;
+  for (const auto& d : config_differences(saved, cfg_)) {
+    std::string text = fmt::format("{} is {} there, {} now", d.key, d.a, d.b);
+    (d.key.rfind("model.", 0) == 0 ? model_changes : other_changes).push_back(text);
+  }
+  if (!model_changes.empty())
+    throw CheckpointError(fmt::format(
+        "{}: the run dir holds a checkpoint of a different model ({}); use another "
+        "--run-dir or the recipe it was trained with",
+        path, fmt::join(model_changes, "; ")));
+  for (const auto& c : other_changes) log()->warn("[train] resuming with a changed recipe: {}", c);
+  if (saved.data.vocab_size != cfg_.data.vocab_size || saved.data.tokenizer != cfg_.data.tokenizer)
+    log()->warn("[train] the vocabulary of a resumed run is the checkpoint's; data.vocab_size "
+                "and data.tokenizer changes take effect only in a new run dir");
+  // The checkpoint carries its vocabulary: a run dir that was moved, copied
+  // without spm.model, or whose vocabulary file was damaged resumes with the
+  // checkpoint's copy instead of training a new (different) vocabulary.
+  auto restore = [&](const std::string& name, const std::string& bytes) {
+    std::string file = run_dir_ + "/" + name;
+    std::string have;
+    try {
+      have = read_file(file);
+    } catch (const DataError&) {
+    }
+    if (have == bytes) return;
+    write_file_atomic(file, bytes);
+    log()->warn("[train] {} {}; restored the vocabulary stored in {}", file,
+                have.empty() ? "was missing" : "differed from the checkpoint's", path);
+  };
+  restore(meta.src_vocab_name, meta.src_vocab);
+  if (meta.tgt_vocab_name != meta.src_vocab_name) restore(meta.tgt_vocab_name, meta.tgt_vocab);
+}
+
 void Trainer::setup() {
   if (is_setup_) return;
+  check_registered_names(cfg_);
   fs::create_directories(run_dir_);
+  lock_ = std::make_unique<RunDirLock>(run_dir_);
   init_logging(run_dir_);
+  for (const auto& dir : {run_dir_, run_dir_ + "/cache"})
+    for (const auto& f : remove_stale_temporaries(dir))
+      log()->info("[train] removed {} (left by a process that no longer runs)", f);
   int64_t threads = configure_threads(cfg_.train.threads);
   torch::manual_seed(static_cast<uint64_t>(cfg_.train.seed));
   device_ = pick_device(cfg_.train.device);
@@ -94,6 +141,13 @@ void Trainer::setup() {
   log()->info("[train] run dir {}, device {}, {} threads, precision {}",
               run_dir_, device_.str(), threads, prec);
 
+  std::string last = run_dir_ + "/checkpoint_last.pt";
+  std::unique_ptr<CheckpointFile> resume;
+  if (fs::exists(last)) {
+    resume = std::make_unique<CheckpointFile>(last);
+    check_resumable(last, resume->meta());
+  }
+
   vocab_ = prepare_vocab(cfg_.data, run_dir_);
   std::string cache = run_dir_ + "/cache";
   train_ = load_parallel(cfg_.data, cfg_.data.train, vocab_, cache,
@@ -102,6 +156,14 @@ void Trainer::setup() {
                          cfg_.model.max_source_positions,
                          cfg_.model.max_target_positions);
   VocabInfo info{vocab_.src->size(), vocab_.tgt->size(), vocab_.joint};
+  // Weights, gradients and two Adam moments: 16 bytes a parameter before any
+  // activation (d_model 65536 asked for 51 GB and was OOM-killed).
+  double n_estimate = estimate_parameters(cfg_.model, info);
+  check_memory_fits(16.0 * n_estimate,
+                    fmt::format("training this model ({:.3g} parameters: weights, gradients "
+                                "and optimizer state)",
+                                n_estimate),
+                    model_size_hint(cfg_.model));
   model_ = build_model(cfg_.model, info);
   model_->to(device_);
   for (const auto& p : model_->parameters())
@@ -118,27 +180,13 @@ void Trainer::setup() {
       cfg_.train.threshold_loss_scale, prec == "fp16");
   metrics_ = std::make_unique<MetricsWriter>(run_dir_ + "/metrics.jsonl");
 
-  std::string last = run_dir_ + "/checkpoint_last.pt";
-  if (fs::exists(last)) {
-    CheckpointFile file(last);
-    const CheckpointMeta& meta = file.meta();
-    RunConfig saved = parse_recipe_text(meta.recipe_yaml, last + " (recipe)");
-    auto model_yaml = [](const ModelConfig& m) {
-      RunConfig r;
-      r.model = m;
-      return to_yaml(r);
-    };
-    if (model_yaml(saved.model) != model_yaml(cfg_.model))
-      throw CheckpointError(fmt::format(
-          "{}: the run dir holds a checkpoint of a different model; use "
-          "another --run-dir or the recipe it was trained with "
-          "(saved model section:\n{})",
-          last, model_yaml(saved.model)));
+  if (resume) {
+    const CheckpointMeta& meta = resume->meta();
     if (meta.src_vocab != read_file(vocab_.src->path()))
       throw CheckpointError(fmt::format(
           "{}: the checkpoint was trained with a different vocabulary than {}",
           last, vocab_.src->path()));
-    file.load_into(*model_, optimizer_.get());
+    resume->load_into(*model_, optimizer_.get());
     state_ = meta.state;
     scaler_->state() = meta.scaler;
     restore_rng_state(meta.rng_state);
@@ -268,7 +316,10 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   }
   bad_in_a_row_ = 0;
   clip_grads(params_, cfg_.train.clip_norm, s.grad_norm);
-  set_lr(*optimizer_, schedule_(state_.update + 1));
+  // fairseq calls lr_scheduler.step_update(0) before the first step and
+  // step_update(k) after update k: update k runs with schedule(k - 1), so
+  // update 1 uses warmup_init_lr exactly.
+  set_lr(*optimizer_, schedule_(state_.update));
   optimizer_->step();
   scaler_->update(false);
   state_.update += 1;
@@ -302,13 +353,13 @@ std::pair<double, double> Trainer::validate() {
 
 double Trainer::validate_bleu() {
   auto src = read_lines(split_path(cfg_.data, cfg_.data.valid, cfg_.data.src_lang));
-  auto ref = read_lines(split_path(cfg_.data, cfg_.data.valid, cfg_.data.tgt_lang));
+  auto ref = read_references(cfg_.data, split_path(cfg_.data, cfg_.data.valid, cfg_.data.tgt_lang));
   auto opts = SearchOptions::from(cfg_.eval, cfg_.model.max_target_positions);
   opts.nbest = 1;
   auto hyps = translate_lines(*model_, *vocab_.src, *vocab_.tgt, src, opts,
                               cfg_.eval.max_tokens, device_);
   std::vector<std::string> best;
-  for (const auto& h : hyps) best.push_back(h.empty() ? "" : h.front());
+  for (const auto& h : hyps) best.push_back(h.empty() ? "" : h.front().text);
   model_->train();
   return corpus_bleu(best, {ref}, cfg_.eval.bleu_tokenize, cfg_.eval.lowercase).score;
 }
@@ -395,7 +446,7 @@ void Trainer::log_update(const UpdateStats& s, double seconds) {
   double nll = log_tokens_ ? log_nll_ / log_tokens_ / kLn2 : NAN;
   double tps = elapsed > 0 ? log_tokens_ / elapsed : 0;
   double wall = state_.wall_s + seconds - start_wall_;
-  double lr = schedule_(state_.update);
+  double lr = schedule_(state_.update);  // as fairseq logs it: the lr of the next update
   MetricsRecord r;
   r.add("update", state_.update)
       .add("epoch", state_.position.epoch)

@@ -21,6 +21,7 @@
 #include "framework/optim/schedule.h"
 #include "framework/train/checkpoint.h"
 #include "framework/train/loss.h"
+#include "framework/train/run_dir.h"
 
 namespace clinic {
 
@@ -74,9 +75,14 @@ class Trainer {
   bool stop_now(std::string* why) const;
   std::string locate_nonfinite(const Batch& batch);
   CheckpointMeta make_meta() const;
+  /// Before a resume: refuse averaged checkpoints and a different model
+  /// (naming each differing model.* key), log other recipe changes, restore
+  /// missing or damaged vocabulary files from the checkpoint.
+  void check_resumable(const std::string& path, const CheckpointMeta& meta);
 
   RunConfig cfg_;
   std::string run_dir_;
+  std::unique_ptr<RunDirLock> lock_;  // held while this trainer owns run_dir_
   torch::Device device_{torch::kCPU};
   at::ScalarType compute_dtype_ = at::kFloat;
   Vocabularies vocab_;
