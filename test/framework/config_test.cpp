@@ -125,6 +125,72 @@ TEST(Config, EveryKeyIsDocumentedInRecipesReadme) {
   EXPECT_GT(rows, 60);
 }
 
+// yaml-cpp keeps both pairs of a repeated key and reads the first: `lr: 0.1`
+// then `lr: 0.2` silently trained with 0.1.
+TEST(Config, DuplicateKeysNameBothLines) {
+  TempDir d;
+  write_text(d.file("r.yaml"), "optim:\n  lr: 0.1\n  eps: 1.0e-6\n  lr: 0.2\n");
+  std::string e = error_of([&] { load_recipe(d.file("r.yaml")); });
+  EXPECT_NE(e.find("r.yaml:4: duplicate key 'optim.lr' (first given at line 2)"), std::string::npos)
+      << e;
+  e = error_of([] { parse_recipe_text("optim:\n  lr: 0.1\nmodel: {}\noptim:\n  eps: 0.2\n", "t.yaml"); });
+  EXPECT_NE(e.find("t.yaml:4: duplicate key 'optim' (first given at line 1)"), std::string::npos)
+      << e;
+}
+
+// 100k nested '[' said "bad file" (yaml-cpp's recursion guard).
+TEST(Config, DeepNestingIsRefusedWithItsLine) {
+  std::string deep = "description: x\nmodel: " + std::string(100000, '[') + "\n";
+  std::string e = error_of([&] { parse_recipe_text(deep, "deep.yaml"); });
+  EXPECT_EQ(e, "deep.yaml:2: YAML nested deeper than 32 levels");
+  // Brackets inside quotes and comments do not count; a real recipe nests 2.
+  RunConfig cfg = parse_recipe_text(
+      "description: \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"  # {{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{\n"
+      "optim: {betas: [0.9, 0.99]}\n",
+      "ok.yaml");
+  EXPECT_DOUBLE_EQ(cfg.optim.betas[1], 0.99);
+}
+
+TEST(Config, NbestMayNotExceedBeam) {
+  std::string e = error_of([] { parse_recipe_text("eval:\n  beam: 5\n  nbest: 10\n", "t.yaml"); });
+  EXPECT_NE(e.find("t.yaml:3: eval.nbest = 10 exceeds eval.beam = 5"), std::string::npos) << e;
+  // A command-line flag is named as typed.
+  RunConfig cfg;
+  e = error_of([&] {
+    apply_override(cfg, "eval.beam=0", "--beam 0");
+    validate(cfg);
+  });
+  EXPECT_EQ(e, "--beam 0: eval.beam = 0: must be in [1, 1024]");
+}
+
+TEST(Config, DifferencesListEveryChangedKey) {
+  RunConfig a = load_recipe("multi30k/admin");
+  RunConfig b = load_recipe("multi30k/admin", {"optim.lr=0.123", "model.d_model=64",
+                                               "model.heads=4"});
+  auto diffs = config_differences(a, b);
+  std::vector<std::string> keys;
+  for (const auto& d : diffs) keys.push_back(d.key);
+  // model.heads is 4 in multi30k/base already: unchanged, not listed.
+  EXPECT_EQ(keys, (std::vector<std::string>{"model.d_model", "optim.lr"}));
+  EXPECT_EQ(diffs[0].a, "256");
+  EXPECT_EQ(diffs[0].b, "64");
+  EXPECT_TRUE(config_differences(a, a).empty());
+}
+
+TEST(Registry, RecipeNamesAreCheckedBeforeAnyWork) {
+  register_builtins();
+  RunConfig cfg = load_recipe("multi30k/admin", {"optim.name=adamx"});
+  std::string e = error_of([&] { check_registered_names(cfg); });
+  EXPECT_EQ(e, "--set optim.name=adamx: optim.name = 'adamx': unknown optimizer; known: adam, "
+               "adamw, radam (did you mean 'adam'?)");
+  for (const char* o : {"model.arch=transformr", "model.residual=admn", "schedule.name=cosin",
+                        "train.criterion=xent"}) {
+    RunConfig c = load_recipe("multi30k/admin", {o});
+    EXPECT_NE(error_of([&] { check_registered_names(c); }), "<no exception>") << o;
+  }
+  check_registered_names(load_recipe("multi30k/admin"));
+}
+
 TEST(Registry, DuplicateAndUnknownNames) {
   Registry<int> r("widget");
   r.add("a", 1);

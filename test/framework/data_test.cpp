@@ -1,3 +1,5 @@
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <set>
 
@@ -6,6 +8,7 @@
 #include "framework/data/text.h"
 #include "framework/data/vocab.h"
 #include "framework/errors.h"
+#include "framework/eval/bleu.h"
 #include "test/support.h"
 
 namespace clinic {
@@ -193,6 +196,118 @@ TEST(Data, CacheIsRebuiltForAnotherVocabularyOrChangedText) {
   EXPECT_EQ(load_parallel(c, "train", v2, d.file("cache"), 0, 0).size(), 2);
 }
 
+
+// fairseq-generate --remove-bpe removes "@@ " from the reference as from the
+// hypothesis: a hypothesis equal to the BPE'd reference scores 100 (it
+// scored ~21 against the BPE'd file as it was).
+TEST(Data, BpeReferencesScoreLikeTheirHypotheses) {
+  TempDir d;
+  std::string iwslt = std::string(kTestDataDir) + "/iwslt14";
+  DataConfig c;
+  c.dir = iwslt + "/bpe10k";
+  c.train = "valid";
+  c.tokenizer = "pretokenized";
+  Vocabularies v = prepare_vocab(c, d.path());
+  std::string ref_path = iwslt + "/bpe10k/valid.en";
+  std::vector<std::string> hyps;
+  for (const auto& line : read_lines(ref_path)) {
+    auto ids = v.tgt->encode(line);
+    hyps.push_back(v.tgt->decode(std::vector<int64_t>(ids.begin(), ids.end())));
+  }
+  auto refs = read_references(c, ref_path);
+  EXPECT_EQ(refs, read_lines(iwslt + "/valid.en"));  // the clean text, byte for byte
+  EXPECT_DOUBLE_EQ(corpus_bleu(hyps, {refs}, "none").score, 100.0);
+  EXPECT_LT(corpus_bleu(hyps, {read_lines(ref_path)}, "none").score, 90.0);
+  // SentencePiece data keeps its references as they are.
+  DataConfig spm = c;
+  spm.tokenizer = "sentencepiece";
+  EXPECT_EQ(read_references(spm, ref_path), read_lines(ref_path));
+}
+
+// A FIFO hung in open() (and ignored SIGTERM), a directory read as an empty
+// file, a link to /dev/zero read until memory ran out.
+TEST(Data, OnlyRegularFilesAreRead) {
+  TempDir d;
+  test::write_copy_corpus(d.file("c"), 20, 4);
+  ASSERT_EQ(::mkfifo(d.file("fifo").c_str(), 0644), 0);
+  std::filesystem::create_directories(d.file("dir"));
+  std::filesystem::create_symlink("/dev/zero", d.file("zero"));
+  for (auto [name, kind] : {std::pair<const char*, const char*>{"fifo", "is a FIFO"},
+                            {"dir", "is a directory"},
+                            {"zero", "is a character device"}}) {
+    std::string e = data_error([&, n = name] { read_lines(d.file(n)); });
+    EXPECT_NE(e.find(std::string(name) + ": " + kind), std::string::npos) << e;
+    e = data_error([&, n = name] { read_file(d.file(n)); });
+    EXPECT_NE(e.find(kind), std::string::npos) << e;
+  }
+  // As a corpus side: the same error from load_parallel, and no hang.
+  DataConfig c = toy_data(d.file("c"));
+  Vocabularies v = prepare_vocab(c, d.file("run"));
+  std::filesystem::remove(d.file("c/valid.src"));
+  ASSERT_EQ(::mkfifo(d.file("c/valid.src").c_str(), 0644), 0);
+  std::string e = data_error([&] { load_parallel(c, "valid", v, d.file("run/cache"), 0, 0); });
+  EXPECT_NE(e.find("valid.src: is a FIFO"), std::string::npos) << e;
+  // And as a vocabulary's training file.
+  std::filesystem::remove(d.file("c/train.src"));
+  std::filesystem::create_directories(d.file("c/train.src"));
+  e = data_error([&] { prepare_vocab(c, d.file("run2")); });
+  EXPECT_NE(e.find("train.src: is a directory"), std::string::npos) << e;
+}
+
+TEST(Data, EmptyTrainingFileIsAClearError) {
+  TempDir d;
+  test::write_copy_corpus(d.file("c"), 20, 4);
+  write_text(d.file("c/train.src"), "\n  \n");
+  for (const char* tok : {"sentencepiece", "pretokenized"}) {
+    DataConfig c = toy_data(d.file("c"));
+    c.tokenizer = tok;
+    std::string e = data_error([&] { prepare_vocab(c, d.file(std::string("run-") + tok)); });
+    EXPECT_NE(e.find("train.src: has no non-empty line to build a vocabulary from"),
+              std::string::npos)
+        << tok << ": " << e;
+  }
+}
+
+// A 0-byte spm.model (SentencePiece "succeeded" on a full disk) kept the run
+// dir failing after space was freed; it is now rebuilt.
+TEST(Data, UnreadableVocabularyFileIsRebuilt) {
+  TempDir d;
+  test::write_copy_corpus(d.file("c"), 200, 4);
+  DataConfig c = toy_data(d.file("c"));
+  c.tokenizer = "sentencepiece";
+  c.vocab_size = 16;
+  std::filesystem::create_directories(d.file("run"));
+  write_text(d.file("run/spm.model"), "");
+  Vocabularies v = prepare_vocab(c, d.file("run"));
+  EXPECT_EQ(v.src->size(), 16);
+  EXPECT_GT(std::filesystem::file_size(d.file("run/spm.model")), 0u);
+}
+
+// A flipped byte in a token cache used to train on wrong ids silently.
+TEST(Data, CorruptTokenCacheIsRebuilt) {
+  TempDir d;
+  test::write_copy_corpus(d.file("c"), 50, 4);
+  DataConfig c = toy_data(d.file("c"));
+  Vocabularies v = prepare_vocab(c, d.file("run"));
+  auto ids_of = [&] {
+    auto corpus = load_parallel(c, "train", v, d.file("cache"), 0, 0);
+    std::vector<std::vector<int32_t>> out;
+    for (int64_t i = 0; i < corpus.src->lines(); ++i)
+      out.emplace_back(corpus.src->line(i), corpus.src->line(i) + corpus.src->length(i));
+    return out;
+  };
+  auto want = ids_of();
+  std::string cache = d.file("cache/train.src.bin");
+  std::string good = read_file(cache);
+  std::string bad = good;
+  bad[bad.size() - 3] ^= 0x5a;  // inside the last line's ids
+  write_text(cache, bad);
+  EXPECT_EQ(ids_of(), want);
+  EXPECT_EQ(read_file(cache), good);
+  // The ids are what the vocabulary encodes, not just what the cache said.
+  auto lines = read_lines(d.file("c/train.src"));
+  EXPECT_EQ(v.src->encode(lines.back()), want.back());
+}
 
 TEST(AtomicFile, StreamsHeaderLastAndLeavesTheOldFileOnFailure) {
   TempDir d;

@@ -2,6 +2,9 @@
 
 #include "framework/eval/bleu.h"
 #include "framework/eval/search.h"
+#include "framework/errors.h"
+#include "framework/logging.h"
+#include <fmt/format.h>
 #include "models/transformer.h"
 #include "test/support.h"
 
@@ -110,6 +113,45 @@ TEST(Search, BeamSearchTranslatesATrainedCopyModel) {
   ASSERT_EQ(nb[0].size(), 3u);
   EXPECT_GE(nb[0][0].score, nb[0][1].score);
   EXPECT_GE(nb[0][1].score, nb[0][2].score);
+}
+
+// --beam 100000 was OOM-killed at 24 GB. translate_lines checks one
+// sentence's need before searching. The expectation is computed here from
+// the model's sizes (K and V of every decoder layer, per decoded and per
+// source token; four V-sized float rows per candidate; 2*beam candidates).
+TEST(Search, BeamTooLargeForMemoryIsRefusedBeforeSearching) {
+  ModelConfig cfg = test::tiny_model("pre_ln", 6, 512);
+  cfg.heads = 8;
+  cfg.max_target_positions = 1024;
+  const int64_t V = 14;
+  auto m = std::make_shared<TransformerImpl>(cfg, VocabInfo{V, V, true});
+  m->eval();
+  test::TempDir d;
+  test::write_text(d.file("dict.txt"), "w4 1\nw5 1\nw6 1\nw7 1\nw8 1\nw9 1\nw10 1\nw11 1\nw12 1\nw13 1\n");
+  DictionaryTokenizer tok(d.file("dict.txt"));
+  SearchOptions o;
+  o.beam = 1024;
+  o.max_len_b = 1000;
+  o.max_positions = cfg.max_target_positions;
+  const int64_t S = 4, L = 6, D = 512, max_len = 1000 + 0;  // max_len_a = 0
+  double per_row = 2.0 * L * D * 4 * max_len + 2.0 * L * D * 4 * S + 4.0 * V * 4;
+  double need = 2.0 * o.beam * per_row;
+  if (need <= static_cast<double>(available_memory_bytes()))
+    GTEST_SKIP() << "this machine has room for " << need / (1 << 30) << " GiB";
+  std::string e = test::error_of<DataError>([&] {
+    translate_lines(*m, tok, tok, {"w4 w5 w6"}, o, 4096, torch::kCPU);
+  });
+  EXPECT_NE(e.find("beam search with beam 1024 over a 4-token sentence needs about " +
+                   fmt::format("{:.1f} GiB", need / (1024.0 * 1024.0 * 1024.0))),
+            std::string::npos)
+      << e;
+  int64_t fits = static_cast<int64_t>(available_memory_bytes() / (2.0 * per_row));
+  EXPECT_NE(e.find("at most beam"), std::string::npos) << e;
+  // The beam the message names does run (skipped when it is 0).
+  o.beam = std::min<int64_t>(std::max<int64_t>(fits / 2, 1), 4);
+  o.max_len_b = 3;
+  auto out = translate_lines(*m, tok, tok, {"w4 w5 w6"}, o, 4096, torch::kCPU);
+  EXPECT_EQ(out.size(), 1u);
 }
 
 TEST(Search, BeamOneEqualsGreedyAndBatchOrderDoesNotMatter) {

@@ -2,6 +2,8 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cmath>
+#include <fstream>
 #include <set>
 #include <thread>
 
@@ -166,6 +168,99 @@ TEST(Trainer, ResumeWithAnotherModelShapeIsAClearError) {
   std::string e = test::error_of<CheckpointError>(
       [&] { Trainer(copy_config(d, "post_ln", {"model.ffn_dim=48"}), d.file("run")).setup(); });
   EXPECT_NE(e.find("different model"), std::string::npos) << e;
+  // One line naming each differing key (it printed the whole model section).
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  EXPECT_NE(e.find("model.ffn_dim is 64 there, 48 now"), std::string::npos) << e;
+}
+
+// Keys outside model.* may change on resume, and each change is logged.
+TEST(Trainer, ResumeLogsEveryRecipeChange) {
+  TempDir d;
+  {
+    Trainer t(copy_config(d, "post_ln", {"train.max_updates=2"}), d.file("run"));
+    t.fit();
+  }
+  {
+    Trainer t(copy_config(d, "post_ln", {"train.max_updates=3", "optim.lr=0.001"}),
+              d.file("run"));
+    t.fit();
+    EXPECT_EQ(t.state().update, 3);
+  }
+  std::string log = read_file(d.file("run/train.log"));
+  EXPECT_NE(log.find("resuming with a changed recipe: optim.lr is 0.003 there, 0.001 now"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("resuming with a changed recipe: train.max_updates is 2 there, 3 now"),
+            std::string::npos)
+      << log;
+}
+
+// fairseq: lr_scheduler.step_update(0) before update 1, step_update(k) after
+// update k, so update k runs with lr(k - 1). The golden values are the
+// inverse_sqrt formula of fairseq's inverse_square_root_schedule.py.
+TEST(Trainer, LearningRateFollowsFairseqUpdateTiming) {
+  TempDir d;
+  const double peak = 0.003, init = 1e-5;
+  const int64_t warmup = 4;
+  Trainer t(copy_config(d, "post_ln", {"schedule.warmup_updates=4", "schedule.warmup_init_lr=1e-5",
+                                       "model.dropout=0"}),
+            d.file("run"));
+  t.setup();
+  auto fairseq_lr = [&](int64_t num_updates) {
+    if (num_updates < warmup) return init + num_updates * (peak - init) / warmup;
+    return peak * std::sqrt(static_cast<double>(warmup)) / std::sqrt(static_cast<double>(num_updates));
+  };
+  const auto& corpus = t.train_data();
+  for (int64_t k = 1; k <= 7; ++k) {
+    t.train_update({corpus.make_batch({k, k + 1})});
+    double used = t.optimizer().param_groups()[0].options().get_lr();
+    EXPECT_NEAR(used, fairseq_lr(k - 1), 1e-15) << "update " << k;
+  }
+  EXPECT_EQ(t.state().update, 7);
+}
+
+// A run dir moved (or copied without its vocabulary) resumed with a freshly
+// built, different vocabulary: "trained with a different vocabulary".
+TEST(Trainer, ResumeRestoresTheVocabularyFromTheCheckpoint) {
+  TempDir d;
+  RunConfig cfg = copy_config(d, "post_ln", {"train.max_updates=2"});
+  {
+    Trainer t(cfg, d.file("run"));
+    t.fit();
+  }
+  std::string dict = read_file(d.file("run/dict.txt"));
+  std::filesystem::rename(d.file("run"), d.file("moved"));
+  std::filesystem::remove(d.file("moved/dict.txt"));
+  // The corpus changed meanwhile: a rebuilt dictionary would differ.
+  std::ofstream(d.file("corpus/train.src"), std::ios::app) << "w0 w0 w0 w0 zz zz zz\n";
+  std::ofstream(d.file("corpus/train.tgt"), std::ios::app) << "w0 w0 w0 w0 zz zz zz\n";
+  RunConfig more = cfg;
+  more.train.max_updates = 3;
+  {
+    Trainer t(more, d.file("moved"));
+    t.fit();
+    EXPECT_EQ(t.state().update, 3);
+  }
+  EXPECT_EQ(read_file(d.file("moved/dict.txt")), dict);
+  // A damaged vocabulary file is replaced by the checkpoint's copy too.
+  test::write_text(d.file("moved/dict.txt"), "");
+  more.train.max_updates = 4;
+  Trainer u(more, d.file("moved"));
+  u.fit();
+  EXPECT_EQ(read_file(d.file("moved/dict.txt")), dict);
+}
+
+// d_model 65536 (inside the allowed range) tried to allocate 51 GB and was
+// OOM-killed; the recipe's need is now checked before any tensor exists.
+TEST(Trainer, ModelTooLargeForMemoryIsRefusedBeforeAllocating) {
+  TempDir d;
+  Trainer t(copy_config(d, "post_ln", {"model.d_model=65536", "model.ffn_dim=65536"}),
+            d.file("run"));
+  std::string e = test::error_of<DataError>([&] { t.setup(); });
+  EXPECT_NE(e.find("training this model"), std::string::npos) << e;
+  EXPECT_NE(e.find("GiB of memory is available"), std::string::npos) << e;
+  EXPECT_NE(e.find("lower model.d_model (65536)"), std::string::npos) << e;
+  EXPECT_FALSE(std::filesystem::exists(d.file("run/checkpoint_last.pt")));
 }
 
 TEST(Trainer, AveragingEqualsTheMeanOfParameters) {
@@ -190,6 +285,53 @@ TEST(Trainer, AveragingEqualsTheMeanOfParameters) {
   auto pa = a->named_parameters(), pb = b->named_parameters();
   for (const auto& p : avg->named_parameters())
     test::expect_close(p.value(), (pa[p.key()] + pb[p.key()]) / 2, 1e-6, 1e-7);
+}
+
+// Recipes that keep epoch checkpoints (IWSLT'14) have no checkpoint_u*.pt:
+// --last N found nothing. fairseq's --num-epoch-checkpoints does this.
+TEST(Trainer, AverageLastFallsBackToEpochCheckpoints) {
+  TempDir d;
+  {
+    Trainer t(copy_config(d, "post_ln", {"train.max_epochs=3", "train.max_updates=0",
+                                         "train.keep_epoch_checkpoints=true"}),
+              d.file("run"));
+    t.fit();
+  }
+  auto files = select_checkpoints(d.file("run"), 2, "");
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_NE(files[0].find("checkpoint_epoch2.pt"), std::string::npos) << files[0];
+  EXPECT_NE(files[1].find("checkpoint_epoch3.pt"), std::string::npos) << files[1];
+  std::string e = test::error_of<ConfigError>([&] { select_checkpoints(d.file("run"), 5, ""); });
+  EXPECT_NE(e.find("asked for 5 checkpoints, found 3"), std::string::npos) << e;
+}
+
+// `average --out RUN/checkpoint_last.pt` then `train` restarted at update 0.
+TEST(Trainer, AveragedCheckpointNeverReplacesOrResumesTraining) {
+  TempDir d;
+  RunConfig cfg = copy_config(d, "post_ln", {"train.max_updates=4", "train.save_interval=2"});
+  {
+    Trainer t(cfg, d.file("run"));
+    t.fit();
+  }
+  auto files = select_checkpoints(d.file("run"), 2, "");
+  std::string last = read_file(d.file("run/checkpoint_last.pt"));
+  for (const char* name : {"checkpoint_last.pt", "checkpoint_u4.pt", "checkpoint_best.pt"}) {
+    std::string e = test::error_of<ConfigError>(
+        [&] { average_checkpoints(files, d.file(std::string("run/") + name)); });
+    EXPECT_NE(e.find("training checkpoint"), std::string::npos) << name << ": " << e;
+  }
+  // Any checkpoint with optimizer state, whatever its name.
+  std::filesystem::copy_file(d.file("run/checkpoint_last.pt"), d.file("mine.pt"));
+  EXPECT_NE(test::error_of<ConfigError>([&] { average_checkpoints(files, d.file("mine.pt")); }),
+            "<no exception>");
+  EXPECT_EQ(read_file(d.file("run/checkpoint_last.pt")), last);
+  // An averaged file put in place by hand is refused on resume.
+  average_checkpoints(files, d.file("avg.pt"));
+  EXPECT_FALSE(read_checkpoint_meta(d.file("avg.pt")).has_optimizer);
+  std::filesystem::copy_file(d.file("avg.pt"), d.file("run/checkpoint_last.pt"),
+                             std::filesystem::copy_options::overwrite_existing);
+  std::string e = test::error_of<CheckpointError>([&] { Trainer(cfg, d.file("run")).setup(); });
+  EXPECT_NE(e.find("averaged weights without optimizer state"), std::string::npos) << e;
 }
 
 TEST(Trainer, Bf16AutocastTracksFp32) {

@@ -1,4 +1,7 @@
 // The clinic binary: exit codes and messages, run as a user would.
+#include <filesystem>
+#include <sstream>
+
 #include "framework/data/text.h"
 #include "test/support.h"
 
@@ -6,6 +9,13 @@ namespace clinic {
 namespace {
 
 using test::run_shell;
+
+std::vector<std::string> read_lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
 
 std::string clinic() { return test::clinic_bin(); }
 
@@ -37,6 +47,224 @@ TEST(Cli, ConfigErrorsExitTwoWithOneLine) {
   EXPECT_EQ(run_shell(clinic() + " config", &out), 2);  // missing argument
   EXPECT_EQ(run_shell(clinic() + " frobnicate", &out), 2);
 }
+
+bool one_error_line(const std::string& out) {
+  return out.rfind("clinic: error: ", 0) == 0 && out.find('\n') == out.size() - 1;
+}
+
+// CLI11's own messages lacked the prefix ("A subcommand is required" for
+// `clinic frobnicate`).
+TEST(Cli, ParseErrorsAreOneLineWithThePrefix) {
+  std::string out;
+  EXPECT_EQ(run_shell(clinic(), &out), 2);
+  EXPECT_TRUE(one_error_line(out)) << out;
+  EXPECT_NE(out.find("a command is required: config, recipes"), std::string::npos) << out;
+  EXPECT_EQ(run_shell(clinic() + " frobnicate", &out), 2);
+  EXPECT_EQ(out.rfind("clinic: error: unknown command 'frobnicate'; commands: config", 0), 0u) << out;
+  EXPECT_TRUE(one_error_line(out)) << out;
+  EXPECT_EQ(run_shell(clinic() + " translate --frob", &out), 2);
+  EXPECT_TRUE(one_error_line(out)) << out;
+  EXPECT_NE(out.find("translate: The following argument was not expected: --frob"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(run_shell(clinic() + " bleu --hyp x", &out), 2);
+  EXPECT_EQ(out, "clinic: error: bleu: --ref is required (clinic bleu --help)\n");
+  EXPECT_EQ(run_shell(clinic() + " bench multi30k/admin --steps 0", &out), 2);
+  EXPECT_TRUE(one_error_line(out)) << out;
+  EXPECT_NE(out.find("--steps"), std::string::npos) << out;
+  EXPECT_EQ(run_shell(clinic() + " --version", &out), 0);
+  EXPECT_EQ(out, "clinic 0.1.0\n");
+}
+
+// Recipe-level checks run in every command (config used to accept what only
+// train rejected, after building the vocabulary).
+TEST(Cli, RecipeProblemsAreRejectedByEveryCommand) {
+  test::TempDir d;
+  std::string out;
+  EXPECT_EQ(run_shell(clinic() + " config multi30k/admin --set optim.name=sgdx", &out), 2);
+  EXPECT_EQ(out, "clinic: error: --set optim.name=sgdx: optim.name = 'sgdx': unknown optimizer; "
+                 "known: adam, adamw, radam\n");
+  EXPECT_EQ(run_shell(clinic() + " train multi30k/admin --set optim.name=sgdx --run-dir " +
+                          d.file("run"),
+                      &out),
+            2);
+  EXPECT_FALSE(std::filesystem::exists(d.file("run/spm.model")));
+  test::write_text(d.file("dup.yaml"), "base: multi30k/admin\ntrain:\n  seed: 1\n  seed: 2\n");
+  EXPECT_EQ(run_shell(clinic() + " config " + d.file("dup.yaml"), &out), 2);
+  EXPECT_NE(out.find("dup.yaml:4: duplicate key 'train.seed' (first given at line 3)"),
+            std::string::npos)
+      << out;
+  test::write_text(d.file("deep.yaml"), "model: " + std::string(100000, '[') + "\n");
+  EXPECT_EQ(run_shell(clinic() + " config " + d.file("deep.yaml"), &out), 2);
+  EXPECT_EQ(out, "clinic: error: " + d.file("deep.yaml") + ":1: YAML nested deeper than 32 levels\n");
+  std::filesystem::create_directories(d.file("hypdir"));
+  test::write_text(d.file("r"), "a\n");
+  EXPECT_EQ(run_shell(clinic() + " bleu --hyp " + d.file("hypdir") + " --ref " + d.file("r"), &out), 1);
+  EXPECT_EQ(out, "clinic: error: " + d.file("hypdir") +
+                     ": is a directory; clinic reads regular files only\n");
+}
+
+// A tiny trained run for the commands that need a checkpoint.
+struct TrainedRun {
+  test::TempDir d;
+  std::string ckpt;
+  TrainedRun() {
+    test::write_copy_corpus(d.file("c"), 200, 10);
+    test::write_text(d.file("r.yaml"), test::copy_recipe(d.file("c")));
+    std::string out;
+    EXPECT_EQ(run_shell(clinic() + " train " + d.file("r.yaml") + " --run-dir " + d.file("run") +
+                            " --set train.max_updates=20",
+                        &out),
+              0)
+        << out;
+    ckpt = d.file("run/checkpoint_last.pt");
+    test::write_text(d.file("in"), "w1 w2 w3\nw4 w5\n");
+  }
+  std::string translate(const std::string& args) const {
+    return clinic() + " translate --checkpoint " + ckpt + " --input " + d.file("in") + " " + args;
+  }
+};
+
+// --output truncated its file before decoding: a failed run, --output equal to
+// --input or to the checkpoint left 0 bytes; /dev/full exited 0.
+TEST(Cli, TranslateOutputIsAtomicAndNeverAnInput) {
+  TrainedRun r;
+  std::string out, ck = read_file(r.ckpt);
+  test::write_text(r.d.file("prev"), "previous results\n");
+  // A failed run (unreadable checkpoint) leaves the old output.
+  EXPECT_EQ(run_shell(clinic() + " translate --checkpoint " + r.d.file("nope.pt") + " --input " +
+                          r.d.file("in") + " --output " + r.d.file("prev"),
+                      &out),
+            1);
+  EXPECT_EQ(read_file(r.d.file("prev")), "previous results\n");
+  // Output = input, output = checkpoint: refused, both intact.
+  EXPECT_EQ(run_shell(r.translate("--output " + r.d.file("in")), &out), 2);
+  EXPECT_EQ(out, "clinic: error: --output " + r.d.file("in") +
+                     ": is the same file as --input; choose another output\n");
+  EXPECT_EQ(read_file(r.d.file("in")), "w1 w2 w3\nw4 w5\n");
+  EXPECT_EQ(run_shell(r.translate("--output " + r.ckpt), &out), 2);
+  EXPECT_TRUE(one_error_line(out)) << out;
+  std::filesystem::copy_file(r.ckpt, r.d.file("other.pt"));
+  EXPECT_EQ(run_shell(r.translate("--output " + r.d.file("other.pt")), &out), 2);
+  EXPECT_NE(out.find("is a clinic checkpoint; refusing to overwrite it"), std::string::npos) << out;
+  EXPECT_EQ(read_file(r.ckpt), ck);
+  // Unwritable and full destinations fail with one line and exit 1.
+  EXPECT_EQ(run_shell(r.translate("--output " + r.d.file("no/dir/out")), &out), 1);
+  EXPECT_TRUE(one_error_line(out)) << out;
+  EXPECT_EQ(run_shell(r.translate("--output /dev/full"), &out), 1);
+  EXPECT_EQ(out, "clinic: error: /dev/full: write failed (No space left on device)\n");
+  // Success replaces the old file whole; stdout still works.
+  EXPECT_EQ(run_shell(r.translate("--output " + r.d.file("prev")), &out), 0) << out;
+  EXPECT_EQ(read_lines(r.d.file("prev")).size(), 2u);
+  EXPECT_EQ(run_shell(r.translate("> " + r.d.file("stdout")), &out), 0) << out;
+  EXPECT_EQ(read_file(r.d.file("stdout")), read_file(r.d.file("prev")));
+  for (const auto& e : std::filesystem::directory_iterator(r.d.path()))
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
+}
+
+// --beam 0/-1, --nbest 0, --lenpen -1/nan were replaced by defaults;
+// --nbest 10 --beam 5 printed 5 unlabelled lines; --beam 100000 ran out of
+// memory. Flags are checked like the recipe's eval.* keys.
+TEST(Cli, DecodeFlagsAreValidatedLikeTheRecipe) {
+  TrainedRun r;
+  std::string out;
+  for (auto [flags, msg] : std::vector<std::pair<std::string, std::string>>{
+           {"--beam 0", "--beam 0: eval.beam = 0: must be in [1, 1024]"},
+           {"--beam -1", "--beam -1: eval.beam = -1: must be in [1, 1024]"},
+           {"--beam 100000", "--beam 100000: eval.beam = 100000: must be in [1, 1024]"},
+           {"--nbest 0", "--nbest 0: eval.nbest = 0: must be in [1, 1024]"},
+           {"--lenpen -1", "--lenpen -1: eval.lenpen = -1: must be >= 0"},
+           {"--lenpen nan", "--lenpen nan: eval.lenpen: expected a number, got 'nan'"},
+           {"--nbest 10 --beam 5", "--nbest 10: eval.nbest = 10 exceeds eval.beam = 5"}}) {
+    EXPECT_EQ(run_shell(r.translate(flags), &out), 2) << flags;
+    EXPECT_EQ(out.rfind("clinic: error: " + msg, 0), 0u) << flags << ": " << out;
+    EXPECT_TRUE(one_error_line(out)) << out;
+  }
+  // n-best lists say which input line each hypothesis belongs to.
+  ASSERT_EQ(run_shell(r.translate("--beam 3 --nbest 3 2>/dev/null"), &out), 0) << out;
+  auto lines = read_lines_of(out);
+  ASSERT_EQ(lines.size(), 6u) << out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i].rfind(std::to_string(i / 3) + " ||| ", 0), 0u) << lines[i];
+    auto last = lines[i].rfind(" ||| ");
+    EXPECT_LE(std::stod(lines[i].substr(last + 5)), 0.0) << lines[i];
+  }
+}
+
+// Resuming another model printed ~90 lines (the whole recipe); c10 memory
+// errors printed backtraces; --torchscript on an over-long line printed a
+// 48-line TorchScript traceback.
+TEST(Cli, ErrorsAreOneLine) {
+  TrainedRun r;
+  std::string out;
+  EXPECT_EQ(run_shell(clinic() + " train " + r.d.file("r.yaml") + " --run-dir " +
+                          r.d.file("run") + " --set model.d_model=64",
+                      &out),
+            1);
+  EXPECT_TRUE(one_error_line(out.substr(out.find("clinic: error:")))) << out;
+  EXPECT_NE(out.find("model.d_model is 32 there, 64 now"), std::string::npos) << out;
+  EXPECT_EQ(run_shell(clinic() + " train " + r.d.file("r.yaml") + " --run-dir " +
+                          r.d.file("big") + " --set model.d_model=65536 --set model.heads=2",
+                      &out),
+            1);
+  EXPECT_NE(out.find("clinic: error: training this model"), std::string::npos) << out;
+  EXPECT_TRUE(one_error_line(out.substr(out.find("clinic: error:")))) << out;
+  // An over-long line is cut to the model's positions, with one warning.
+  ASSERT_EQ(run_shell(clinic() + " export --checkpoint " + r.ckpt + " --out " + r.d.file("m.pt"),
+                      &out),
+            0)
+      << out;
+  std::string longline;
+  for (int i = 0; i < 100; ++i) longline += "w1 ";
+  test::write_text(r.d.file("long"), longline + "\nw2 w3\n");
+  EXPECT_EQ(run_shell(clinic() + " translate --torchscript " + r.d.file("m.pt") + " --input " +
+                          r.d.file("long") + " --output " + r.d.file("long.out"),
+                      &out),
+            0)
+      << out;
+  EXPECT_EQ(out, "clinic: warning: input line 1 has 100 tokens; only the first 63 are translated "
+                 "(model.max_source_positions = 64)\n");
+  EXPECT_EQ(read_lines(r.d.file("long.out")).size(), 2u);
+}
+
+// export to /dev/full aborted with a c10 backtrace (exit 134) and a full disk
+// left a partial file.
+TEST(Cli, ExportIsAtomic) {
+  TrainedRun r;
+  std::string out;
+  EXPECT_EQ(run_shell(clinic() + " export --checkpoint " + r.ckpt + " --out /dev/full", &out), 1);
+  EXPECT_EQ(out, "clinic: error: /dev/full: is a character device; clinic writes regular files "
+                 "only\n");
+  test::write_text(r.d.file("m.pt"), "an older export\n");
+  // A full disk: the file-size limit makes write() fail with EFBIG.
+  EXPECT_EQ(run_shell("trap '' XFSZ; ulimit -f 64; " + clinic() + " export --checkpoint " + r.ckpt +
+                          " --out " + r.d.file("m.pt"),
+                      &out),
+            1);
+  EXPECT_TRUE(one_error_line(out)) << out;
+  EXPECT_NE(out.find("write failed (File too large); " + r.d.file("m.pt") + " is unchanged"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(read_file(r.d.file("m.pt")), "an older export\n");
+  for (const auto& e : std::filesystem::directory_iterator(r.d.path()))
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
+  EXPECT_EQ(run_shell(clinic() + " export --checkpoint " + r.ckpt + " --out " + r.ckpt, &out), 2);
+  EXPECT_TRUE(one_error_line(out)) << out;
+}
+
+// A full disk while SentencePiece saved its model left a 0-byte spm.model
+// that kept the run dir failing after space was freed.
+TEST(Cli, VocabularyOnAFullDiskLeavesNothingBroken) {
+  test::TempDir d;
+  std::string out;
+  std::string recipe = " vocab multi30k/admin --set data.vocab_size=1000 --run-dir " + d.file("run");
+  EXPECT_EQ(run_shell("trap '' XFSZ; ulimit -f 16; " + clinic() + recipe, &out), 1) << out;
+  EXPECT_NE(out.find("clinic: error: "), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(d.file("run/spm.model")));
+  ASSERT_EQ(run_shell(clinic() + recipe, &out), 0) << out;
+  EXPECT_GT(std::filesystem::file_size(d.file("run/spm.model")), 16u * 1024);
+}
+
 
 TEST(Cli, RuntimeErrorsExitOneWithoutBacktrace) {
   std::string out;
