@@ -17,6 +17,7 @@
 #include "framework/amp/autocast.h"
 #include "framework/data/subprocess.h"
 #include "framework/data/text.h"
+#include "framework/diagnostics/instruments.h"
 #include "framework/errors.h"
 #include "framework/eval/search.h"
 #include "framework/logging.h"
@@ -146,6 +147,25 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   // Collected in memory, written atomically after the run: an existing file
   // at that path stays intact if anything fails first.
   std::ostringstream trace;
+  // --diag: the instruments around every timed update, timed on their own.
+  std::unique_ptr<MetricsWriter> diag_metrics;
+  std::unique_ptr<Instruments> instruments;
+  std::string diag_file;
+  double t_measure = 0, t_spike = 0;
+  if (o.diag) {
+    diag_file = (std::filesystem::temp_directory_path() /
+                 ("clinic-bench-diag-" + std::to_string(::getpid()) + ".jsonl")).string();
+    diag_metrics = std::make_unique<MetricsWriter>(diag_file);
+    Batch probe;
+    const int64_t n = cfg.diag.probe_sentences;
+    probe.src = rand_ids(n, L).to(device);
+    probe.tgt_in = rand_ids(n, L).to(device);
+    probe.tgt_out = rand_ids(n, L).to(device);
+    DiagConfig dc = cfg.diag;
+    dc.interval = 1;
+    instruments = std::make_unique<Instruments>(dc, *model, *opt, *diag_metrics, probe,
+                                                static_cast<uint64_t>(cfg.train.seed));
+  }
   for (int64_t step = 0; step < o.warmup + o.steps + profiled; ++step) {
     bool timed = step >= o.warmup && step < o.warmup + o.steps;
     // One extra, untimed update under the profiler: its overhead skews no figure.
@@ -174,17 +194,34 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     loss.backward();
     sync();
     double t3 = now_seconds();
+    double td = 0;
+    if (instruments && timed) {
+      double m0 = now_seconds();
+      instruments->before_step(step + 1);
+      sync();
+      td = now_seconds() - m0;
+    }
     opt->step();
     sync();
     double t4 = now_seconds();
     last_loss = loss.item<double>();
+    if (instruments && timed) {
+      double m0 = now_seconds();
+      instruments->after_step();
+      sync();
+      double m1 = now_seconds();
+      instruments->on_update(step + 1, last_loss / std::log(2.0), cfg.optim.lr, 0.0);
+      double m2 = now_seconds();
+      t_measure += td + (m1 - m0);
+      t_spike += m2 - m1;
+    }
     if (step == o.warmup) rss_first = process_memory().rss_mb;
     if (step == o.warmup + o.steps - 1) rss_last = process_memory().rss_mb;
     if (timed) {
       t_data += t1 - t0;
       t_fwd += t2 - t1;
       t_bwd += t3 - t2;
-      t_opt += t4 - t3;
+      t_opt += t4 - t3 - td;  // the measurement before the step is not training time
     }
   }
   if (o.compare_python) {
@@ -192,6 +229,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     std::filesystem::remove_all(tmp);
   }
   if (profiled) write_file_atomic(o.profile, trace.str());
+  if (!diag_file.empty()) std::filesystem::remove(diag_file);
   double rss_growth = rss_last - rss_first;
   double total = t_data + t_fwd + t_bwd + t_opt;
   double ups = o.steps / total;
@@ -199,6 +237,16 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   double achieved = flops * ups / 1e9;
   double peak = measure_gemm_peak(2048, dtype == at::kBFloat16);
   double tok = 2.0 * B * L * ups, tgt_tok = 1.0 * B * L * ups;
+  // Instruments: one measurement's cost spread over diag.interval updates,
+  // plus the spike detector on every update, against one update's time.
+  const double measure_s = o.diag ? t_measure / o.steps : 0, spike_s = o.diag ? t_spike / o.steps : 0;
+  const double diag_overhead =
+      cfg.diag.interval > 0 ? (measure_s / cfg.diag.interval + spike_s) / (total / o.steps) : 0.0;
+  const std::string diag_json =
+      o.diag ? fmt::format(", \"diag_interval\": {}, \"diag_measure_s\": {:.4f}, "
+                           "\"diag_spike_detector_s\": {:.6f}, \"diag_overhead\": {:.5f}",
+                           cfg.diag.interval, measure_s, spike_s, diag_overhead)
+             : std::string();
 
   double beam5_sps = 0, beam5_tps = 0, beam1_sps = 0, beam1_tps = 0, lat1 = 0;
   double beam5_full_sps = 0;
@@ -244,7 +292,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         "\"loss\": {:.5f}, \"beam5_sentences_per_s\": {:.2f}, \"beam5_tokens_per_s\": {:.1f}, "
         "\"beam1_sentences_per_s\": {:.2f}, \"beam1_tokens_per_s\": {:.1f}, "
         "\"beam5_latency_bs1_s\": {:.4f}, \"beam5_uncached_sentences_per_s\": {:.2f}, "
-        "\"beam5_cache_speedup\": {:.2f}{}}}\n",
+        "\"beam5_cache_speedup\": {:.2f}{}{}}}\n",
         cfg.source, cfg.train.precision, threads, TORCH_VERSION, B, L, o.steps, ups, tok,
         tgt_tok, t_fwd / o.steps, t_bwd / o.steps, t_opt / o.steps, t_data / o.steps,
         peak_rss_mb(), rss_growth, flops, achieved, peak, achieved / peak, last_loss, beam5_sps,
@@ -254,7 +302,8 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
             ? fmt::format(", \"loss_eval\": {:.6f}, \"python_loss_eval\": {:.6f}, "
                           "\"python_tokens_per_s\": {:.1f}, \"python_ratio\": {:.3f}",
                           loss_eval, py_loss_eval, py_tps / py_runs, tok / (py_tps / py_runs))
-            : std::string());
+            : std::string(),
+        diag_json);
     return;
   }
   out << fmt::format("recipe {} | precision {} | {} threads | LibTorch {}\n", cfg.source,
@@ -272,6 +321,10 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
       << fmt::format("peak RSS {:.0f} MiB | RSS growth from first to last timed update {:.0f} "
                      "MiB\n",
                      peak_rss_mb(), rss_growth);
+  if (o.diag)
+    out << fmt::format("instruments: {:.3f}s per measurement, {:.2g}s spike detector per update "
+                       "-> {:.2f}% of training time at diag.interval = {}\n",
+                       measure_s, spike_s, 100 * diag_overhead, cfg.diag.interval);
   if (o.compare_python)
     out << fmt::format("python reference: {:.0f} tokens/s -> clinic/python = {:.2f}x | eval loss "
                        "clinic {:.6f} python {:.6f}\n",

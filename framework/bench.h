@@ -20,6 +20,10 @@ struct BenchOptions {
   /// When set: a Chrome trace (LibTorch's legacy profiler) of one extra update
 /// after the timed ones, written here.
   std::string profile;
+  /// Also time the stability instruments (diag.*): one full measurement
+  /// around every timed update and the spike detector, each timed apart from
+  /// the training step, and report their cost at the recipe's diag.interval.
+  bool diag = false;
 };
 
 /// Analytic matmul FLOPs of one training update (3x forward: forward,

@@ -299,10 +299,9 @@ void apply_section_map(RunConfig& cfg, const YAML::Node& root,
     if (std::find(top.begin(), top.end(), key) == top.end()) {
       std::string hint = closest_match(key, top);
       throw ConfigError(fmt::format(
-          "{}: unknown section '{}'{}; sections are: model, data, optim, "
-          "schedule, train, eval",
-          where(file, kv.first), key,
-          hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint)));
+          "{}: unknown section '{}'{}; sections are: {}", where(file, kv.first), key,
+          hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint),
+          fmt::join(section_names(), ", ")));
     }
   }
   if (root["description"])

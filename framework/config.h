@@ -238,6 +238,7 @@ struct TrainConfig {
   int64_t patience = 0;
   int64_t max_bad_steps = 5;
   bool eval_bleu = false;
+  std::string tensorboard = "tensorboard";
 
   template <class V>
   void visit(V& v) {
@@ -294,6 +295,50 @@ struct TrainConfig {
     v("eval_bleu", eval_bleu,
       "validation also decodes and reports BLEU; best checkpoint by BLEU",
       any());
+    v("tensorboard", tensorboard,
+      "directory for TensorBoard event files of every metrics record, relative to the "
+      "run dir unless absolute; empty = off",
+      any());
+  }
+};
+
+/// Stability instruments (Liu et al. 2020's measurements, framework/diagnostics):
+/// every `interval` updates, on a fixed probe batch from the validation split,
+/// layer dependency, output change, gradient/update norms, optimizer second
+/// moments and attention statistics go to metrics.jsonl as "diag" records; a
+/// loss-spike detector runs on every update. Measuring never changes training:
+/// a run is bit-identical with the instruments on or off.
+struct DiagConfig {
+  int64_t interval = 100;
+  int64_t probe_sentences = 16;
+  double perturbation = 1e-3;
+  double spike_abs = 10.0;
+  int64_t spike_window = 100;
+  double spike_z = 10.0;
+  double collapse_fraction = 0.9;
+
+  template <class V>
+  void visit(V& v) {
+    v("interval", interval, "updates between measurements (0 = off: nothing runs)",
+      at_least(0));
+    v("probe_sentences", probe_sentences,
+      "validation sentences in the fixed probe batch (saved in checkpoints)",
+      in_range(1, 4096));
+    v("perturbation", perturbation,
+      "relative size of the random weight perturbation: Frobenius norm of delta = "
+      "perturbation x that of W, per weight matrix",
+      in_range(1e-9, 1));
+    v("spike_abs", spike_abs,
+      "a loss spike: training loss (bits/token) above the previous update's by this much",
+      positive());
+    v("spike_window", spike_window, "updates in the robust spike rule's median/MAD window",
+      in_range(5, 100000));
+    v("spike_z", spike_z,
+      "robust spike rule: loss - median > spike_z * max(1.4826 MAD, 0.01) over the window",
+      positive());
+    v("collapse_fraction", collapse_fraction,
+      "attention collapse: this fraction of a head's queries has the same most-attended key",
+      in_range(0.5, 1));
   }
 };
 
@@ -338,6 +383,7 @@ struct RunConfig {
   ScheduleConfig schedule;
   TrainConfig train;
   EvalConfig eval;
+  DiagConfig diag;
   /// Where each key's value came from ("recipes/x.yaml:12", "--set"); keys
   /// left at their default have no entry.
   std::map<std::string, std::string> origin;
@@ -352,6 +398,7 @@ struct RunConfig {
     v.section("schedule", schedule);
     v.section("train", train);
     v.section("eval", eval);
+    v.section("diag", diag);
   }
 };
 

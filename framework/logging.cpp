@@ -3,12 +3,14 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fmt/format.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include "framework/diagnostics/tensorboard.h"
 #include "framework/errors.h"
 
 namespace clinic {
@@ -57,19 +59,56 @@ std::string json_escape(const std::string& s) {
 }
 }  // namespace
 
+namespace {
+// JSON has no NaN/Inf; a non-finite loss is exactly what a user must see.
+std::string json_number(double v) {
+  return std::isfinite(v) ? fmt::format("{}", v) : fmt::format("\"{}\"", v);
+}
+}  // namespace
+
 MetricsRecord& MetricsRecord::add(const std::string& key, double v) {
-  // JSON has no NaN/Inf; a non-finite loss is exactly what a user must see.
-  fields_.emplace_back(key, std::isfinite(v) ? fmt::format("{}", v)
-                                             : fmt::format("\"{}\"", v));
+  fields_.emplace_back(key, json_number(v));
+  scalars_.emplace_back(key, v);
   return *this;
 }
 MetricsRecord& MetricsRecord::add(const std::string& key, int64_t v) {
   fields_.emplace_back(key, std::to_string(v));
+  scalars_.emplace_back(key, static_cast<double>(v));
   return *this;
 }
 MetricsRecord& MetricsRecord::add(const std::string& key,
                                   const std::string& v) {
   fields_.emplace_back(key, "\"" + json_escape(v) + "\"");
+  if (key == "event") event_ = v;
+  return *this;
+}
+MetricsRecord& MetricsRecord::add(const std::string& key, const std::vector<double>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) {
+    s += (i ? ", " : "") + json_number(v[i]);
+    scalars_.emplace_back(fmt::format("{}/{}", key, i), v[i]);
+  }
+  fields_.emplace_back(key, s + "]");
+  return *this;
+}
+MetricsRecord& MetricsRecord::add(const std::string& key,
+                                  const std::vector<std::vector<double>>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) {
+    s += i ? ", [" : "[";
+    for (size_t j = 0; j < v[i].size(); ++j) {
+      s += (j ? ", " : "") + json_number(v[i][j]);
+      scalars_.emplace_back(fmt::format("{}/{}/{}", key, i, j), v[i][j]);
+    }
+    s += "]";
+  }
+  fields_.emplace_back(key, s + "]");
+  return *this;
+}
+MetricsRecord& MetricsRecord::add(const std::string& key, const std::vector<std::string>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", \"" : "\"") + json_escape(v[i]) + "\"";
+  fields_.emplace_back(key, s + "]");
   return *this;
 }
 std::string MetricsRecord::json() const {
@@ -80,13 +119,32 @@ std::string MetricsRecord::json() const {
   return s + "}";
 }
 
-MetricsWriter::MetricsWriter(const std::string& path)
-    : out_(path, std::ios::app) {
-  if (!out_) throw std::runtime_error("cannot open metrics file " + path);
+MetricsWriter::MetricsWriter(const std::string& path, const std::string& tensorboard_dir)
+    : path_(path), out_(path, std::ios::app) {
+  if (!out_) throw DataError(path + ": cannot open metrics file");
+  if (!tensorboard_dir.empty()) tb_ = std::make_unique<TensorBoardWriter>(tensorboard_dir);
 }
+MetricsWriter::~MetricsWriter() = default;
+
 void MetricsWriter::write(const MetricsRecord& r) {
   out_ << r.json() << "\n";
   out_.flush();
+  if (!out_) throw DataError(path_ + ": write failed (disk full?)");
+  if (!tb_) return;
+  int64_t step = 0;
+  std::vector<std::pair<std::string, double>> tagged;
+  std::string prefix = r.event().empty() ? "train" : r.event();
+  for (const auto& [key, value] : r.scalars()) {
+    if (key == "update") {
+      step = static_cast<int64_t>(value);
+      continue;
+    }
+    tagged.emplace_back(prefix + "/" + key, value);
+  }
+  if (tagged.empty()) return;
+  double wall = std::chrono::duration<double>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+  tb_->add_scalars(step, tagged, wall);
 }
 
 int64_t available_memory_bytes() {

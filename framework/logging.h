@@ -3,6 +3,7 @@
 // (RUN_DIR/metrics.jsonl, one JSON object per line).
 #include <fstream>
 #include <memory>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,27 +32,48 @@ int64_t available_memory_bytes();
 /// the OOM killer ends the process later with no message.
 void check_memory_fits(double bytes, const std::string& what, const std::string& hint);
 
-/// One metrics record, written as a flat JSON object in insertion order.
+/// One metrics record, written as a JSON object in insertion order. Values
+/// are numbers, strings, and (for the per-sublayer diagnostics) arrays of
+/// numbers, of arrays of numbers, or of strings. Non-finite numbers become
+/// the strings "nan" / "inf" (JSON has neither).
 class MetricsRecord {
  public:
   MetricsRecord& add(const std::string& key, double v);
   MetricsRecord& add(const std::string& key, int64_t v);
   MetricsRecord& add(const std::string& key, const std::string& v);
+  MetricsRecord& add(const std::string& key, const std::vector<double>& v);
+  MetricsRecord& add(const std::string& key, const std::vector<std::vector<double>>& v);
+  MetricsRecord& add(const std::string& key, const std::vector<std::string>& v);
   std::string json() const;
+  /// Every number with its key ("loss"), array entries as "key/i" and
+  /// "key/i/j": what TensorBoard plots.
+  const std::vector<std::pair<std::string, double>>& scalars() const { return scalars_; }
+  /// The "event" string field ("" for plain training records).
+  const std::string& event() const { return event_; }
 
  private:
   std::vector<std::pair<std::string, std::string>> fields_;
+  std::vector<std::pair<std::string, double>> scalars_;
+  std::string event_;
 };
 
+class TensorBoardWriter;
+
 /// Appends records to a JSONL file, flushing each line so a killed run keeps
-/// everything it logged.
+/// everything it logged; with a TensorBoard directory, every numeric field
+/// of every record also goes to an event file, tagged "<event>/<key>"
+/// ("train/<key>" for plain training records) at step "update". Write
+/// failures (a full disk) are DataErrors naming the file.
 class MetricsWriter {
  public:
-  explicit MetricsWriter(const std::string& path);
+  explicit MetricsWriter(const std::string& path, const std::string& tensorboard_dir = "");
+  ~MetricsWriter();
   void write(const MetricsRecord& r);
 
  private:
+  std::string path_;
   std::ofstream out_;
+  std::unique_ptr<TensorBoardWriter> tb_;
 };
 
 }  // namespace clinic

@@ -31,7 +31,8 @@ struct Batch {
 };
 
 /// What one residual sublayer exposes to an observer: the seam for Admin
-/// profiling now and stability diagnostics (beta, output change) later.
+/// profiling and the stability instruments (framework/diagnostics). The
+/// sublayer computes N_post(omega ⊙ x + alpha ⊙ fx) with fx = f(N_pre(x)).
 struct SublayerView {
   const char* stack;     // "encoder" | "decoder"
   int64_t layer;         // 0-based layer in the stack
@@ -40,6 +41,19 @@ struct SublayerView {
   const torch::Tensor& x;   // [B, T, d] shortcut input
   const torch::Tensor& fx;  // [B, T, d] branch output, after dropout
   torch::Tensor omega;      // shortcut weight; undefined means 1
+  torch::Tensor alpha = {};       // branch weight (ReZero); undefined means 1
+  bool post_norm = false;         // a LayerNorm follows the sum (Post-LN, Admin)
+  torch::Tensor norm_weight = {}; // [d] gamma of that LayerNorm (or of N_pre)
+  double norm_eps = 1e-5;
+};
+
+/// Attention probabilities of one attention sublayer, for instruments.
+struct AttentionView {
+  const char* stack;            // "encoder" | "decoder"
+  int64_t layer;                // 0-based layer
+  int64_t index;                // sublayer index in the stack (as SublayerView)
+  const char* kind;             // "self_attn" | "cross_attn"
+  const torch::Tensor& probs;   // [B, H, T, S] softmax output, before dropout
 };
 
 class SublayerObserver {
@@ -48,6 +62,9 @@ class SublayerObserver {
   /// Called after f(x) and before x and f(x) are combined, so an observer may
   /// still set omega (Admin's profiling does).
   virtual void on_branch(SublayerView& view) = 0;
+  /// Called inside attention sublayers. Only when an observer is attached do
+  /// attention paths that never form the probabilities (SDPA) compute them.
+  virtual void on_attention(const AttentionView&) {}
 };
 
 struct EncoderOut {

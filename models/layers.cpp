@@ -455,6 +455,15 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
       keep = keep.defined() ? keep.logical_and(f) : f;
     }
     double p = is_training() ? options.dropout() : 0.0;
+    if (observer) {  // SDPA never forms the probabilities: compute them to show
+      auto scores = torch::matmul(q, k.transpose(2, 3)).to(torch::kFloat) /
+                    std::sqrt(static_cast<double>(dh));
+      if (keep.defined()) scores.masked_fill_(keep.logical_not(), -INFINITY);
+      auto probs = torch::softmax(scores, -1);
+      observer->on_attention(AttentionView{stack, layer, index,
+                                           options.self_attention() ? "self_attn" : "cross_attn",
+                                           probs});
+    }
     ctx = at::scaled_dot_product_attention(
         q, k, v, keep.defined() ? c10::optional<torch::Tensor>(keep)
                                 : c10::nullopt,
@@ -475,6 +484,10 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
     if (future_mask.defined())
       scores.masked_fill_(future_mask, -std::numeric_limits<float>::infinity());
     auto attn = torch::softmax(scores, -1);
+    if (observer)
+      observer->on_attention(AttentionView{stack, layer, index,
+                                           options.self_attention() ? "self_attn" : "cross_attn",
+                                           attn});
     attn = apply_dropout(attn, options.dropout(), is_training());
     ctx = head_bmm(attn.to(v.scalar_type()), v, 1.0, q);  // [B, H, T, dh], q's layout
   }

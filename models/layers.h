@@ -4,6 +4,8 @@
 // positions with [sin | cos] halves.
 #include <torch/torch.h>
 
+#include "framework/model.h"
+
 namespace clinic {
 
 /// Inverted dropout, y = x * keep / (1 - p), keep ~ Bernoulli(1 - p).
@@ -75,6 +77,10 @@ class MultiheadAttentionImpl : public torch::nn::Module {
   torch::Tensor in_proj_weight;  // [3d, d]: q, k, v rows
   torch::Tensor in_proj_bias;    // [3d]
   torch::nn::Linear out_proj{nullptr};
+  /// Instruments (set by the model's set_observer): shown the probabilities.
+  SublayerObserver* observer = nullptr;
+  const char* stack = "encoder";
+  int64_t layer = 0, index = 0;
 };
 TORCH_MODULE(MultiheadAttention);
 

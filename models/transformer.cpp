@@ -271,6 +271,21 @@ std::vector<Sublayer> TransformerImpl::sublayers() const {
 
 void TransformerImpl::set_observer(SublayerObserver* observer) {
   for (auto& s : sublayers()) s->observer = observer;
+  auto attach = [&](MultiheadAttention& a, const Sublayer& s) {
+    a->observer = observer;
+    a->stack = s->site.decoder ? "decoder" : "encoder";
+    a->layer = s->site.layer;
+    a->index = s->site.index;
+  };
+  for (const auto& m : *encoder_layers) {
+    auto l = m->as<EncoderLayerImpl>();
+    attach(l->self_attn, l->attn_sublayer);
+  }
+  for (const auto& m : *decoder_layers) {
+    auto l = m->as<DecoderLayerImpl>();
+    attach(l->self_attn, l->self_sublayer);
+    attach(l->cross_attn, l->cross_sublayer);
+  }
 }
 
 bool TransformerImpl::is_no_decay(const std::string& name) const {

@@ -27,7 +27,10 @@ class SublayerImpl : public torch::nn::Module {
     torch::Tensor fx = clinic::apply_dropout(branch(h), dropout, is_training());
     if (observer) {
       SublayerView view{site.decoder ? "decoder" : "encoder", site.layer,
-                        site.index, kind, x, fx, residual->omega};
+                        site.index, kind, x, fx, residual->omega, residual->alpha,
+                        position == NormPosition::kPost,
+                        norm ? norm->weight : torch::Tensor(),
+                        norm ? norm->options.eps() : 1e-5};
       observer->on_branch(view);
     }
     torch::Tensor y = residual(x, fx);

@@ -5,7 +5,7 @@ PACKAGES=(
   g++ cmake ninja-build pkgconf ccache
   libtorch-dev libopenblas0-openmp python3-torch
   libyaml-cpp-dev libfmt-dev libspdlog-dev libcli11-dev libgtest-dev
-  libsentencepiece-dev sentencepiece libjemalloc-dev libicu-dev
+  libsentencepiece-dev sentencepiece libjemalloc-dev libicu-dev python3-venv
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

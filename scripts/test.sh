@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh -DCLINIC_BUILD_TESTS=ON
+scripts/oracle-venv.sh   # the real TensorBoard reader, a test oracle
 cd build && ctest -j "$(nproc)" --output-on-failure

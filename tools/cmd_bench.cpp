@@ -21,6 +21,9 @@ void add_bench_command(CLI::App& app, Action& action) {
   b->add_flag("--compare-python", opts.compare_python,
               "also time tools/bench/reference_train.py (plain PyTorch), A/B alternating");
   b->add_option("--profile", opts.profile, "write a Chrome trace of one extra, untimed update");
+  b->add_flag("--diag", opts.diag,
+              "also time the stability instruments (a measurement around every timed update, "
+              "timed apart) and print their cost at the recipe's diag.interval");
   b->callback([&action] {
     action = [] { run_bench(recipe_from_cli(recipe, overrides), opts, std::cout); };
   });

@@ -100,6 +100,9 @@ CheckpointMeta read_meta(torch::serialize::InputArchive& a) {
   sc.last_overflow_iter = read_int(a, "scaler/last_overflow_iter");
   sc.last_rescale_iter = read_int(a, "scaler/last_rescale_iter");
   m.has_optimizer = read_int(a, "has_optimizer") != 0;
+  torch::serialize::InputArchive extras;
+  if (a.try_read("extras", extras))  // absent in checkpoints of older builds
+    for (const auto& key : extras.keys()) extras.read(key, m.extras[key]);
   return m;
 }
 
@@ -148,6 +151,11 @@ void write_checkpoint(const std::string& path, Seq2SeqModel& model,
     model_archive.write(b.key(), b.value().cpu(), /*is_buffer=*/true);
   a.write("model", model_archive);
   write_int(a, "has_optimizer", optimizer ? 1 : 0);
+  if (!m.extras.empty()) {
+    torch::serialize::OutputArchive extras;
+    for (const auto& [key, t] : m.extras) extras.write(key, t.detach().cpu());
+    a.write("extras", extras);
+  }
   if (optimizer) {
     torch::serialize::OutputArchive opt_archive;
     optimizer->save(opt_archive);

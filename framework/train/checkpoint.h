@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <limits>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,6 +41,9 @@ struct CheckpointMeta {
   /// False for averaged checkpoints (`clinic average`): weights only, which
   /// translate/export use but training cannot resume from.
   bool has_optimizer = true;
+  /// Named tensors of components around the trainer (the instruments' probe
+  /// batch and spike window), so a resume continues them exactly.
+  std::map<std::string, torch::Tensor> extras;
 };
 
 /// One checkpoint file, read and checksum-verified once: callers that need

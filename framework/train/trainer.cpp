@@ -72,6 +72,14 @@ CheckpointMeta Trainer::make_meta() const {
   m.src_vocab = read_file(vocab_.src->path());
   m.tgt_vocab = vocab_.joint ? m.src_vocab : read_file(vocab_.tgt->path());
   m.rng_state = capture_rng_state();
+  if (instruments_) {
+    const Batch& p = instruments_->probe();
+    m.extras["diag_probe_src"] = p.src;
+    m.extras["diag_probe_tgt_in"] = p.tgt_in;
+    m.extras["diag_probe_tgt_out"] = p.tgt_out;
+    auto w = instruments_->spikes().state();
+    m.extras["diag_spike_window"] = torch::tensor(w, torch::kDouble);
+  }
   return m;
 }
 
@@ -178,7 +186,34 @@ void Trainer::setup() {
   scaler_ = std::make_unique<LossScaler>(
       cfg_.train.loss_scale_init, cfg_.train.loss_scale_window,
       cfg_.train.threshold_loss_scale, prec == "fp16");
-  metrics_ = std::make_unique<MetricsWriter>(run_dir_ + "/metrics.jsonl");
+  std::string tb = cfg_.train.tensorboard;
+  if (!tb.empty() && fs::path(tb).is_relative()) tb = run_dir_ + "/" + tb;
+  metrics_ = std::make_unique<MetricsWriter>(run_dir_ + "/metrics.jsonl", tb);
+  if (cfg_.diag.interval > 0) {
+    // The probe batch: drawn once from the validation split, then carried in
+    // every checkpoint so a resumed run measures the same sentences.
+    Batch probe;
+    const auto& ex = resume ? resume->meta().extras : std::map<std::string, torch::Tensor>{};
+    if (ex.count("diag_probe_src")) {
+      probe.src = ex.at("diag_probe_src");
+      probe.tgt_in = ex.at("diag_probe_tgt_in");
+      probe.tgt_out = ex.at("diag_probe_tgt_out");
+    } else {
+      auto rows = choose_probe_rows(valid_.size(), cfg_.diag.probe_sentences,
+                                    static_cast<uint64_t>(cfg_.train.seed));
+      probe = valid_.make_batch(rows);
+    }
+    instruments_ = std::make_unique<Instruments>(cfg_.diag, *model_, *optimizer_, *metrics_,
+                                                 probe.to(device_),
+                                                 static_cast<uint64_t>(cfg_.train.seed));
+    if (ex.count("diag_spike_window")) {
+      auto w = ex.at("diag_spike_window").to(torch::kDouble).contiguous();
+      instruments_->spikes().restore(
+          std::vector<double>(w.data_ptr<double>(), w.data_ptr<double>() + w.numel()));
+    }
+    log()->info("[diag] stability instruments every {} updates on {} probe sentences{}",
+                cfg_.diag.interval, probe.src.size(0), tb.empty() ? "" : "; TensorBoard in " + tb);
+  }
 
   if (resume) {
     const CheckpointMeta& meta = resume->meta();
@@ -315,15 +350,22 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
     return s;
   }
   bad_in_a_row_ = 0;
+  const bool measure = instruments_ && instruments_->due(state_.update + 1);
+  if (measure) instruments_->before_step(state_.update + 1);
   clip_grads(params_, cfg_.train.clip_norm, s.grad_norm);
   // fairseq calls lr_scheduler.step_update(0) before the first step and
   // step_update(k) after update k: update k runs with schedule(k - 1), so
   // update 1 uses warmup_init_lr exactly.
-  set_lr(*optimizer_, schedule_(state_.update));
+  const double lr = schedule_(state_.update);
+  set_lr(*optimizer_, lr);
   optimizer_->step();
   scaler_->update(false);
   state_.update += 1;
   state_.tokens += s.tokens;
+  if (instruments_) {
+    if (measure) instruments_->after_step();
+    instruments_->on_update(state_.update, s.loss / s.tokens / kLn2, lr, s.grad_norm);
+  }
   return s;
 }
 
@@ -461,12 +503,14 @@ void Trainer::log_update(const UpdateStats& s, double seconds) {
       .add("wall_s", wall);
   ProcessMemory mem = process_memory();
   r.add("rss_mb", mem.rss_mb).add("peak_rss_mb", mem.peak_rss_mb);
+  int64_t spikes = instruments_ ? instruments_->take_spike_count() : 0;
+  if (instruments_) r.add("spikes", spikes);
   metrics_->write(r);
   log()->info("[train] epoch {} update {} | loss {:.3f} | nll {:.3f} | ppl {:.2f} | "
-              "lr {:.3g} | gnorm {:.3f} | scale {} | {:.0f} tgt tok/s | skipped {} | rss {:.0f} MiB",
+              "lr {:.3g} | gnorm {:.3f} | scale {} | {:.0f} tgt tok/s | skipped {} | rss {:.0f} MiB{}",
               state_.position.epoch, state_.update, loss, nll, std::pow(2.0, nll),
               lr, good ? log_gnorm_ / good : NAN, scaler_->scale(), tps,
-              log_skipped_, mem.rss_mb);
+              log_skipped_, mem.rss_mb, instruments_ ? fmt::format(" | spikes {}", spikes) : "");
   log_loss_ = log_nll_ = log_gnorm_ = 0;
   log_tokens_ = log_updates_ = log_skipped_ = 0;
   log_t0_ = seconds;
@@ -541,6 +585,11 @@ void Trainer::fit() {
     if (best) save_checkpoint("best");
   }
   save_checkpoint("final");
+  if (instruments_)
+    log()->info("[diag] loss spikes this session: {} by the absolute rule (jump >= {}), {} by the "
+                "robust rule (median + {} MAD over {} updates)",
+                instruments_->total_abs_spikes(), cfg_.diag.spike_abs,
+                instruments_->total_robust_spikes(), cfg_.diag.spike_z, cfg_.diag.spike_window);
   log()->info("[train] stopped: {}; {} updates, best valid loss {:.3f}, "
               "checkpoints in {}",
               why, state_.update, state_.best_valid / kLn2, run_dir_);

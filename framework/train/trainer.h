@@ -16,6 +16,7 @@
 #include "framework/data/batcher.h"
 #include "framework/data/corpus.h"
 #include "framework/data/vocab.h"
+#include "framework/diagnostics/instruments.h"
 #include "framework/logging.h"
 #include "framework/model.h"
 #include "framework/optim/schedule.h"
@@ -66,6 +67,8 @@ class Trainer {
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
   LossScaler& scaler() { return *scaler_; }
   TrainState& state() { return state_; }
+  /// The stability instruments; null when diag.interval = 0.
+  Instruments* instruments() { return instruments_.get(); }
   const RunConfig& config() const { return cfg_; }
   const ParallelCorpus& train_data() const { return train_; }
   torch::Device device() const { return device_; }
@@ -94,6 +97,7 @@ class Trainer {
   Criterion loss_fn_;
   std::unique_ptr<LossScaler> scaler_;
   std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<Instruments> instruments_;
   TrainState state_;
   int64_t bad_in_a_row_ = 0;
   double start_wall_ = 0;

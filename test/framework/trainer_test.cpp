@@ -181,7 +181,8 @@ TEST(Trainer, ResumeLogsEveryRecipeChange) {
     t.fit();
   }
   {
-    Trainer t(copy_config(d, "post_ln", {"train.max_updates=3", "optim.lr=0.001"}),
+    Trainer t(copy_config(d, "post_ln", {"train.max_updates=3", "optim.lr=0.001",
+                                         "data.vocab_size=100"}),
               d.file("run"));
     t.fit();
     EXPECT_EQ(t.state().update, 3);
@@ -191,6 +192,10 @@ TEST(Trainer, ResumeLogsEveryRecipeChange) {
             std::string::npos)
       << log;
   EXPECT_NE(log.find("resuming with a changed recipe: train.max_updates is 2 there, 3 now"),
+            std::string::npos)
+      << log;
+  // The vocabulary stays the checkpoint's, and the log says so.
+  EXPECT_NE(log.find("data.vocab_size and data.tokenizer changes take effect only in a new run dir"),
             std::string::npos)
       << log;
 }

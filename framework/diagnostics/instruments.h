@@ -1,0 +1,76 @@
+#pragma once
+// The trainer's stability instruments (issue "stability instruments"; Liu et
+// al. 2020's measurements). They observe and never steer: measurements run
+// in eval mode (no dropout, so no draw from the training RNG) under
+// NoGradGuard on a fixed probe batch, the random perturbation uses its own
+// generator and is undone by copying the saved weights back, and nothing is
+// written to the model, the optimizer or the RNG. A run is bit-identical with
+// them on or off; with diag.interval = 0 the trainer does not create them.
+//
+// Every diag.interval updates, around the optimizer step of update t:
+//   before_step: probe forward at W_t (StabilityProbe: dependency, branch
+//     ratios, LayerNorm input RMS, omega, attention entropy / max prob /
+//     same-key share / collapse), per-tensor gradient and weight norms, a
+//     forward at W_t + delta (random, |delta|_F = perturbation * |W|_F per
+//     weight matrix, sign of N(0, 1) entries) for the random output change;
+//   after_step: a forward at W_{t+1} for the update output change, per-tensor
+//     update norms |W_{t+1} - W_t|, the optimizer's second moments against eps;
+//   then one {"event": "diag"} record (README, "Stability instruments").
+// Every update: the loss-spike detector, {"event": "spike"} records.
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/config.h"
+#include "framework/diagnostics/spikes.h"
+#include "framework/logging.h"
+#include "framework/model.h"
+
+namespace clinic {
+
+class Instruments {
+ public:
+  /// `probe`: the fixed batch (already on the model's device).
+  Instruments(const DiagConfig& cfg, Seq2SeqModel& model, torch::optim::Optimizer& optimizer,
+              MetricsWriter& metrics, Batch probe, uint64_t seed);
+  ~Instruments();
+  /// Whether update `update` (1-based, the one about to run) is measured.
+  bool due(int64_t update) const { return cfg_.interval > 0 && update % cfg_.interval == 0; }
+  /// Around the optimizer step of a measured update (gradients final, unclipped).
+  void before_step(int64_t update);
+  void after_step();
+  /// Every applied update: the spike detector (loss in bits per token).
+  void on_update(int64_t update, double loss_bits, double lr, double grad_norm);
+  /// Spikes since the previous call (for the log line), and over the run.
+  int64_t take_spike_count();
+  int64_t total_abs_spikes() const { return total_abs_; }
+  int64_t total_robust_spikes() const { return total_robust_; }
+
+  const Batch& probe() const { return probe_; }
+  SpikeDetector& spikes() { return spikes_; }
+
+ private:
+  struct Forward;  // one probe forward's states and outputs
+  std::unique_ptr<Forward> run_probe(bool stats);
+  DiagConfig cfg_;
+  Seq2SeqModel& model_;
+  torch::optim::Optimizer& optimizer_;
+  MetricsWriter& metrics_;
+  Batch probe_;
+  uint64_t seed_;
+  SpikeDetector spikes_;
+  int64_t spikes_since_ = 0, total_abs_ = 0, total_robust_ = 0;
+  // Between before_step and after_step of a measured update.
+  std::vector<std::string> names_;
+  std::vector<torch::Tensor> params_, snapshot_;
+  std::unique_ptr<Forward> base_, random_;
+  MetricsRecord pending_;
+};
+
+/// A probe batch: `n` sentences of `corpus` drawn with `seed` (the same
+/// sentences for the same corpus and seed).
+std::vector<int64_t> choose_probe_rows(int64_t corpus_size, int64_t n, uint64_t seed);
+
+}  // namespace clinic
