@@ -28,6 +28,8 @@ inline Rule any() { return Rule{}; }
 struct ModelConfig {
   std::string arch = "transformer";
   std::string residual = "post_ln";
+  std::string encoder_residual;  // empty: model.residual
+  std::string decoder_residual;  // empty: model.residual
   int64_t encoder_layers = 6;
   int64_t decoder_layers = 6;
   int64_t d_model = 512;
@@ -53,6 +55,12 @@ struct ModelConfig {
       "residual variant: post_ln, pre_ln, admin, admin_closed_form, "
       "deepnorm, rezero, or a user-registered name",
       any());
+    v("encoder_residual", encoder_residual,
+      "residual variant of the encoder only (empty: model.residual); Liu et al. 2020 "
+      "Table 1 mixes Post-LN and Pre-LN stacks",
+      any());
+    v("decoder_residual", decoder_residual,
+      "residual variant of the decoder only (empty: model.residual)", any());
     v("encoder_layers", encoder_layers, "number of encoder layers (N)",
       in_range(1, 1000));
     v("decoder_layers", decoder_layers, "number of decoder layers (M)",

@@ -45,6 +45,10 @@ void check_registered_names(const RunConfig& cfg) {
   };
   check("model.arch", cfg.model.arch, model_registry());
   check("model.residual", cfg.model.residual, residual_registry());
+  if (!cfg.model.encoder_residual.empty())
+    check("model.encoder_residual", cfg.model.encoder_residual, residual_registry());
+  if (!cfg.model.decoder_residual.empty())
+    check("model.decoder_residual", cfg.model.decoder_residual, residual_registry());
   check("optim.name", cfg.optim.name, optimizer_registry());
   check("schedule.name", cfg.schedule.name, schedule_registry());
   check("train.criterion", cfg.train.criterion, loss_registry());

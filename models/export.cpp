@@ -177,9 +177,9 @@ torch::jit::Module TransformerImpl::to_torchscript() const {
                        1.0 / std::sqrt(static_cast<double>(config.d_model / config.heads)));
   m.register_attribute("lenpen", c10::FloatType::get(), 1.0);
 
-  NormPosition pos = src->variant->norm_position();
   auto sublayer = [&](std::ostringstream& o, const std::string& prefix,
                       const Sublayer& s, const std::string& branch_fmt) {
+    const NormPosition pos = s->position;  // per stack with mixed variants
     // branch_fmt names the branch input {0}.
     std::string ln_w = attr(prefix + ".norm.weight"), ln_b = attr(prefix + ".norm.bias");
     std::string eps = fmt::format("{:.17g}", ln_eps[site++]);

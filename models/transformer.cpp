@@ -101,6 +101,11 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, const VocabInfo& v)
     : config(cfg), vocab(v) {
   TORCH_CHECK(v.src_size > 0 && v.tgt_size > 0, "empty vocabulary");
   variant = residual_registry().get(cfg.residual)(cfg);
+  auto stack_variant = [&](const std::string& name) {
+    return name.empty() || name == cfg.residual ? variant : residual_registry().get(name)(cfg);
+  };
+  encoder_variant = stack_variant(cfg.encoder_residual);
+  decoder_variant = stack_variant(cfg.decoder_residual);
   embed_scale = std::sqrt(static_cast<double>(cfg.d_model));
   // fairseq 0.8 Embedding(): N(0, d^-1/2), padding row zero.
   auto make_embed = [&](int64_t n) {
@@ -141,18 +146,18 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, const VocabInfo& v)
   for (int64_t l = 0; l < cfg.encoder_layers; ++l) {
     site.decoder = false;
     site.layer = l;
-    encoder_layers->push_back(EncoderLayer(cfg, *variant, site));
+    encoder_layers->push_back(EncoderLayer(cfg, *encoder_variant, site));
   }
   for (int64_t l = 0; l < cfg.decoder_layers; ++l) {
     site.decoder = true;
     site.layer = l;
-    decoder_layers->push_back(DecoderLayer(cfg, *variant, site));
+    decoder_layers->push_back(DecoderLayer(cfg, *decoder_variant, site));
   }
-  if (variant->final_norm()) {
-    auto o = torch::nn::LayerNormOptions({cfg.d_model});
+  auto o = torch::nn::LayerNormOptions({cfg.d_model});
+  if (encoder_variant->final_norm())
     encoder_norm = register_module("encoder_norm", torch::nn::LayerNorm(o));
+  if (decoder_variant->final_norm())
     decoder_norm = register_module("decoder_norm", torch::nn::LayerNorm(o));
-  }
 }
 
 torch::Tensor TransformerImpl::embed_source(const torch::Tensor& src) {
@@ -299,7 +304,7 @@ bool TransformerImpl::is_no_decay(const std::string& name) const {
 }
 
 std::string TransformerImpl::initialize_from_batch(const Batch& batch) {
-  if (!variant->needs_profiling()) return "";
+  if (!encoder_variant->needs_profiling() && !decoder_variant->needs_profiling()) return "";
   auto omegas = admin_initialize(*this, batch);
   std::string s = "admin omega per sublayer (encoder 1..2N, decoder 1..3M):";
   size_t n_enc = 2 * config.encoder_layers;
@@ -313,11 +318,14 @@ std::vector<double> admin_initialize(TransformerImpl& model,
                                      const Batch& batch) {
   struct Profiler : SublayerObserver {
     double running[2] = {1.0, 1.0};  // encoder, decoder
+    bool profile[2] = {true, true};  // stacks whose variant is profiled
     std::vector<double> omegas;
     void on_branch(SublayerView& v) override {
+      const int stack = v.stack[0] == 'd' ? 1 : 0;
+      if (!profile[stack]) return;
       TORCH_CHECK(v.omega.defined(),
                   "admin_initialize needs a residual variant with omega");
-      double& r = running[v.stack[0] == 'd' ? 1 : 0];
+      double& r = running[stack];
       torch::NoGradGuard g;
       v.omega.fill_(r);
       omegas.push_back(r);
@@ -327,6 +335,12 @@ std::vector<double> admin_initialize(TransformerImpl& model,
       r = std::sqrt(var_x + var_f);
     }
   } profiler;
+  // With per-stack variants only the Admin stack(s) are profiled; a model
+  // built in code without per-stack variants profiles both.
+  if (model.encoder_variant && model.decoder_variant) {
+    profiler.profile[0] = model.encoder_variant->needs_profiling();
+    profiler.profile[1] = model.decoder_variant->needs_profiling();
+  }
   bool was_training = model.is_training();
   model.train(true);
   model.set_observer(&profiler);
@@ -343,13 +357,15 @@ std::vector<double> admin_initialize(TransformerImpl& model,
 }
 
 std::shared_ptr<TransformerImpl> fold_to_post_ln(const TransformerImpl& m) {
-  const std::string& r = m.config.residual;
-  TORCH_CHECK(r == "admin" || r == "admin_closed_form" || r == "deepnorm" ||
-                  r == "post_ln",
-              "fold_to_post_ln: residual '", r,
-              "' has no Post-LN form (only admin, admin_closed_form, deepnorm)");
+  for (const auto& r : {m.config.residual, m.config.encoder_residual, m.config.decoder_residual})
+    TORCH_CHECK(r.empty() || r == "admin" || r == "admin_closed_form" || r == "deepnorm" ||
+                    r == "post_ln",
+                "fold_to_post_ln: residual '", r,
+                "' has no Post-LN form (only admin, admin_closed_form, deepnorm)");
   ModelConfig cfg = m.config;
   cfg.residual = "post_ln";
+  cfg.encoder_residual.clear();
+  cfg.decoder_residual.clear();
   auto folded = std::make_shared<TransformerImpl>(cfg, m.vocab);
   torch::NoGradGuard g;
   auto src = m.named_parameters(true);

@@ -117,7 +117,9 @@ class TransformerImpl : public Seq2SeqModel {
 
   ModelConfig config;
   VocabInfo vocab;
-  std::shared_ptr<ResidualVariant> variant;
+  /// model.residual, and the variant of each stack (model.encoder_residual /
+  /// model.decoder_residual when given, else the same object).
+  std::shared_ptr<ResidualVariant> variant, encoder_variant, decoder_variant;
   double embed_scale;
   torch::nn::Embedding encoder_embed{nullptr}, decoder_embed{nullptr};
   torch::Tensor output_weight;  // [V, d]; aliases decoder_embed when tied

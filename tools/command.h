@@ -24,5 +24,7 @@ void add_config_commands(CLI::App& app, Action& action);
 void add_train_commands(CLI::App& app, Action& action);
 void add_translate_commands(CLI::App& app, Action& action);
 void add_bench_command(CLI::App& app, Action& action);
+void add_diagnose_commands(CLI::App& app, Action& action);
+void add_analyze_command(CLI::App& app, Action& action);
 
 }  // namespace clinic::cli

@@ -14,10 +14,6 @@
 
 namespace clinic {
 
-struct Instruments::Forward {
-  std::map<std::string, StackProbe> stacks;
-  torch::Tensor encoder_out, decoder_out;  // [N, d] non-padding rows
-};
 
 std::vector<int64_t> choose_probe_rows(int64_t corpus_size, int64_t n, uint64_t seed) {
   std::vector<int64_t> rows(static_cast<size_t>(corpus_size));
@@ -61,35 +57,51 @@ std::vector<double> relative(const std::vector<double>& v) {
 }
 }  // namespace
 
-std::unique_ptr<Instruments::Forward> Instruments::run_probe(bool stats) {
-  auto f = std::make_unique<Forward>();
+ProbeOutputs probe_forward(Seq2SeqModel& model, const Batch& batch, bool stats) {
+  ProbeOutputs f;
   StabilityProbe probe(/*keep_states=*/true);
-  torch::Tensor src_keep = probe_.src.ne(kPad), tgt_keep = probe_.tgt_in.ne(kPad);
+  torch::Tensor src_keep = batch.src.ne(kPad), tgt_keep = batch.tgt_in.ne(kPad);
   probe.set_masks(src_keep, tgt_keep);
-  bool was_training = model_.is_training();
-  model_.eval();
-  model_.set_observer(&probe);
+  bool was_training = model.is_training();
+  model.eval();
+  model.set_observer(&probe);
   try {
     torch::NoGradGuard g;
-    EncoderOut enc = model_.encode(probe_.src);
-    DecoderFeatures dec = model_.decode_features(probe_.tgt_in, enc);
-    f->encoder_out = keep_rows(enc.out, src_keep);
-    f->decoder_out = keep_rows(dec.hidden, tgt_keep);
+    EncoderOut enc = model.encode(batch.src);
+    DecoderFeatures dec = model.decode_features(batch.tgt_in, enc);
+    f.encoder_out = keep_rows(enc.out, src_keep);
+    f.decoder_out = keep_rows(dec.hidden, tgt_keep);
   } catch (...) {
-    model_.set_observer(nullptr);
-    model_.train(was_training);
+    model.set_observer(nullptr);
+    model.train(was_training);
     throw;
   }
-  model_.set_observer(nullptr);
-  model_.train(was_training);
-  f->stacks = std::move(probe.stacks());
+  model.set_observer(nullptr);
+  model.train(was_training);
+  f.stacks = std::move(probe.stacks());
   if (!stats)  // only the states are compared; drop the rest now
-    for (auto& [name, s] : f->stacks) {
+    for (auto& [name, s] : f.stacks) {
       StackProbe lean;
       lean.states = std::move(s.states);
       s = std::move(lean);
     }
   return f;
+}
+
+std::vector<double> output_changes(const ProbeOutputs& a, const ProbeOutputs& b,
+                                   const std::string& stack) {
+  std::vector<double> c;
+  auto ia = a.stacks.find(stack), ib = b.stacks.find(stack);
+  if (ia != a.stacks.end() && ib != b.stacks.end())
+    for (size_t i = 0; i < ia->second.states.size() && i < ib->second.states.size(); ++i)
+      c.push_back(change(ia->second.states[i], ib->second.states[i]));
+  bool enc = stack == "encoder";
+  c.push_back(change(enc ? a.encoder_out : a.decoder_out, enc ? b.encoder_out : b.decoder_out));
+  return c;
+}
+
+std::unique_ptr<ProbeOutputs> Instruments::run_probe(bool stats) {
+  return std::make_unique<ProbeOutputs>(probe_forward(model_, probe_, stats));
 }
 
 void Instruments::before_step(int64_t update) {
@@ -168,17 +180,8 @@ void Instruments::after_step() {
         .add(k + "omega", s.omega);
     // Output change after i sublayers (i = 0: embeddings) and of the stack's
     // output (last entry), mean over tokens of the squared L2 distance.
-    const torch::Tensor& out0 = stack == "encoder" ? base_->encoder_out : base_->decoder_out;
-    auto changes = [&](const Forward& other) {
-      const auto& s2 = other.stacks.at(stack);
-      std::vector<double> c;
-      for (size_t i = 0; i < s.states.size() && i < s2.states.size(); ++i)
-        c.push_back(change(s.states[i], s2.states[i]));
-      c.push_back(change(out0, stack == "encoder" ? other.encoder_out : other.decoder_out));
-      return c;
-    };
-    pending_.add(k + "output_change_update", changes(*updated))
-        .add(k + "output_change_random", changes(*random_));
+    pending_.add(k + "output_change_update", output_changes(*base_, *updated, stack))
+        .add(k + "output_change_random", output_changes(*base_, *random_, stack));
     std::vector<std::vector<double>> collapsed;
     for (size_t a = 0; a < s.attn_sublayer.size(); ++a) {
       std::vector<double> flags;

@@ -19,16 +19,32 @@
 // Every update: the loss-spike detector, {"event": "spike"} records.
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "framework/config.h"
+#include "framework/diagnostics/probe.h"
 #include "framework/diagnostics/spikes.h"
 #include "framework/logging.h"
 #include "framework/model.h"
 
 namespace clinic {
+
+/// One eval-mode, no-grad forward of `batch` with a StabilityProbe attached:
+/// per-stack statistics (when `stats`) and states, and the encoder and
+/// decoder outputs (non-padding rows, fp32 on the CPU). The model's mode is
+/// restored.
+struct ProbeOutputs {
+  std::map<std::string, StackProbe> stacks;
+  torch::Tensor encoder_out, decoder_out;  // [N, d]
+};
+ProbeOutputs probe_forward(Seq2SeqModel& model, const Batch& batch, bool stats);
+/// |s(a) - s(b)|^2 per token, averaged, for every state of `stack` after i
+/// sublayers (i = 0: embeddings) and, last, for the stack output.
+std::vector<double> output_changes(const ProbeOutputs& a, const ProbeOutputs& b,
+                                   const std::string& stack);
 
 class Instruments {
  public:
@@ -52,8 +68,7 @@ class Instruments {
   SpikeDetector& spikes() { return spikes_; }
 
  private:
-  struct Forward;  // one probe forward's states and outputs
-  std::unique_ptr<Forward> run_probe(bool stats);
+  std::unique_ptr<ProbeOutputs> run_probe(bool stats);
   DiagConfig cfg_;
   Seq2SeqModel& model_;
   torch::optim::Optimizer& optimizer_;
@@ -65,7 +80,7 @@ class Instruments {
   // Between before_step and after_step of a measured update.
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_, snapshot_;
-  std::unique_ptr<Forward> base_, random_;
+  std::unique_ptr<ProbeOutputs> base_, random_;
   MetricsRecord pending_;
 };
 

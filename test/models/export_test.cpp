@@ -22,8 +22,14 @@ torch::Tensor to_tensor(const std::vector<std::vector<int64_t>>& rows) {
   return t;
 }
 
+// "enc+dec" names per-stack variants (model.encoder_residual / decoder_residual).
 std::shared_ptr<TransformerImpl> exported_model(const std::string& residual, bool scalar) {
-  auto cfg = test::tiny_model(residual, 2, 16);
+  auto plus = residual.find('+');
+  auto cfg = test::tiny_model(residual.substr(0, plus), 2, 16);
+  if (plus != std::string::npos) {
+    cfg.encoder_residual = residual.substr(0, plus);
+    cfg.decoder_residual = residual.substr(plus + 1);
+  }
   if (scalar) cfg.omega_shape = "scalar";
   torch::manual_seed(5);
   auto m = std::make_shared<TransformerImpl>(cfg, VocabInfo{16, 16, true});
@@ -34,7 +40,8 @@ std::shared_ptr<TransformerImpl> exported_model(const std::string& residual, boo
   torch::NoGradGuard g;
   for (auto& s : m->sublayers()) {
     if (s->residual->alpha.defined()) s->residual->alpha.fill_(0.5);
-    if (residual == "admin" && !scalar) s->residual->omega.uniform_(0.8, 1.6);  // trained-like
+    if (residual.find("admin") != std::string::npos && !scalar && s->residual->omega.defined())
+      s->residual->omega.uniform_(0.8, 1.6);  // trained-like
   }
   m->eval();
   return m;
@@ -123,9 +130,15 @@ INSTANTIATE_TEST_SUITE_P(Variants, Export,
                          ::testing::Values(Case{"post_ln", false}, Case{"pre_ln", false},
                                            Case{"admin", false}, Case{"admin", true},
                                            Case{"admin_closed_form", true},
-                                           Case{"deepnorm", false}, Case{"rezero", false}),
+                                           Case{"deepnorm", false}, Case{"rezero", false},
+                                           Case{"post_ln+pre_ln", false},
+                                           Case{"pre_ln+admin", false}),
                          [](const auto& info) {
-                           return info.param.residual + (info.param.scalar ? "_scalar" : "");
+                           std::string name = info.param.residual;
+                           auto plus = name.find('+');
+                           if (plus != std::string::npos)
+                             name = "enc_" + name.substr(0, plus) + "_dec_" + name.substr(plus + 1);
+                           return name + (info.param.scalar ? "_scalar" : "");
                          });
 
 }  // namespace

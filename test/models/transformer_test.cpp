@@ -175,6 +175,45 @@ TEST(Transformer, AdminProfilingMatchesPythonReimplementation) {
   EXPECT_GT(want.back(), 1.5);  // the values are not trivially 1
 }
 
+// Liu et al. 2020 Table 1 mixes stacks: model.encoder_residual /
+// model.decoder_residual override model.residual per stack.
+TEST(Transformer, PerStackResidualVariants) {
+  auto cfg = tiny_model("post_ln");
+  cfg.decoder_residual = "pre_ln";
+  auto m = make(cfg);
+  for (const auto& s : m->sublayers())
+    EXPECT_EQ(s->position, s->site.decoder ? NormPosition::kPre : NormPosition::kPost)
+        << (s->site.decoder ? "decoder" : "encoder") << " sublayer " << s->site.index;
+  EXPECT_FALSE(m->encoder_norm);  // Post-LN encoder: no final norm
+  EXPECT_TRUE(m->decoder_norm);   // Pre-LN decoder ends in one
+  // The decoder computes exactly a Pre-LN decoder's function: copy the
+  // weights into an all-Pre-LN model and compare decoder outputs on the
+  // same encoder states.
+  auto pre = make(tiny_model("pre_ln"));
+  {
+    torch::NoGradGuard g;
+    auto src = m->named_parameters(true);
+    for (auto& p : pre->named_parameters(true))
+      if (src.contains(p.key())) p.value().copy_(src[p.key()]);
+  }
+  m->eval();
+  pre->eval();
+  auto enc = m->encode(ids({{5, 6, 7, kEos}}));
+  auto tgt = ids({{kBos, 8, 9}});
+  test::expect_close(m->decode(tgt, enc), pre->decode(tgt, enc), 1e-5, 1e-6);
+  // Admin in the decoder only: only the decoder's omega is profiled.
+  auto mixed = tiny_model("pre_ln");
+  mixed.decoder_residual = "admin";
+  auto a = make(mixed);
+  Batch b;
+  b.src = ids({{5, 6, 7, kEos}});
+  b.tgt_in = ids({{kBos, 8, 9}});
+  EXPECT_NE(a->initialize_from_batch(b), "");
+  for (const auto& s : a->sublayers())
+    EXPECT_EQ(s->residual->omega.defined(), s->site.decoder);
+  EXPECT_GT(a->sublayers().back()->residual->omega.mean().item<double>(), 1.0);
+}
+
 TEST(Transformer, PaddingDoesNotChangeRealPositions) {
   for (const char* v : {"post_ln", "pre_ln", "admin_closed_form"}) {
     auto m = make(tiny_model(v));

@@ -1,0 +1,145 @@
+#include "framework/diagnostics/analysis.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+
+#include <cmath>
+#include <map>
+#include <regex>
+
+#include "framework/amp/autocast.h"
+#include "framework/diagnostics/instruments.h"
+#include "framework/logging.h"
+#include "framework/train/trainer.h"
+
+namespace clinic {
+
+GrowthFit fit_growth(const std::vector<double>& x, const std::vector<double>& y) {
+  GrowthFit f;
+  auto fit = [&](auto transform, double* slope) {
+    const double n = static_cast<double>(x.size());
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      double t = transform(x[i]);
+      sx += t;
+      sy += y[i];
+      sxx += t * t;
+      sxy += t * y[i];
+    }
+    double b = (n * sxy - sx * sy) / std::max(n * sxx - sx * sx, 1e-300);
+    double a = (sy - b * sx) / n, mean = sy / n, ss_res = 0, ss_tot = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      double e = y[i] - (a + b * transform(x[i]));
+      ss_res += e * e;
+      ss_tot += (y[i] - mean) * (y[i] - mean);
+    }
+    *slope = b;
+    return ss_tot > 0 ? 1 - ss_res / ss_tot : 1.0;
+  };
+  if (x.size() < 2) return f;
+  f.r2_linear = fit([](double v) { return v; }, &f.slope_linear);
+  f.r2_log = fit([](double v) { return std::log(v); }, &f.slope_log);
+  size_t lo = 0, hi = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (x[i] < x[lo]) lo = i;
+    if (x[i] > x[hi]) hi = i;
+  }
+  f.growth = y[lo] > 0 ? y[hi] / y[lo] : NAN;
+  return f;
+}
+
+std::vector<AnalyzeRow> run_analysis(const RunConfig& recipe, const AnalyzeOptions& o) {
+  std::vector<AnalyzeRow> rows;
+  for (int64_t seed = 1; seed <= o.seeds; ++seed)
+    for (int64_t depth : o.depths)
+      for (const auto& variant : o.variants) {
+        RunConfig cfg = recipe;
+        cfg.model.encoder_layers = cfg.model.decoder_layers = depth;
+        cfg.model.residual = variant;
+        cfg.model.encoder_residual.clear();
+        cfg.model.decoder_residual.clear();
+        cfg.train.seed = seed;
+        cfg.train.tensorboard.clear();
+        cfg.diag.interval = 0;
+        Trainer t(cfg, o.work_dir);  // shares vocabulary and caches; Admin is profiled here
+        t.setup();
+        auto plan = plan_epoch(t.train_data(), cfg.data.max_tokens, cfg.data.max_sentences,
+                               static_cast<uint64_t>(seed), 1, true);
+        for (int64_t k = 0; k < o.updates; ++k)
+          t.train_update({t.train_data().make_batch(plan[(k + 1) % plan.size()]).to(t.device())});
+        Batch batch = t.train_data().make_batch(plan.front()).to(t.device());
+        Seq2SeqModel& model = t.model();
+        AnalyzeRow r;
+        r.depth = depth;
+        r.variant = variant;
+        r.seed = seed;
+        ProbeOutputs base = probe_forward(model, batch, /*stats=*/true);
+        auto mean_dep = [&](const std::string& stack) {
+          const auto& d = base.stacks.at(stack).dependency;
+          double m = 0;
+          for (double b : d) m += b / d.size();
+          return m;
+        };
+        r.dependency_enc = mean_dep("encoder");
+        r.dependency_dec = mean_dep("decoder");
+        std::vector<std::pair<std::string, torch::Tensor>> weights;
+        for (const auto& p : model.named_parameters(true))
+          if (p.value().requires_grad()) weights.emplace_back(p.key(), p.value());
+        // The gradient of the batch's loss at W (train mode: dropout as in training).
+        model.train();
+        for (auto& [n, p] : weights)
+          if (p.grad().defined()) p.mutable_grad().zero_();
+        {
+          auto loss_fn = loss_registry().get(cfg.train.criterion)(cfg.train);
+          DecoderFeatures out = model.forward_features(batch.src, batch.tgt_in);
+          (loss_fn(out, batch.tgt_out, at::kFloat).loss / static_cast<double>(batch.tgt_tokens))
+              .backward();
+        }
+        static const std::regex layer_re(R"(^(encoder|decoder)_layers\.([0-9]+)\.)");
+        std::map<std::string, std::vector<double>> layer_sq;
+        for (auto& [name, p] : weights) {
+          std::smatch m;
+          if (!p.grad().defined() || !std::regex_search(name, m, layer_re)) continue;
+          auto& v = layer_sq[m[1]];
+          size_t l = std::stoul(m[2]);
+          if (v.size() <= l) v.resize(l + 1, 0.0);
+          v[l] += p.grad().pow(2).sum().item<double>();
+        }
+        r.grad_first_enc = std::sqrt(layer_sq["encoder"].front());
+        r.grad_last_enc = std::sqrt(layer_sq["encoder"].back());
+        r.grad_first_dec = std::sqrt(layer_sq["decoder"].front());
+        r.grad_last_dec = std::sqrt(layer_sq["decoder"].back());
+        // Weight matrices only (Transformer-Clinic skips biases, norms, omega).
+        torch::NoGradGuard g;
+        std::vector<torch::Tensor> saved;
+        for (auto& [n, p] : weights) saved.push_back(p.detach().clone());
+        auto perturbed = [&](auto delta_of) {
+          for (auto& [n, p] : weights)
+            if (p.dim() >= 2) p.add_(delta_of(p));
+          ProbeOutputs out = probe_forward(model, batch, /*stats=*/false);
+          for (size_t i = 0; i < weights.size(); ++i) weights[i].second.copy_(saved[i]);
+          return out;
+        };
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed) * 7919 + depth);
+        ProbeOutputs random = perturbed([&](const torch::Tensor& p) {
+          return torch::randn(p.sizes(), gen, torch::kFloat).sign().to(p.device()) * -o.delta;
+        });
+        ProbeOutputs update = perturbed([&](const torch::Tensor& p) {
+          return p.grad().defined() ? p.grad().sign() * -o.delta : torch::zeros_like(p);
+        });
+        r.change_random_enc = output_changes(base, random, "encoder").back();
+        r.change_random_dec = output_changes(base, random, "decoder").back();
+        r.change_update_enc = output_changes(base, update, "encoder").back();
+        r.change_update_dec = output_changes(base, update, "decoder").back();
+        for (auto& [n, p] : weights)
+          if (p.grad().defined()) p.mutable_grad().zero_();
+        log()->info("[analyze] depth {} {} seed {}: output change random {:.4g} / {:.4g}, "
+                    "update {:.4g} / {:.4g} (enc / dec)",
+                    depth, variant, seed, r.change_random_enc, r.change_random_dec,
+                    r.change_update_enc, r.change_update_dec);
+        rows.push_back(r);
+      }
+  return rows;
+}
+
+}  // namespace clinic

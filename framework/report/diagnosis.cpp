@@ -1,0 +1,305 @@
+#include "framework/report/diagnosis.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace clinic {
+
+namespace {
+const char* kStacks[] = {"encoder", "decoder"};
+
+int64_t update_of(const nlohmann::json& j) { return static_cast<int64_t>(json_num(j, "update")); }
+
+// The last diag record at or before `update` (the last one when update < 0).
+const nlohmann::json* diag_before(const RunData& r, int64_t update) {
+  const nlohmann::json* best = nullptr;
+  for (const auto& d : r.diag)
+    if (update < 0 || update_of(d) <= update) best = &d;
+  return best;
+}
+
+std::string sci(double v) { return fmt::format("{:.3g}", v); }
+}  // namespace
+
+double amplification_index(const nlohmann::json& diag, const std::string& stack) {
+  auto dep = json_nums(diag, stack + "_dependency");
+  if (dep.empty()) return NAN;
+  double s = 0;
+  for (double b : dep) s += b * b;
+  return s / (1.0 + std::log(static_cast<double>(dep.size())));
+}
+
+int64_t divergence_update(const RunData& r, const DiagnoseThresholds& t) {
+  int64_t first_nonfinite = -1;
+  if (!r.nonfinite.empty()) first_nonfinite = update_of(r.nonfinite.front());
+  double lowest = std::numeric_limits<double>::infinity();
+  for (const auto& p : r.train) {
+    double loss = json_num(p, "loss");
+    int64_t u = update_of(p);
+    if (first_nonfinite >= 0 && u >= first_nonfinite) break;
+    if (!std::isfinite(loss)) return u;
+    if (loss - lowest >= std::max(t.divergence_rise_bits, t.divergence_rise_frac * lowest))
+      return u;
+    lowest = std::min(lowest, loss);
+  }
+  return first_nonfinite;
+}
+
+std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
+  std::vector<Finding> out;
+  const int64_t diverged = divergence_update(r, t);
+
+  {  // Divergence: the outcome the other rules explain.
+    Finding f;
+    f.rule = "divergence";
+    if (diverged >= 0) {
+      double lowest = std::numeric_limits<double>::infinity();
+      int64_t at = -1;
+      for (const auto& p : r.train)
+        if (update_of(p) < diverged && json_num(p, "loss") < lowest) {
+          lowest = json_num(p, "loss");
+          at = update_of(p);
+        }
+      f.fired = true;
+      f.summary = r.nonfinite.empty() || update_of(r.nonfinite.front()) > diverged
+                      ? fmt::format("training diverged at update {}: the loss rose from its "
+                                    "minimum {:.3f} bits (update {}) by more than max({} bits, "
+                                    "{:.0f} %)",
+                                    diverged, lowest, at, t.divergence_rise_bits,
+                                    100 * t.divergence_rise_frac)
+                      : fmt::format("training diverged at update {}: non-finite loss or "
+                                    "gradients (lowest loss before: {:.3f} bits at update {})",
+                                    diverged, lowest, at);
+    } else {
+      f.checked = fmt::format("divergence: no non-finite update, and the loss never rose above "
+                              "its running minimum by max({} bits, {:.0f} %)",
+                              t.divergence_rise_bits, 100 * t.divergence_rise_frac);
+    }
+    out.push_back(f);
+  }
+
+  {  // Amplification (Liu et al. 2020 §4.2): heavy dependency on own branch.
+    Finding f;
+    f.rule = "amplification";
+    const nlohmann::json* d = diag_before(r, diverged);
+    std::vector<std::string> parts;
+    for (const char* stack : kStacks) {
+      if (!d) break;
+      double a = amplification_index(*d, stack);
+      auto dep = json_nums(*d, std::string(stack) + "_dependency");
+      if (!std::isfinite(a) || a < t.amplification) continue;
+      double mean = 0;
+      for (double b : dep) mean += b / dep.size();
+      auto change = json_nums(*d, std::string(stack) + "_output_change_update");
+      std::string growth;
+      if (change.size() > 2 && change[1] > 0)
+        growth = fmt::format("; the update's output change grows x{} from sublayer 1 to the "
+                             "stack output",
+                             sci(change.back() / change[1]));
+      parts.push_back(fmt::format(
+          "{} sublayers depend on their own residual branch (mean beta_ii {:.2f}, last {:.2f}; "
+          "sum beta_ii^2 = {:.1f} over {} sublayers, x{:.1f} the 1 + ln n = {:.1f} of a Pre-LN "
+          "stack{})",
+          stack, mean, dep.back(), a * (1 + std::log(static_cast<double>(dep.size()))),
+          dep.size(), a, 1 + std::log(static_cast<double>(dep.size())), growth));
+    }
+    if (!parts.empty()) {
+      f.fired = true;
+      f.summary = fmt::format("amplification at update {}: {}. Each update's change of the "
+                              "weights reaches the output through every sublayer undamped "
+                              "(output change O(N), not O(log N))",
+                              update_of(*d), fmt::join(parts, "; "));
+      f.cure = "model.residual: admin (keeps Post-LN's quality, Liu et al. 2020) or pre_ln";
+    } else {
+      f.checked = d ? fmt::format("amplification: sum beta_ii^2 / (1 + ln n) below {} in both "
+                                  "stacks at update {}",
+                                  t.amplification, update_of(*d))
+                    : "amplification: no diag records (add diag: {interval: 50})";
+    }
+    out.push_back(f);
+  }
+
+  {  // Vanishing gradients: first layers get (almost) no gradient.
+    Finding f;
+    f.rule = "vanishing_gradient";
+    const nlohmann::json* d = diag_before(r, diverged);
+    std::vector<std::string> parts;
+    for (const char* stack : kStacks) {
+      if (!d) break;
+      auto g = json_nums(*d, std::string(stack) + "_layer_grad_norm");
+      if (g.size() < 2) continue;
+      double mx = *std::max_element(g.begin(), g.end());
+      if (mx > 0 && g.front() / mx <= t.vanishing_ratio)
+        parts.push_back(fmt::format("{} layer 1 gradient norm {} is {}x smaller than the "
+                                    "largest ({} at layer {})",
+                                    stack, sci(g.front()), sci(mx / std::max(g.front(), 1e-300)),
+                                    sci(mx), std::max_element(g.begin(), g.end()) - g.begin() + 1));
+    }
+    if (!parts.empty()) {
+      f.fired = true;
+      f.summary = fmt::format("vanishing gradient at update {}: {}", update_of(*d),
+                              fmt::join(parts, "; "));
+      f.cure = "a Pre-LN decoder (model.decoder_residual: pre_ln) removes it, but Liu et al. "
+               "2020 (Table 1) show that alone does not stop the instability; model.residual: "
+               "admin treats both";
+    } else {
+      f.checked = fmt::format("vanishing gradient: first-layer gradient norms within x{} of the "
+                              "largest layer's",
+                              1 / t.vanishing_ratio);
+    }
+    out.push_back(f);
+  }
+
+  {  // Attention collapse: every query of a head on one key.
+    Finding f;
+    f.rule = "attention_collapse";
+    for (const auto& d : r.diag) {
+      if (json_num(d, "attn_collapsed_heads") <= 0) continue;
+      for (const char* stack : kStacks) {
+        auto flags = json_nums2(d, std::string(stack) + "_attn_collapsed");
+        auto ent = json_nums2(d, std::string(stack) + "_attn_entropy");
+        auto same = json_nums2(d, std::string(stack) + "_attn_same_key");
+        auto subl = json_nums(d, std::string(stack) + "_attn_sublayer");
+        auto kinds = json_strings(d, std::string(stack) + "_kind");
+        auto layers = json_nums(d, std::string(stack) + "_layer");
+        for (size_t a = 0; a < flags.size() && !f.fired; ++a)
+          for (size_t h = 0; h < flags[a].size(); ++h) {
+            if (flags[a][h] < 1) continue;
+            size_t s = a < subl.size() ? static_cast<size_t>(subl[a]) : 0;
+            f.fired = true;
+            std::string when;
+            if (diverged >= 0)
+              when = update_of(d) <= diverged
+                         ? fmt::format(", {} updates before the loss rose (update {})",
+                                       diverged - update_of(d), diverged)
+                         : fmt::format(", {} updates after the divergence at update {}",
+                                       update_of(d) - diverged, diverged);
+            f.summary = fmt::format(
+                "attention of {} layer {} ({}) collapsed at update {}: head {} has entropy "
+                "{:.3f} nats and {:.0f} % of its queries on one key{}",
+                stack, s < layers.size() ? static_cast<int64_t>(layers[s]) + 1 : 0,
+                s < kinds.size() ? kinds[s] : "attention", update_of(d), h,
+                a < ent.size() && h < ent[a].size() ? ent[a][h] : NAN,
+                100 * (a < same.size() && h < same[a].size() ? same[a][h] : NAN), when);
+            f.cure = "Pre-LN or Admin (model.residual), a longer warmup "
+                     "(schedule.warmup_updates), a lower peak lr (optim.lr)";
+            break;
+          }
+        if (f.fired) break;
+      }
+      if (f.fired) break;
+    }
+    if (!f.fired)
+      f.checked = r.diag.empty() ? "attention collapse: no diag records"
+                                 : "attention collapse: no head had its queries on one key in "
+                                   "any diag record";
+    out.push_back(f);
+  }
+
+  {  // Loss spikes and Adam's eps.
+    Finding f;
+    f.rule = "loss_spikes";
+    int64_t n_abs = 0;
+    double max_jump = 0;
+    std::vector<double> eps_before;
+    for (const auto& s : r.spikes) {
+      if (json_num(s, "jump") > max_jump) max_jump = json_num(s, "jump");
+      if (s.value("rule", "").find("abs") == std::string::npos) continue;
+      ++n_abs;
+      const nlohmann::json* d = diag_before(r, update_of(s) - 1);
+      if (d && std::isfinite(json_num(*d, "adam_eps_dominated")))
+        eps_before.push_back(json_num(*d, "adam_eps_dominated"));
+    }
+    int64_t n_robust = static_cast<int64_t>(r.spikes.size()) - n_abs;
+    if (!r.spikes.empty()) {
+      f.fired = true;
+      std::string eps;
+      if (!eps_before.empty()) {
+        double lo = *std::min_element(eps_before.begin(), eps_before.end());
+        double hi = *std::max_element(eps_before.begin(), eps_before.end());
+        eps = fmt::format("; before them Adam's sqrt(v) was below eps for {:.0f}-{:.0f} % of "
+                          "entries",
+                          100 * lo, 100 * hi);
+      }
+      f.summary = fmt::format("{} loss spikes (jump >= the absolute threshold: {}; robust rule "
+                              "only: {}), the largest +{:.1f} bits{}",
+                              r.spikes.size(), n_abs, n_robust, max_jump, eps);
+      f.cure = !eps_before.empty() && *std::max_element(eps_before.begin(), eps_before.end()) >=
+                                          t.eps_dominated
+                   ? "tiny gradients divided by a tiny second moment: raise optim.eps (e.g. "
+                     "1e-6), lower the peak lr (optim.lr), or add label smoothing "
+                     "(train.label_smoothing) so the loss cannot reach 0"
+                   : "lower the peak lr (optim.lr), clip gradients (train.clip_norm), or a "
+                     "longer warmup";
+    } else {
+      f.checked = "loss spikes: none by either rule";
+    }
+    out.push_back(f);
+  }
+
+  {  // Adam's eps dominating without spikes (a warning sign).
+    Finding f;
+    f.rule = "eps_dominated";
+    const nlohmann::json* d = diag_before(r, -1);
+    double share = d ? json_num(*d, "adam_eps_dominated") : NAN;
+    if (std::isfinite(share) && share >= t.eps_dominated) {
+      f.fired = true;
+      f.summary = fmt::format("at update {}, Adam's sqrt(v) is below eps = {} for {:.0f} % of "
+                              "entries: updates there are m / eps, sensitive to any sudden "
+                              "gradient",
+                              update_of(*d), json_num(*d, "adam_eps"), 100 * share);
+      f.cure = "raise optim.eps, or keep the loss off 0 (train.label_smoothing)";
+    } else {
+      f.checked = std::isfinite(share)
+                      ? fmt::format("Adam eps: sqrt(v) below eps for {:.1f} % of entries "
+                                    "(threshold {:.0f} %)",
+                                    100 * share, 100 * t.eps_dominated)
+                      : "Adam eps: no optimizer second moments recorded";
+    }
+    out.push_back(f);
+  }
+
+  {  // First non-finite value.
+    Finding f;
+    f.rule = "nonfinite";
+    if (!r.nonfinite.empty()) {
+      f.fired = true;
+      f.summary = fmt::format("{} non-finite updates; the first at update {}: first non-finite "
+                              "value at {}",
+                              r.nonfinite.size(), update_of(r.nonfinite.front()),
+                              r.nonfinite.front().value("where", "?"));
+      f.cure = "bf16 instead of fp16 (train.precision), a lower lr, or gradient clipping";
+    } else {
+      f.checked = "non-finite values: none";
+    }
+    out.push_back(f);
+  }
+
+  {  // fp16 loss scale.
+    Finding f;
+    f.rule = "loss_scale";
+    double lowest = INFINITY;
+    int64_t skipped = 0;
+    for (const auto& p : r.train) {
+      lowest = std::min(lowest, json_num(p, "loss_scale"));
+      skipped += static_cast<int64_t>(std::max(0.0, json_num(p, "skipped")));
+    }
+    if (skipped > 0 && lowest < 1) {
+      f.fired = true;
+      f.summary = fmt::format("{} updates skipped for overflow; the loss scale fell to {}",
+                              skipped, lowest);
+      f.cure = "train.precision: bf16 (no scaler), or train.threshold_loss_scale";
+    } else {
+      f.checked = fmt::format("loss scale: {} skipped updates, lowest scale {}", skipped,
+                              std::isfinite(lowest) ? sci(lowest) : std::string("-"));
+    }
+    out.push_back(f);
+  }
+  std::stable_partition(out.begin(), out.end(), [](const Finding& f) { return f.fired; });
+  return out;
+}
+
+}  // namespace clinic

@@ -1,0 +1,416 @@
+#include "framework/report/report.h"
+
+#include <fmt/format.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "framework/data/subprocess.h"
+#include "framework/data/text.h"
+#include "framework/errors.h"
+
+namespace fs = std::filesystem;
+
+namespace clinic {
+
+std::string base64(const std::string& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (static_cast<unsigned char>(in[i]) << 16) |
+                 (static_cast<unsigned char>(in[i + 1]) << 8) | static_cast<unsigned char>(in[i + 2]);
+    out += t[v >> 18];
+    out += t[(v >> 12) & 63];
+    out += t[(v >> 6) & 63];
+    out += t[v & 63];
+  }
+  if (i < in.size()) {
+    uint32_t v = static_cast<unsigned char>(in[i]) << 16;
+    if (i + 1 < in.size()) v |= static_cast<unsigned char>(in[i + 1]) << 8;
+    out += t[v >> 18];
+    out += t[(v >> 12) & 63];
+    out += i + 1 < in.size() ? t[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+namespace {
+// gnuplot on $PATH ($CLINIC_GNUPLOT overrides), or "" (the child is started
+// with execv, which does not search PATH).
+std::string gnuplot_path() {
+  if (const char* env = std::getenv("CLINIC_GNUPLOT"); env && *env) return env;
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "/usr/bin:/bin");
+  for (std::string d; std::getline(dirs, d, ':');) {
+    fs::path p = fs::path(d.empty() ? "." : d) / "gnuplot";
+    if (::access(p.c_str(), X_OK) == 0) return p.string();
+  }
+  return "";
+}
+}  // namespace
+
+void render_gnuplot(const std::string& gp_path, const std::string& script, const std::string& png) {
+  write_file_atomic(gp_path, script);
+  std::string tmp = png + ".tmp";
+  // noenhanced: run names and keys hold '_' (no subscripts).
+  std::string full = fmt::format("set terminal pngcairo noenhanced size 1200,{} font 'sans,10'\n"
+                                 "set output '{}'\n",
+                                 script.find("# tall") != std::string::npos ? 900 : 600, tmp) +
+                     script + "\nunset output\n";
+  write_file_atomic(gp_path + ".run", full);
+  CommandResult r;
+  std::string gnuplot = gnuplot_path();
+  if (gnuplot.empty()) r.exit_code = 127;
+  else r = run_command({gnuplot, gp_path + ".run"});
+  fs::remove(gp_path + ".run");
+  if (r.exit_code != 0) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    std::string err = r.err.substr(0, r.err.find('\n', r.err.find_first_not_of('\n')));
+    throw DataError(r.exit_code == 127
+                        ? "gnuplot not found: clinic diagnose draws its plots with gnuplot "
+                          "(apt-get install gnuplot-nox)"
+                        : fmt::format("{}: gnuplot failed: {}", gp_path, err));
+  }
+  fs::rename(tmp, png);
+}
+
+namespace {
+
+const char* kStacks[] = {"encoder", "decoder"};
+
+std::string num(double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : "NaN"; }
+std::string pos(double v) { return std::isfinite(v) && v > 0 ? fmt::format("{:.6g}", v) : "NaN"; }
+int64_t upd(const nlohmann::json& j) { return static_cast<int64_t>(json_num(j, "update")); }
+
+std::string quote(const std::string& s) {
+  std::string o;
+  for (char c : s) o += c == '"' ? '\'' : c;
+  return "\"" + o + "\"";
+}
+
+struct Figure {
+  std::string file, caption;
+};
+
+class Plots {
+ public:
+  Plots(const std::vector<RunData>& runs, const std::string& dir) : runs_(runs), dir_(dir) {
+    fs::create_directories(dir_ + "/plots");
+  }
+  std::vector<Figure> figures;
+
+  void draw(const std::string& name, const std::string& script, const std::string& caption) {
+    render_gnuplot(dir_ + "/plots/" + name + ".gp", script, dir_ + "/" + name + ".png");
+    figures.push_back({name + ".png", caption});
+  }
+
+  void curves() {
+    std::ostringstream s;
+    s << "# tall\nset multiplot layout 2,2 title 'training curves'\nset key top right\n"
+         "set grid\n";
+    for (size_t k = 0; k < runs_.size(); ++k) {
+      const auto& r = runs_[k];
+      s << "$train" << k << " << EOD\n";
+      for (const auto& p : r.train)
+        s << upd(p) << " " << num(json_num(p, "loss")) << " " << num(json_num(p, "lr")) << " "
+          << pos(json_num(p, "grad_norm")) << " " << pos(json_num(p, "loss_scale")) << "\n";
+      s << "EOD\n$valid" << k << " << EOD\n";
+      for (const auto& p : r.valid) s << upd(p) << " " << num(json_num(p, "valid_loss")) << "\n";
+      s << "EOD\n$spike" << k << " << EOD\n";
+      for (const auto& p : r.spikes) s << upd(p) << " " << num(json_num(p, "loss")) << "\n";
+      for (const auto& p : r.nonfinite) s << upd(p) << " NaN\n";
+      s << "EOD\n";
+    }
+    auto panel = [&](const std::string& title, const std::string& ylabel, int col, bool logy,
+                     bool extras) {
+      s << "set title '" << title << "'\nset xlabel 'update'\nset ylabel '" << ylabel << "'\n"
+        << (logy ? "set logscale y\n" : "unset logscale y\n") << "plot ";
+      for (size_t k = 0; k < runs_.size(); ++k) {
+        s << (k ? ", " : "") << "$train" << k << " using 1:" << col << " with lines lw 2 lc "
+          << k + 1 << " title " << quote(runs_[k].label);
+        if (extras) {
+          s << ", $valid" << k << " using 1:2 with linespoints dt 2 lc " << k + 1
+            << " title 'valid'";
+          s << ", $spike" << k << " using 1:2 with points pt 7 ps 1.2 lc " << k + 1
+            << " title 'spikes'";
+        }
+      }
+      s << "\n";
+    };
+    panel("loss (bits/token; dots: spikes)", "loss", 2, false, true);
+    panel("learning rate", "lr", 3, false, false);
+    panel("gradient norm", "grad norm", 4, true, false);
+    panel("loss scale", "scale", 5, true, false);
+    s << "unset multiplot\n";
+    draw("curves", s.str(),
+         "Training loss with validation (dashed) and loss spikes (dots); learning rate; "
+         "gradient norm; loss scale.");
+  }
+
+  // One heatmap panel per run: update x sublayer of a per-sublayer field.
+  /// cbrange "[0:1]" (one colour scale for every run) or "[*:*]".
+  void heatmap(const std::string& stack, const std::string& field, const std::string& title,
+               const std::string& caption, const std::string& cbrange = "[*:*]") {
+    std::ostringstream s;
+    int panels = 0;
+    for (const auto& r : runs_) panels += r.diag.empty() ? 0 : 1;
+    if (panels == 0) return;
+    s << "# tall\nset multiplot layout " << panels << ",1 title '" << title << " (" << stack
+      << ")'\nset xlabel 'update'\nset ylabel 'sublayer'\nset palette rgb 33,13,10\n"
+         "set cbrange " << cbrange << "\n";
+    for (size_t k = 0; k < runs_.size(); ++k) {
+      const auto& r = runs_[k];
+      if (r.diag.empty()) continue;
+      s << "$h" << k << " << EOD\n";
+      for (const auto& d : r.diag) {
+        auto v = json_nums(d, stack + "_" + field);
+        for (size_t i = 0; i < v.size(); ++i) s << upd(d) << " " << i + 1 << " " << num(v[i]) << "\n";
+        s << "\n";
+      }
+      s << "EOD\nset title " << quote(r.label) << "\nplot $h" << k
+        << " using 1:2:3 with image notitle\n";
+    }
+    s << "unset multiplot\n";
+    draw(field + "_" + stack, s.str(), caption);
+  }
+
+  void output_change() {
+    std::ostringstream s;
+    s << "set multiplot layout 1,2 title 'output change of the stack output'\nset logscale y\n"
+         "set grid\nset xlabel 'update'\nset key below\nset format y '%g'\n";
+    for (size_t k = 0; k < runs_.size(); ++k)
+      for (const char* stack : kStacks) {
+        s << "$c" << k << stack << " << EOD\n";
+        for (const auto& d : runs_[k].diag) {
+          auto u = json_nums(d, std::string(stack) + "_output_change_update");
+          auto r = json_nums(d, std::string(stack) + "_output_change_random");
+          s << upd(d) << " " << pos(u.empty() ? NAN : u.back()) << " "
+            << pos(r.empty() ? NAN : r.back()) << "\n";
+        }
+        s << "EOD\n";
+      }
+    for (int col : {2, 3}) {
+      s << "set title '" << (col == 2 ? "W -> W + update" : "W -> W + random delta")
+        << "'\nset ylabel '|F(W) - F(W*)|^2 per token'\nplot ";
+      bool first = true;
+      for (size_t k = 0; k < runs_.size(); ++k)
+        for (const char* stack : kStacks) {
+          s << (first ? "" : ", ") << "$c" << k << stack << " using 1:" << col
+            << " with linespoints lw 2 lc " << k + 1 << " dt " << (stack[0] == 'e' ? 1 : 2)
+            << " title " << quote(runs_[k].label + " " + stack);
+          first = false;
+        }
+      s << "\n";
+    }
+    s << "unset multiplot\n";
+    draw("output_change", s.str(),
+         "Output change of the encoder (solid) and decoder (dashed) output under one real "
+         "update and under a random perturbation of fixed relative size (Liu et al. 2020, "
+         "Fig. 4).");
+  }
+
+  // Values per layer (or sublayer) at each run's last diag record.
+  void per_layer(const std::string& name, const std::vector<std::string>& fields,
+                 const std::vector<std::string>& titles, bool logy, const std::string& caption) {
+    std::ostringstream s;
+    s << "set multiplot layout 1," << fields.size() << "\nset grid\nset key below\nset format y '%g'\n"
+      << (logy ? "set logscale y\n" : "");
+    for (size_t f = 0; f < fields.size(); ++f) {
+      s << "set title '" << titles[f] << "'\nset xlabel 'layer'\nplot ";
+      bool first = true;
+      for (size_t k = 0; k < runs_.size(); ++k) {
+        if (runs_[k].diag.empty()) continue;
+        const auto& d = runs_[k].diag.back();
+        for (const char* stack : kStacks) {
+          auto v = json_nums(d, std::string(stack) + "_" + fields[f]);
+          if (v.empty()) continue;
+          s << (first ? "" : ", ") << "'-' using 1:2 with linespoints lw 2 lc " << k + 1
+            << " dt " << (stack[0] == 'e' ? 1 : 2)
+            << " title " << quote(runs_[k].label + " " + stack + " @" + std::to_string(upd(d)));
+          first = false;
+        }
+      }
+      s << (first ? "1/0 notitle" : "") << "\n";
+      for (size_t k = 0; k < runs_.size(); ++k) {
+        if (runs_[k].diag.empty()) continue;
+        const auto& d = runs_[k].diag.back();
+        for (const char* stack : kStacks) {
+          auto v = json_nums(d, std::string(stack) + "_" + fields[f]);
+          if (v.empty()) continue;
+          for (size_t i = 0; i < v.size(); ++i) s << i + 1 << " " << (logy ? pos(v[i]) : num(v[i])) << "\n";
+          s << "e\n";
+        }
+      }
+    }
+    s << "unset multiplot\n";
+    draw(name, s.str(), caption);
+  }
+
+  // The paper's Fig. 5: histograms of relative gradient / update norms.
+  void fig5() {
+    std::ostringstream s;
+    int panels = 0;
+    for (const auto& r : runs_) panels += r.diag.empty() ? 0 : 1;
+    if (!panels) return;
+    s << "# tall\nset multiplot layout " << panels << ",2 title 'relative norms per parameter "
+         "tensor (each / largest)'\nset style fill solid 0.5\nset boxwidth 0.09\nset xrange [0:1]\n";
+    for (size_t k = 0; k < runs_.size(); ++k) {
+      const auto& r = runs_[k];
+      if (r.diag.empty()) continue;
+      for (const char* field : {"grad_norm_rel", "update_norm_rel"}) {
+        s << "set title " << quote(r.label + ": " + field) << "\nplot ";
+        std::vector<const nlohmann::json*> at = {&r.diag.front(), &r.diag.back()};
+        for (size_t a = 0; a < at.size(); ++a)
+          s << (a ? ", " : "") << "'-' using 1:2 with boxes lc " << a + 1 << " title 'update "
+            << upd(*at[a]) << "'";
+        s << "\n";
+        for (const auto* d : at) {
+          std::vector<int> bins(10, 0);
+          for (double v : json_nums(*d, field))
+            if (std::isfinite(v)) bins[std::min(9, static_cast<int>(v * 10))] += 1;
+          for (int b = 0; b < 10; ++b) s << 0.05 + 0.1 * b << " " << bins[b] << "\n";
+          s << "e\n";
+        }
+      }
+    }
+    s << "unset multiplot\n";
+    draw("fig5_relative_norms", s.str(),
+         "Histograms of relative gradient and update norms over parameter tensors at the first "
+         "and last measurement (Liu et al. 2020, Fig. 5).");
+  }
+
+ private:
+  const std::vector<RunData>& runs_;
+  std::string dir_;
+};
+
+std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '<') o += "&lt;";
+    else if (c == '>') o += "&gt;";
+    else if (c == '&') o += "&amp;";
+    else o += c;
+  }
+  return o;
+}
+
+}  // namespace
+
+std::string write_diagnose_report(const std::vector<RunData>& runs, const std::string& out_dir,
+                                  const DiagnoseThresholds& t) {
+  fs::create_directories(out_dir);
+  Plots plots(runs, out_dir);
+  plots.curves();
+  for (const char* stack : kStacks) {
+    plots.heatmap(stack, "dependency", "layer dependency beta_ii",
+                  fmt::format("Dependency of each {} sublayer on its own residual branch over "
+                              "training (beta_ii; Post-LN near 1 in deep layers, Pre-LN ~ 1/sqrt(i)).",
+                              stack),
+                  "[0:1]");
+    plots.heatmap(stack, "branch_ratio", "branch / shortcut RMS",
+                  fmt::format("RMS of each {} sublayer's branch output over its (omega-scaled) "
+                              "shortcut.",
+                              stack));
+  }
+  plots.output_change();
+  plots.per_layer("layer_norms", {"layer_grad_norm", "layer_update_norm"},
+                  {"gradient norm per layer", "update norm per layer"}, true,
+                  "Per-layer gradient and update norms at each run's last measurement "
+                  "(encoder solid, decoder dashed).");
+  plots.fig5();
+  for (const char* stack : kStacks) {
+    // Mean attention entropy over heads, as an extra per-sublayer field.
+    std::vector<RunData> with_entropy = runs;
+    for (auto& r : with_entropy)
+      for (auto& d : r.diag) {
+        auto ent = json_nums2(d, std::string(stack) + "_attn_entropy");
+        std::vector<double> mean;
+        for (const auto& h : ent) {
+          double m = 0;
+          for (double e : h) m += e / h.size();
+          mean.push_back(m);
+        }
+        d[std::string(stack) + "_attn_entropy_mean"] = mean;
+      }
+    Plots p(with_entropy, out_dir);
+    p.heatmap(stack, "attn_entropy_mean", "attention entropy (nats, mean over heads)",
+              fmt::format("Mean attention entropy of each {} attention sublayer over training; "
+                          "a collapse onto one key shows as entropy near 0.",
+                          stack));
+    plots.figures.insert(plots.figures.end(), p.figures.begin(), p.figures.end());
+  }
+  plots.per_layer("omega", {"omega"}, {"shortcut weight omega per sublayer"}, false,
+                  "Mean shortcut weight omega of every sublayer at the last measurement (1 for "
+                  "Post-LN / Pre-LN; Admin's profiled values).");
+
+  std::ostringstream md, html, terminal;
+  md << "# clinic diagnose\n\n";
+  html << "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>clinic diagnose</title>"
+          "<style>body{font-family:sans-serif;max-width:1250px;margin:auto}img{max-width:100%}"
+          ".fired{color:#a00}</style></head><body>\n<h1>clinic diagnose</h1>\n";
+  for (const auto& r : runs) {
+    auto findings = diagnose(r, t);
+    md << "## " << r.label << "\n\n`" << r.dir << "`: " << r.train.size() << " training records, "
+       << r.valid.size() << " validations, " << r.diag.size() << " measurements, "
+       << r.spikes.size() << " spikes, " << r.nonfinite.size() << " non-finite updates.\n\n";
+    html << "<h2>" << html_escape(r.label) << "</h2>\n<p><code>" << html_escape(r.dir)
+         << "</code></p>\n";
+    terminal << r.label << ":\n";
+    md << "### Diagnosis\n\n";
+    html << "<h3>Diagnosis</h3>\n<ul>\n";
+    bool any = false;
+    for (const auto& f : findings) {
+      if (!f.fired) continue;
+      any = true;
+      md << "- **" << f.rule << "**: " << f.summary << "."
+         << (f.cure.empty() ? "" : " *Try*: " + f.cure + ".") << "\n";
+      html << "<li class=\"fired\"><b>" << f.rule << "</b>: " << html_escape(f.summary) << "."
+           << (f.cure.empty() ? "" : " <i>Try</i>: " + html_escape(f.cure) + ".") << "</li>\n";
+      terminal << "  [" << f.rule << "] " << f.summary << "."
+               << (f.cure.empty() ? "" : " Try: " + f.cure + ".") << "\n";
+    }
+    if (!any) {
+      md << "- nothing fired.\n";
+      html << "<li>nothing fired.</li>\n";
+      terminal << "  nothing fired\n";
+    }
+    md << "\n### Checked, nothing found\n\n";
+    html << "</ul>\n<h3>Checked, nothing found</h3>\n<ul>\n";
+    for (const auto& f : findings) {
+      if (f.fired) continue;
+      md << "- " << f.checked << "\n";
+      html << "<li>" << html_escape(f.checked) << "</li>\n";
+    }
+    md << "\n";
+    html << "</ul>\n";
+    if (!r.init_summary.empty()) {
+      md << "Initialisation: " << r.init_summary << "\n\n";
+      html << "<p>Initialisation: " << html_escape(r.init_summary) << "</p>\n";
+    }
+  }
+  md << "## Plots\n\n";
+  html << "<h2>Plots</h2>\n";
+  for (const auto& f : plots.figures) {
+    md << "![" << f.file << "](" << f.file << ")\n\n" << f.caption << "\n\n";
+    html << "<figure><img alt=\"" << f.file << "\" src=\"data:image/png;base64,"
+         << base64(read_file(out_dir + "/" + f.file)) << "\"><figcaption>"
+         << html_escape(f.caption) << "</figcaption></figure>\n";
+  }
+  html << "</body></html>\n";
+  write_file_atomic(out_dir + "/report.md", md.str());
+  write_file_atomic(out_dir + "/report.html", html.str());
+  return terminal.str();
+}
+
+}  // namespace clinic

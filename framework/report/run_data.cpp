@@ -1,0 +1,101 @@
+#include "framework/report/run_data.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "framework/config.h"
+#include "framework/data/text.h"
+#include "framework/errors.h"
+
+namespace fs = std::filesystem;
+
+namespace clinic {
+
+namespace {
+double to_number(const nlohmann::json& v) {
+  if (v.is_number()) return v.get<double>();
+  if (v.is_string()) {
+    const auto& s = v.get_ref<const std::string&>();
+    if (s == "inf") return INFINITY;
+    if (s == "-inf") return -INFINITY;
+  }
+  return NAN;
+}
+}  // namespace
+
+double json_num(const nlohmann::json& j, const std::string& key) {
+  auto it = j.find(key);
+  return it == j.end() ? NAN : to_number(*it);
+}
+
+std::vector<double> json_nums(const nlohmann::json& j, const std::string& key) {
+  std::vector<double> out;
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_array()) return out;
+  for (const auto& v : *it) out.push_back(to_number(v));
+  return out;
+}
+
+std::vector<std::vector<double>> json_nums2(const nlohmann::json& j, const std::string& key) {
+  std::vector<std::vector<double>> out;
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_array()) return out;
+  for (const auto& row : *it) {
+    out.emplace_back();
+    if (row.is_array())
+      for (const auto& v : row) out.back().push_back(to_number(v));
+  }
+  return out;
+}
+
+std::vector<std::string> json_strings(const nlohmann::json& j, const std::string& key) {
+  std::vector<std::string> out;
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_array()) return out;
+  for (const auto& v : *it) out.push_back(v.is_string() ? v.get<std::string>() : "");
+  return out;
+}
+
+RunData read_run(const std::string& run_dir) {
+  RunData r;
+  r.dir = run_dir;
+  std::string metrics = (fs::path(run_dir) / "metrics.jsonl").string();
+  if (!fs::exists(metrics))
+    throw DataError(fmt::format("{}: no metrics.jsonl (is {} a clinic run dir?)", metrics, run_dir));
+  for (const auto& line : read_lines(metrics)) {
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) {
+      ++r.skipped_lines;  // a run killed mid-write leaves a partial last line
+      continue;
+    }
+    std::string event = j.value("event", "");
+    if (event.empty()) r.train.push_back(std::move(j));
+    else if (event == "valid") r.valid.push_back(std::move(j));
+    else if (event == "diag") r.diag.push_back(std::move(j));
+    else if (event == "spike") r.spikes.push_back(std::move(j));
+    else if (event == "nonfinite") r.nonfinite.push_back(std::move(j));
+    else if (event == "init") r.init_summary = j.value("summary", "");
+  }
+  r.label = fs::path(run_dir).filename().string();
+  std::string recipe = (fs::path(run_dir) / "recipe.yaml").string();
+  if (fs::exists(recipe)) {
+    try {
+      RunConfig cfg = parse_recipe_text(read_file(recipe), recipe);
+      const auto& m = cfg.model;
+      r.residual = m.residual;
+      std::string enc = m.encoder_residual.empty() ? m.residual : m.encoder_residual;
+      std::string dec = m.decoder_residual.empty() ? m.residual : m.decoder_residual;
+      r.label = fmt::format("{} ({}{}, {}+{} layers)", r.label,
+                            enc == dec ? enc : "enc " + enc + " / dec " + dec, "",
+                            m.encoder_layers, m.decoder_layers);
+    } catch (const std::exception&) {
+      // A recipe from another clinic version: the label stays the dir name.
+    }
+  }
+  return r;
+}
+
+}  // namespace clinic

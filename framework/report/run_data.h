@@ -1,0 +1,34 @@
+#pragma once
+// A run as its files tell it: metrics.jsonl (train, valid, diag, spike,
+// nonfinite and init records) and recipe.yaml. clinic diagnose reads only
+// these, so a report can be made for any finished or crashed run.
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+namespace clinic {
+
+struct RunData {
+  std::string dir;
+  std::string label;        // "post_ln", "enc post_ln / dec pre_ln", ...
+  std::string residual;     // model.residual of the run's recipe ("" when unknown)
+  std::vector<nlohmann::json> train, valid, diag, spikes, nonfinite;
+  std::string init_summary;
+  int64_t skipped_lines = 0;  // unreadable lines (a killed run's last one)
+};
+
+/// Reads RUN_DIR/metrics.jsonl (required) and RUN_DIR/recipe.yaml (optional).
+/// Throws DataError naming the file when there is no metrics file.
+RunData read_run(const std::string& run_dir);
+
+/// A number field: NaN when absent, null, or the strings "nan"/"inf" that
+/// clinic writes for non-finite values ("inf" gives +inf).
+double json_num(const nlohmann::json& j, const std::string& key);
+/// A numeric array field (empty when absent); non-numbers become NaN.
+std::vector<double> json_nums(const nlohmann::json& j, const std::string& key);
+/// A 2-D numeric array field (empty when absent).
+std::vector<std::vector<double>> json_nums2(const nlohmann::json& j, const std::string& key);
+std::vector<std::string> json_strings(const nlohmann::json& j, const std::string& key);
+
+}  // namespace clinic

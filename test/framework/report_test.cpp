@@ -1,0 +1,212 @@
+// clinic diagnose / analyze: the rules on synthetic metrics, the report on a
+// real diverging run, the growth fit on known curves.
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "framework/data/text.h"
+#include "framework/diagnostics/analysis.h"
+#include "framework/report/diagnosis.h"
+#include "framework/report/report.h"
+#include "test/support.h"
+
+namespace clinic {
+namespace {
+
+using test::TempDir;
+
+// A run dir whose metrics.jsonl holds `lines`.
+RunData synthetic(const TempDir& d, const std::vector<std::string>& lines) {
+  std::filesystem::create_directories(d.file("run"));
+  std::string text;
+  for (auto l : lines) {  // one record per line, whatever the literal's layout
+    std::replace(l.begin(), l.end(), '\n', ' ');
+    text += l + "\n";
+  }
+  test::write_text(d.file("run/metrics.jsonl"), text);
+  return read_run(d.file("run"));
+}
+
+const Finding& rule(const std::vector<Finding>& fs, const std::string& name) {
+  for (const auto& f : fs)
+    if (f.rule == name) return f;
+  throw std::runtime_error("no rule " + name);
+}
+
+std::string array(const std::vector<double>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + fmt::format("{}", v[i]);
+  return s + "]";
+}
+
+TEST(Diagnose, HealthyRunFiresNothing) {
+  TempDir d;
+  std::vector<double> pre_ln_dep;  // Pre-LN: beta_ii ~ 1/sqrt(i + 1)
+  for (int i = 1; i <= 36; ++i) pre_ln_dep.push_back(1 / std::sqrt(i + 1.0));
+  auto run = synthetic(d, {
+      R"j({"update": 10, "loss": 8.0, "loss_scale": 1, "skipped": 0})j",
+      R"j({"update": 20, "loss": 7.5, "loss_scale": 1, "skipped": 0})j",
+      R"j({"event": "diag", "update": 20, "encoder_dependency": )j" + array(pre_ln_dep) +
+          R"j(, "encoder_layer_grad_norm": [0.5, 0.4, 0.6], "attn_collapsed_heads": 0, "adam_eps": 1e-8, "adam_eps_dominated": 0.01})j",
+      R"j({"update": 30, "loss": 7.4, "loss_scale": 1, "skipped": 0})j"});
+  for (const auto& f : diagnose(run)) {
+    EXPECT_FALSE(f.fired) << f.rule << ": " << f.summary;
+    EXPECT_FALSE(f.checked.empty()) << f.rule;
+  }
+  EXPECT_NEAR(amplification_index(run.diag[0], "encoder"),
+              [&] {
+                double s = 0;
+                for (double b : pre_ln_dep) s += b * b;
+                return s / (1 + std::log(36.0));
+              }(),
+              1e-12);
+}
+
+TEST(Diagnose, EveryRuleFiresOnItsEvidence) {
+  TempDir d;
+  std::vector<double> post_ln_dep(36, 0.9);
+  auto run = synthetic(d, {
+      R"j({"update": 10, "loss": 8.0, "loss_scale": 1, "skipped": 0})j",
+      R"j({"event": "diag", "update": 10, "encoder_dependency": )j" + array(post_ln_dep) +
+          R"j(, "encoder_layer_grad_norm": [1e-5, 0.1, 1.0], "attn_collapsed_heads": 1,
+             "encoder_kind": ["self_attn", "ffn", "self_attn", "ffn"], "encoder_layer": [0, 0, 1, 1],
+             "encoder_attn_sublayer": [0, 2], "encoder_attn_collapsed": [[0, 0], [0, 1]],
+             "encoder_attn_entropy": [[1.2, 1.3], [0.9, 0.021]], "encoder_attn_same_key": [[0.2, 0.3], [0.4, 0.97]],
+             "adam_eps": 1e-8, "adam_eps_dominated": 0.8})j",
+      R"j({"update": 20, "loss": 7.0, "loss_scale": 0.5, "skipped": 3})j",
+      R"j({"event": "spike", "update": 24, "loss": 19.5, "prev_loss": 7.1, "jump": 12.4, "rule": "abs+robust"})j",
+      R"j({"update": 30, "loss": 9.5, "loss_scale": 1, "skipped": 0})j",
+      R"j({"event": "nonfinite", "update": 33, "where": "decoder layer 3 ffn output f(x)"})j",
+      R"j({"update": 40, "loss": "nan", "loss_scale": 1, "skipped": 1})j"});
+  auto fs = diagnose(run);
+  EXPECT_NE(rule(fs, "divergence").summary.find("diverged at update 30"), std::string::npos)
+      << rule(fs, "divergence").summary;
+  const auto& amp = rule(fs, "amplification");
+  ASSERT_TRUE(amp.fired);
+  // 36 * 0.81 = 29.16 over 1 + ln 36 = 4.58: x6.4.
+  EXPECT_NE(amp.summary.find("sum beta_ii^2 = 29.2 over 36 sublayers, x6.4"), std::string::npos)
+      << amp.summary;
+  EXPECT_NE(amp.cure.find("model.residual: admin"), std::string::npos);
+  const auto& van = rule(fs, "vanishing_gradient");
+  ASSERT_TRUE(van.fired);
+  EXPECT_NE(van.summary.find("encoder layer 1 gradient norm 1e-05 is 1e+05x smaller"),
+            std::string::npos)
+      << van.summary;
+  const auto& col = rule(fs, "attention_collapse");
+  ASSERT_TRUE(col.fired);
+  EXPECT_NE(col.summary.find("attention of encoder layer 2 (self_attn) collapsed at update 10: "
+                             "head 1 has entropy 0.021 nats and 97 % of its queries on one key, "
+                             "20 updates before the loss rose (update 30)"),
+            std::string::npos)
+      << col.summary;
+  const auto& sp = rule(fs, "loss_spikes");
+  ASSERT_TRUE(sp.fired);
+  EXPECT_NE(sp.summary.find("the largest +12.4 bits; before them Adam's sqrt(v) was below eps "
+                            "for 80-80 % of entries"),
+            std::string::npos)
+      << sp.summary;
+  EXPECT_NE(sp.cure.find("raise optim.eps"), std::string::npos) << sp.cure;
+  EXPECT_TRUE(rule(fs, "eps_dominated").fired);
+  EXPECT_NE(rule(fs, "nonfinite").summary.find("first non-finite value at decoder layer 3 ffn"),
+            std::string::npos);
+  EXPECT_TRUE(rule(fs, "loss_scale").fired);
+  EXPECT_TRUE(fs.front().fired);  // fired rules come first
+}
+
+TEST(Diagnose, Base64) {
+  EXPECT_EQ(base64(""), "");
+  EXPECT_EQ(base64("f"), "Zg==");
+  EXPECT_EQ(base64("fo"), "Zm8=");
+  EXPECT_EQ(base64("foo"), "Zm9v");
+  EXPECT_EQ(base64("foobar"), "Zm9vYmFy");
+}
+
+// End to end: a Post-LN run at lr 3 diverges at once; its twin at lr 3e-3
+// does not. The report says so, with plots inlined in report.html.
+TEST(Diagnose, ReportOnARealDivergingRun) {
+  TempDir d;
+  test::write_copy_corpus(d.file("c"), 300, 20);
+  test::write_text(d.file("r.yaml"), test::copy_recipe(d.file("c")));
+  std::string out;
+  auto train = [&](const std::string& dir, const std::string& lr) {
+    return test::run_shell(test::clinic_bin() + " train " + d.file("r.yaml") + " --run-dir " +
+                               d.file(dir) + " --set optim.lr=" + lr +
+                               " --set schedule.name=constant --set train.max_updates=16 "
+                               "--set train.log_interval=1 --set diag.interval=4 "
+                               "--set train.max_bad_steps=100",
+                           &out);
+  };
+  ASSERT_EQ(train("bad", "3"), 0) << out;
+  ASSERT_EQ(train("good", "0.003"), 0) << out;
+  ASSERT_EQ(test::run_shell(test::clinic_bin() + " diagnose " + d.file("bad") + " " +
+                                d.file("good") + " --out " + d.file("report"),
+                            &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("[divergence] training diverged at update"), std::string::npos) << out;
+  std::string md = read_file(d.file("report/report.md"));
+  auto good = md.find("## good");
+  ASSERT_NE(good, std::string::npos) << md;
+  EXPECT_NE(md.substr(0, good).find("**divergence**"), std::string::npos) << md;
+  EXPECT_EQ(md.substr(good).find("**divergence**"), std::string::npos) << md;
+  EXPECT_NE(md.find("### Checked, nothing found"), std::string::npos);
+  for (const char* png : {"curves.png", "dependency_encoder.png", "output_change.png",
+                          "layer_norms.png", "fig5_relative_norms.png",
+                          "attn_entropy_mean_decoder.png", "omega.png"}) {
+    ASSERT_TRUE(std::filesystem::exists(d.file(std::string("report/") + png))) << png;
+    EXPECT_EQ(read_file(d.file(std::string("report/") + png)).substr(1, 3), "PNG") << png;
+  }
+  std::string html = read_file(d.file("report/report.html"));
+  EXPECT_NE(html.find("src=\"data:image/png;base64,iVBORw0KGgo"), std::string::npos);
+  EXPECT_EQ(html.find("src=\"curves.png"), std::string::npos);  // self-contained
+  // A directory without metrics.jsonl is a clear error.
+  EXPECT_EQ(test::run_shell(test::clinic_bin() + " diagnose " + d.file("c"), &out), 1);
+  EXPECT_NE(out.find("no metrics.jsonl"), std::string::npos) << out;
+}
+
+TEST(Analyze, GrowthFitTellsLinearFromLogarithmic) {
+  std::vector<double> n = {6, 12, 18, 24}, lin, lg;
+  for (double x : n) {
+    lin.push_back(2.0 + 3.0 * x);
+    lg.push_back(1.0 + 5.0 * std::log(x));
+  }
+  auto a = fit_growth(n, lin), b = fit_growth(n, lg);
+  EXPECT_NEAR(a.r2_linear, 1.0, 1e-12);
+  EXPECT_NEAR(a.slope_linear, 3.0, 1e-9);
+  EXPECT_LT(a.r2_log, a.r2_linear);
+  EXPECT_EQ(a.better(), "linear (O(N))");
+  EXPECT_NEAR(b.r2_log, 1.0, 1e-12);
+  EXPECT_NEAR(b.slope_log, 5.0, 1e-9);
+  EXPECT_EQ(b.better(), "log (O(log N))");
+  EXPECT_NEAR(a.growth, 74.0 / 20.0, 1e-12);
+}
+
+// The analysis at init on a tiny recipe: a table for every (variant, depth)
+// and the plot; Post-LN depends more on its own branches than Pre-LN.
+TEST(Analyze, CommandWritesTableAndPlot) {
+  TempDir d;
+  test::write_copy_corpus(d.file("c"), 100, 10);
+  test::write_text(d.file("r.yaml"), test::copy_recipe(d.file("c")));
+  std::string out;
+  ASSERT_EQ(test::run_shell(test::clinic_bin() + " analyze " + d.file("r.yaml") +
+                                " --depths 2,4 --variants post_ln,pre_ln --out " + d.file("a"),
+                            &out),
+            0)
+      << out;
+  auto tsv = read_lines(d.file("a/analysis.tsv"));
+  ASSERT_EQ(tsv.size(), 5u);
+  EXPECT_EQ(tsv[1].rfind("post_ln\t2\t1\t", 0), 0u) << tsv[1];
+  EXPECT_TRUE(std::filesystem::exists(d.file("a/output_change_vs_depth.png")));
+  EXPECT_NE(out.find("R2 linear"), std::string::npos) << out;
+  auto dep = [&](size_t row) {
+    std::vector<std::string> f;
+    std::stringstream ss(tsv[row]);
+    for (std::string x; std::getline(ss, x, '\t');) f.push_back(x);
+    return std::stod(f[9]);
+  };
+  EXPECT_GT(dep(2), dep(4));  // post_ln N=4 vs pre_ln N=4, encoder mean beta_ii
+}
+
+}  // namespace
+}  // namespace clinic
