@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 8: every row of docs/performance.md, one `clinic bench --json` line each,
 # appended to OUT (default runs/bench/bench.jsonl) with the row name in "row".
-#   scripts/bench_table.sh [ROW...]   rows: iwslt_fp32 iwslt_bf16 iwslt_fp32_ckpt
+#   scripts/bench_table.sh [ROW...]   rows: iwslt_fp32 iwslt_diag iwslt_bf16 iwslt_fp32_ckpt
 #     iwslt_bf16_ckpt iwslt_python multi30k_fp32 multi30k_bf16 multi30k_python deep_growth
 #   env: CLINIC (build/bin/clinic) OUT STEPS (3) REPEAT (1: runs of each row, one
 #        line each; docs/performance.md quotes the median where REPEAT > 1)
@@ -29,6 +29,9 @@ rows=("$@")
 for r in "${rows[@]}"; do
   case $r in
     iwslt_fp32) row "$r" "${iwslt[@]}" --set train.precision=fp32 --steps "$STEPS" ;;
+    # The stability instruments' cost at the default diag.interval (100): a
+    # measurement around every timed update, timed apart (diag_overhead).
+    iwslt_diag) row "$r" "${iwslt[@]}" --set train.precision=fp32 --steps "$STEPS" --diag ;;
     iwslt_bf16) row "$r" "${iwslt[@]}" --set train.precision=bf16 --steps "$STEPS" ;;
     iwslt_fp32_ckpt) row "$r" "${iwslt[@]}" --set train.precision=fp32 \
                        --set model.checkpoint_activations=true --steps "$STEPS" ;;

@@ -186,7 +186,8 @@ void Instruments::after_step() {
     for (size_t a = 0; a < s.attn_sublayer.size(); ++a) {
       std::vector<double> flags;
       for (size_t h = 0; h < s.attn_same_key[a].size(); ++h) {
-        bool c = s.attn_same_key[a][h] >= cfg_.collapse_fraction && s.attn_max_prob[a][h] >= 0.5;
+        bool c = StabilityProbe::collapsed(s.attn_same_key[a][h], s.attn_max_prob[a][h],
+                                           cfg_.collapse_fraction);
         flags.push_back(c ? 1.0 : 0.0);
         collapsed_heads += c;
       }

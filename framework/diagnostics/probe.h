@@ -60,6 +60,12 @@ class StabilityProbe : public SublayerObserver {
   /// where query_keep [B, T] is true: per head, mean entropy (nats), mean
   /// max probability, and the share of queries whose most-attended key is the
   /// sentence's most common one (1 = every query on the same key).
+  /// The collapse flag of one head: (nearly) every query on the same key
+  /// (same-key share >= fraction) and sharply so (mean max probability >=
+  /// 0.5; a uniform head's argmax ties would otherwise all pick key 0).
+  static bool collapsed(double same_key, double max_prob, double fraction) {
+    return same_key >= fraction && max_prob >= 0.5;
+  }
   static void attention_stats(const torch::Tensor& probs, const torch::Tensor& query_keep,
                               std::vector<double>* entropy, std::vector<double>* max_prob,
                               std::vector<double>* same_key);

@@ -75,7 +75,11 @@ void render_gnuplot(const std::string& gp_path, const std::string& script, const
   if (r.exit_code != 0) {
     std::error_code ec;
     fs::remove(tmp, ec);
-    std::string err = r.err.substr(0, r.err.find('\n', r.err.find_first_not_of('\n')));
+    // gnuplot echoes the script line, a caret, then "line N: what"; keep the last.
+    std::string err;
+    std::istringstream lines(r.err);
+    for (std::string l; std::getline(lines, l);)
+      if (l.find_first_not_of(" \t^") != std::string::npos) err = l.substr(l.find_first_not_of(" \t"));
     throw DataError(r.exit_code == 127
                         ? "gnuplot not found: clinic diagnose draws its plots with gnuplot "
                           "(apt-get install gnuplot-nox)"
@@ -262,8 +266,10 @@ class Plots {
     int panels = 0;
     for (const auto& r : runs_) panels += r.diag.empty() ? 0 : 1;
     if (!panels) return;
-    s << "# tall\nset multiplot layout " << panels << ",2 title 'relative norms per parameter "
-         "tensor (each / largest)'\nset style fill solid 0.5\nset boxwidth 0.09\nset xrange [0:1]\n";
+    s << "# tall\nset multiplot layout " << panels << ",2 title 'relative norms of the layer "
+         "weight matrices (each / largest, log10)'\nset style fill solid 0.5\n"
+         "set boxwidth 0.45\nset key top left\nset xrange [-6.5:0.5]\nset xlabel 'log10(norm / largest)'\n"
+         "set ylabel 'tensors'\n";
     for (size_t k = 0; k < runs_.size(); ++k) {
       const auto& r = runs_[k];
       if (r.diag.empty()) continue;
@@ -275,18 +281,35 @@ class Plots {
             << upd(*at[a]) << "'";
         s << "\n";
         for (const auto* d : at) {
-          std::vector<int> bins(10, 0);
-          for (double v : json_nums(*d, field))
-            if (std::isfinite(v)) bins[std::min(9, static_cast<int>(v * 10))] += 1;
-          for (int b = 0; b < 10; ++b) s << 0.05 + 0.1 * b << " " << bins[b] << "\n";
+          // Weight matrices of the layers (not embeddings, biases, norms, omega),
+          // in half-decade bins; everything below 1e-6 in the first.
+          auto names = json_strings(*d, "param_name");
+          auto vals = json_nums(*d, field);
+          std::vector<double> kept;
+          for (size_t i = 0; i < vals.size() && i < names.size(); ++i) {
+            const auto& n = names[i];
+            bool weight = n.find("_layers.") != std::string::npos &&
+                          n.size() > 6 && n.compare(n.size() - 6, 6, "weight") == 0 &&
+                          n.find("norm.") == std::string::npos;
+            if (weight && std::isfinite(vals[i])) kept.push_back(vals[i]);
+          }
+          double mx = 0;
+          for (double v : kept) mx = std::max(mx, v);
+          std::vector<int> bins(13, 0);
+          for (double v : kept) {
+            double l = mx > 0 && v > 0 ? std::log10(v / mx) : -6.5;
+            bins[std::clamp(static_cast<int>(std::floor((l + 6.5) / 0.5)), 0, 12)] += 1;
+          }
+          for (int b = 0; b < 13; ++b) s << -6.25 + 0.5 * b << " " << bins[b] << "\n";
           s << "e\n";
         }
       }
     }
     s << "unset multiplot\n";
     draw("fig5_relative_norms", s.str(),
-         "Histograms of relative gradient and update norms over parameter tensors at the first "
-         "and last measurement (Liu et al. 2020, Fig. 5).");
+         "Histograms of gradient and update norms of the layers' weight matrices relative to the "
+         "largest among them (log10), at the first and last measurement (Liu et al. 2020, Fig. 5: "
+         "Post-LN's are spread over decades, Admin's concentrated).");
   }
 
  private:

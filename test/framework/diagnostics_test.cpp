@@ -107,6 +107,12 @@ TEST(Attention, StatisticsAndCollapseOnConstructedProbabilities) {
   EXPECT_NEAR(mx[1], 0.2, 1e-6);
   EXPECT_NEAR(same[0], 1.0, 1e-6);   // collapsed
   EXPECT_NEAR(same[2], (1.0 / 4 + 1.0 / 3) / 2, 1e-6);  // one query per key
+  // Only head 0 is flagged: the uniform head's argmax ties all pick key 0
+  // (same-key share 1) but no key holds half the mass.
+  EXPECT_NEAR(same[1], 1.0, 1e-6);
+  std::vector<bool> flags;
+  for (int h = 0; h < H; ++h) flags.push_back(StabilityProbe::collapsed(same[h], mx[h], 0.9));
+  EXPECT_EQ(flags, (std::vector<bool>{true, false, false}));
 }
 
 TEST(TensorBoard, Crc32cMatchesKnownValues) {
