@@ -502,6 +502,14 @@ void validate(const RunConfig& c) {
     throw ConfigError(fmt::format(
         "{}: model.share_all_embeddings needs data.joint_vocab: true",
         loc("model.share_all_embeddings")));
+  if (cfg.data.source == "fixed_batch" && (cfg.data.fixed_input.empty() || cfg.data.fixed_target.empty()))
+    throw ConfigError(fmt::format("{}: data.source = fixed_batch needs data.fixed_input and "
+                                  "data.fixed_target (e.g. \"1 0; 0 1\")",
+                                  loc("data.source")));
+  if (cfg.data.source == "fixed_batch" && cfg.train.eval_bleu)
+    throw ConfigError(fmt::format("{}: train.eval_bleu needs a corpus (data.source = fixed_batch "
+                                  "has no text to translate)",
+                                  loc("train.eval_bleu")));
   if (cfg.eval.nbest > cfg.eval.beam)
     throw ConfigError(fmt::format("{}: eval.nbest = {} exceeds eval.beam = {}: a beam of "
                                   "k holds at most k hypotheses",

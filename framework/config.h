@@ -47,6 +47,7 @@ struct ModelConfig {
   std::string omega_shape = "vector";
   bool omega_trainable = true;
   std::string omega_scale = "O(logn)";
+  double layer_norm_eps = 1e-5;
 
   template <class V>
   void visit(V& v) {
@@ -61,8 +62,9 @@ struct ModelConfig {
       any());
     v("decoder_residual", decoder_residual,
       "residual variant of the decoder only (empty: model.residual)", any());
-    v("encoder_layers", encoder_layers, "number of encoder layers (N)",
-      in_range(1, 1000));
+    v("encoder_layers", encoder_layers,
+      "number of encoder layers (N; 0 = embeddings straight to the output, an ablation)",
+      in_range(0, 1000));
     v("decoder_layers", decoder_layers, "number of decoder layers (M)",
       in_range(1, 1000));
     v("d_model", d_model, "embedding and hidden size", in_range(2, 65536));
@@ -97,6 +99,8 @@ struct ModelConfig {
     v("omega_scale", omega_scale,
       "admin_closed_form: output-change scale of admin-torch",
       one_of({"O(logn)", "O(1)"}));
+    v("layer_norm_eps", layer_norm_eps, "epsilon of every LayerNorm (BERT uses 1e-12)",
+      in_range(0, 1));
     v("checkpoint_activations", checkpoint_activations,
       "training keeps only each layer's input and recomputes the layer in "
       "backward (less memory, one extra forward)",
@@ -122,6 +126,12 @@ struct DataConfig {
   int64_t max_tokens = 4096;
   int64_t max_sentences = 0;
   int64_t prefetch = 4;
+  std::string source = "corpus";
+  std::string fixed_input;
+  std::string fixed_target;
+  int64_t fixed_vocab = 2;
+  int64_t fixed_updates_per_epoch = 1000;
+  std::string target_layout = "shifted";
 
   template <class V>
   void visit(V& v) {
@@ -163,6 +173,25 @@ struct DataConfig {
       at_least(0));
     v("prefetch", prefetch, "batches prepared ahead on a background thread",
       in_range(1, 256));
+    v("source", source,
+      "corpus (files under data.dir) or fixed_batch: every update sees data.fixed_input / "
+      "fixed_target (toy experiments; no vocabulary files)",
+      one_of({"corpus", "fixed_batch"}));
+    v("fixed_input", fixed_input,
+      "fixed_batch: token rows, ids in [0, fixed_vocab), rows separated by ';' (\"1 0; 0 1\")",
+      any());
+    v("fixed_target", fixed_target, "fixed_batch: the target id at every input position",
+      any());
+    v("fixed_vocab", fixed_vocab, "fixed_batch: size of the token vocabulary",
+      in_range(1, 1 << 20));
+    v("fixed_updates_per_epoch", fixed_updates_per_epoch,
+      "fixed_batch: updates that make one epoch (validation, epoch checkpoint)",
+      at_least(1));
+    v("target_layout", target_layout,
+      "shifted: decoder input BOS + target, output target + EOS (seq2seq); source_aligned: "
+      "the target token at each source position, padded/truncated to the source length "
+      "(taggers such as model.arch: encoder_tagger)",
+      one_of({"shifted", "source_aligned"}));
   }
 };
 
@@ -204,11 +233,12 @@ struct ScheduleConfig {
   double warmup_init_lr = 0.0;
   double end_lr = 0.0;
   int64_t total_updates = 0;
+  int64_t noam_dim = 0;
 
   template <class V>
   void visit(V& v) {
     v("name", name,
-      "lr schedule: inverse_sqrt, linear, cosine, constant, or registered",
+      "lr schedule: inverse_sqrt, linear, cosine, constant, noam, or registered",
       any());
     v("warmup_updates", warmup_updates, "linear warmup length in updates",
       at_least(0));
@@ -218,6 +248,9 @@ struct ScheduleConfig {
       at_least(0));
     v("total_updates", total_updates,
       "linear/cosine decay length (0 = train.max_updates)", at_least(0));
+    v("noam_dim", noam_dim,
+      "noam: the d of optim.lr * d^-0.5 * min(k^-0.5, k * warmup^-1.5) (0 = model.d_model)",
+      at_least(0));
   }
 };
 

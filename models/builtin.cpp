@@ -7,6 +7,7 @@
 #include "framework/optim/optimizers.h"
 #include "framework/optim/schedule.h"
 #include "framework/train/loss.h"
+#include "models/cases.h"
 #include "models/residual.h"
 #include "models/transformer.h"
 
@@ -29,6 +30,7 @@ void register_builtins() {
     register_builtin_losses();
     register_builtin_residuals();
     register_builtin_models();
+    register_case_models();
   });
 }
 

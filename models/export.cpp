@@ -142,7 +142,7 @@ torch::jit::Module TransformerImpl::to_torchscript() const {
   auto src = std::const_pointer_cast<TransformerImpl>(
       std::static_pointer_cast<const TransformerImpl>(shared_from_this()));
   bool vector_omega = r == "admin" && config.omega_shape == "vector";
-  std::vector<double> ln_eps(sublayers().size(), 1e-5);
+  std::vector<double> ln_eps(sublayers().size(), config.layer_norm_eps);
   size_t site = 0;  // index of the sublayer being generated
   if (!vector_omega && (r == "admin" || r == "admin_closed_form" || r == "deepnorm")) {
     bool scalar = true;
@@ -155,7 +155,7 @@ torch::jit::Module TransformerImpl::to_torchscript() const {
       for (size_t i = 0; i < subs.size(); ++i)
         if (subs[i]->residual->omega.defined()) {
           double w = subs[i]->residual->omega.item<double>();
-          ln_eps[i] = 1e-5 / (w * w);
+          ln_eps[i] = config.layer_norm_eps / (w * w);
         }
       src = fold_to_post_ln(*this);
     }
@@ -227,7 +227,7 @@ torch::jit::Module TransformerImpl::to_torchscript() const {
   }
   if (src->encoder_norm)
     enc << "    x = self._ln(x, self." << attr("encoder_norm.weight") << ", self."
-        << attr("encoder_norm.bias") << ", 1e-05)\n";
+        << attr("encoder_norm.bias") << fmt::format(", {:.17g})\n", config.layer_norm_eps);
   enc << "    return x, pad\n";
 
   std::ostringstream dec;
@@ -248,7 +248,7 @@ torch::jit::Module TransformerImpl::to_torchscript() const {
   }
   if (src->decoder_norm)
     dec << "    x = self._ln(x, self." << attr("decoder_norm.weight") << ", self."
-        << attr("decoder_norm.bias") << ", 1e-05)\n";
+        << attr("decoder_norm.bias") << fmt::format(", {:.17g})\n", config.layer_norm_eps);
   dec << "    return torch.linear(x, self." << attr(out_w) << ")\n";
   m.define(enc.str() + "\n" + dec.str() + kHelpers);
   m.eval();

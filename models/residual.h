@@ -27,6 +27,7 @@ struct SublayerSite {
   int64_t encoder_layers = 0; // N
   int64_t decoder_layers = 0; // M
   int64_t d_model = 0;
+  double norm_eps = 1e-5;     // model.layer_norm_eps
 };
 
 /// y = omega * x + alpha * fx. Undefined omega / alpha mean 1, so Post-LN and

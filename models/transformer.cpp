@@ -14,7 +14,7 @@ SublayerImpl::SublayerImpl(const SublayerSite& s, const ResidualVariant& v,
     : site(s), position(v.norm_position()), dropout(p), kind(k) {
   if (position != NormPosition::kNone)
     norm = register_module(
-        "norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.d_model})));
+        "norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.d_model}).eps(s.norm_eps)));
   residual = register_module("residual", v.make(s));
 }
 
@@ -143,6 +143,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, const VocabInfo& v)
   site.encoder_layers = cfg.encoder_layers;
   site.decoder_layers = cfg.decoder_layers;
   site.d_model = cfg.d_model;
+  site.norm_eps = cfg.layer_norm_eps;
   for (int64_t l = 0; l < cfg.encoder_layers; ++l) {
     site.decoder = false;
     site.layer = l;
@@ -153,7 +154,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, const VocabInfo& v)
     site.layer = l;
     decoder_layers->push_back(DecoderLayer(cfg, *decoder_variant, site));
   }
-  auto o = torch::nn::LayerNormOptions({cfg.d_model});
+  auto o = torch::nn::LayerNormOptions({cfg.d_model}).eps(cfg.layer_norm_eps);
   if (encoder_variant->final_norm())
     encoder_norm = register_module("encoder_norm", torch::nn::LayerNorm(o));
   if (decoder_variant->final_norm())

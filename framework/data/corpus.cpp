@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <sstream>
 #include <filesystem>
 
 #include "framework/data/text.h"
@@ -145,6 +146,7 @@ Batch ParallelCorpus::make_batch(const std::vector<int64_t>& ks) const {
     S = std::max(S, src_len(k));
     T = std::max(T, tgt_len(k));
   }
+  if (source_aligned) T = S;
   Batch b;
   b.src = torch::full({B, S}, kPad, torch::kLong);
   b.tgt_in = torch::full({B, T}, kPad, torch::kLong);
@@ -160,15 +162,71 @@ Batch ParallelCorpus::make_batch(const std::vector<int64_t>& ks) const {
     const int32_t* tp = tgt->line(line);
     for (int64_t i = 0; i < ls; ++i) s[r][i] = sp[i];
     s[r][ls] = kEos;
+    b.src_tokens += ls + 1;
+    if (source_aligned) {  // target (+ EOS) cut or padded to the source's ls + 1
+      int64_t n = std::min(lt + 1, ls + 1);
+      for (int64_t i = 0; i < n; ++i) to[r][i] = i < lt ? tp[i] : kEos;
+      b.tgt_tokens += n;
+      continue;
+    }
     ti[r][0] = kBos;
     for (int64_t i = 0; i < lt; ++i) {
       ti[r][i + 1] = tp[i];
       to[r][i] = tp[i];
     }
     to[r][lt] = kEos;
-    b.src_tokens += ls + 1;
     b.tgt_tokens += lt + 1;
   }
+  if (source_aligned) b.tgt_in = b.tgt_out;
+  return b;
+}
+
+namespace {
+std::vector<std::vector<int64_t>> parse_rows(const std::string& text, const char* key,
+                                             int64_t vocab) {
+  std::vector<std::vector<int64_t>> rows;
+  std::string row;
+  std::istringstream in(text);
+  while (std::getline(in, row, ';')) {
+    std::istringstream toks(row);
+    rows.emplace_back();
+    for (std::string t; toks >> t;) {
+      char* end = nullptr;
+      long long v = std::strtoll(t.c_str(), &end, 10);
+      if (*end || v < 0 || v >= vocab)
+        throw ConfigError(fmt::format("{}: '{}' is not a token id in [0, {}) (data.fixed_vocab)",
+                                      key, t, vocab));
+      rows.back().push_back(v + kFixedTokenOffset);
+    }
+    if (rows.back().empty()) throw ConfigError(fmt::format("{}: empty row in '{}'", key, text));
+  }
+  if (rows.empty()) throw ConfigError(fmt::format("{}: no rows (expected e.g. \"1 0; 0 1\")", key));
+  for (const auto& r : rows)
+    if (r.size() != rows.front().size())
+      throw ConfigError(fmt::format("{}: rows of different lengths in '{}'", key, text));
+  return rows;
+}
+torch::Tensor to_tensor(const std::vector<std::vector<int64_t>>& rows) {
+  auto t = torch::empty({static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())},
+                        torch::kLong);
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (size_t j = 0; j < rows[i].size(); ++j) t[i][j] = rows[i][j];
+  return t;
+}
+}  // namespace
+
+Batch fixed_batch(const DataConfig& cfg) {
+  auto in = parse_rows(cfg.fixed_input, "data.fixed_input", cfg.fixed_vocab);
+  auto out = parse_rows(cfg.fixed_target, "data.fixed_target", cfg.fixed_vocab);
+  if (in.size() != out.size() || in[0].size() != out[0].size())
+    throw ConfigError(fmt::format("data.fixed_target has {}x{} tokens but data.fixed_input {}x{}",
+                                  out.size(), out[0].size(), in.size(), in[0].size()));
+  Batch b;
+  b.src = to_tensor(in);
+  b.tgt_in = b.src;
+  b.tgt_out = to_tensor(out);
+  b.src_tokens = b.tgt_tokens = b.src.numel();
+  for (size_t i = 0; i < in.size(); ++i) b.ids.push_back(static_cast<int64_t>(i));
   return b;
 }
 

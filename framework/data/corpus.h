@@ -52,7 +52,20 @@ struct ParallelCorpus {
   int64_t size() const { return static_cast<int64_t>(keep.size()); }
   /// Padded tensors for rows `ks` (indices into keep).
   Batch make_batch(const std::vector<int64_t>& ks) const;
+  /// data.target_layout = source_aligned: tgt_out [B, S] holds the target
+  /// tokens (and EOS) at the source positions, padded or truncated to the
+  /// source length; tgt_in is the same tensor (a tagger does not read it).
+  bool source_aligned = false;
 };
+
+/// data.source = fixed_batch: data.fixed_input / fixed_target ("1 0; 0 1")
+/// as one batch. Token t becomes id t + 4 (ids 0-3 stay pad, unk, bos, eos,
+/// so no token is ever mistaken for padding); src = tgt_in = the input rows,
+/// tgt_out = the target rows, no BOS/EOS. ConfigError naming the key for
+/// ragged rows, ids outside [0, fixed_vocab) or mismatched shapes.
+Batch fixed_batch(const DataConfig& cfg);
+/// The id offset of fixed_batch tokens (the four special ids).
+constexpr int64_t kFixedTokenOffset = 4;
 
 struct FilterStats {
   int64_t total = 0, empty = 0, too_long = 0;

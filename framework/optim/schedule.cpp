@@ -29,6 +29,17 @@ void register_builtin_schedules() {
       return peak * std::sqrt(w) / std::sqrt(static_cast<double>(t));
     });
   });
+  // Vaswani et al. 2017 (the "Noam" schedule): factor * d^-0.5 *
+  // min(k^-0.5, k * W^-1.5) with the step k counted from 1 (peak = factor =
+  // optim.lr). Under fairseq's timing update k runs with schedule(k - 1), so
+  // schedule(t) is the formula at k = t + 1: update 1 gets step 1.
+  r.add("noam", [](const ScheduleConfig& c, double peak, int64_t) {
+    return Schedule([c, peak](int64_t t) {
+      double k = static_cast<double>(t + 1), w = static_cast<double>(std::max<int64_t>(c.warmup_updates, 1));
+      return peak * std::pow(static_cast<double>(c.noam_dim), -0.5) *
+             std::min(std::pow(k, -0.5), k * std::pow(w, -1.5));
+    });
+  });
   r.add("constant", [](const ScheduleConfig& c, double peak, int64_t) {
     return Schedule([c, peak](int64_t t) {
       return t < c.warmup_updates ? warmup_lr(c, peak, t) : peak;
@@ -55,8 +66,9 @@ void register_builtin_schedules() {
 Schedule build_schedule(const RunConfig& cfg) {
   int64_t total = cfg.schedule.total_updates > 0 ? cfg.schedule.total_updates
                                                  : cfg.train.max_updates;
-  return schedule_registry().get(cfg.schedule.name)(cfg.schedule, cfg.optim.lr,
-                                                    total);
+  ScheduleConfig sc = cfg.schedule;
+  if (sc.noam_dim == 0) sc.noam_dim = cfg.model.d_model;
+  return schedule_registry().get(cfg.schedule.name)(sc, cfg.optim.lr, total);
 }
 
 }  // namespace clinic

@@ -67,10 +67,12 @@ CheckpointMeta Trainer::make_meta() const {
   m.recipe_yaml = to_yaml(cfg_);
   m.state = state_;
   m.scaler = scaler_->state();
-  m.src_vocab_name = fs::path(vocab_.src->path()).filename().string();
-  m.tgt_vocab_name = fs::path(vocab_.tgt->path()).filename().string();
-  m.src_vocab = read_file(vocab_.src->path());
-  m.tgt_vocab = vocab_.joint ? m.src_vocab : read_file(vocab_.tgt->path());
+  if (vocab_.src) {  // a fixed batch has no vocabulary files
+    m.src_vocab_name = fs::path(vocab_.src->path()).filename().string();
+    m.tgt_vocab_name = fs::path(vocab_.tgt->path()).filename().string();
+    m.src_vocab = read_file(vocab_.src->path());
+    m.tgt_vocab = vocab_.joint ? m.src_vocab : read_file(vocab_.tgt->path());
+  }
   m.rng_state = capture_rng_state();
   if (instruments_) {
     const Batch& p = instruments_->probe();
@@ -109,6 +111,7 @@ void Trainer::check_resumable(const std::string& path, const CheckpointMeta& met
   // without spm.model, or whose vocabulary file was damaged resumes with the
   // checkpoint's copy instead of training a new (different) vocabulary.
   auto restore = [&](const std::string& name, const std::string& bytes) {
+    if (name.empty()) return;  // data.source = fixed_batch: no vocabulary
     std::string file = run_dir_ + "/" + name;
     std::string have;
     try {
@@ -156,14 +159,26 @@ void Trainer::setup() {
     check_resumable(last, resume->meta());
   }
 
-  vocab_ = prepare_vocab(cfg_.data, run_dir_);
-  std::string cache = run_dir_ + "/cache";
-  train_ = load_parallel(cfg_.data, cfg_.data.train, vocab_, cache,
-                         cfg_.data.max_source_len, cfg_.data.max_target_len);
-  valid_ = load_parallel(cfg_.data, cfg_.data.valid, vocab_, cache,
-                         cfg_.model.max_source_positions,
-                         cfg_.model.max_target_positions);
-  VocabInfo info{vocab_.src->size(), vocab_.tgt->size(), vocab_.joint};
+  VocabInfo info;
+  if (fixed_source()) {
+    fixed_ = fixed_batch(cfg_.data).to(device_);
+    int64_t v = cfg_.data.fixed_vocab + kFixedTokenOffset;
+    info = VocabInfo{v, v, true};
+    log()->info("[data] fixed batch: {} rows x {} tokens, vocabulary {} (+4 special ids), "
+                "{} updates per epoch",
+                fixed_.src.size(0), fixed_.src.size(1), cfg_.data.fixed_vocab,
+                cfg_.data.fixed_updates_per_epoch);
+  } else {
+    vocab_ = prepare_vocab(cfg_.data, run_dir_);
+    std::string cache = run_dir_ + "/cache";
+    train_ = load_parallel(cfg_.data, cfg_.data.train, vocab_, cache,
+                           cfg_.data.max_source_len, cfg_.data.max_target_len);
+    valid_ = load_parallel(cfg_.data, cfg_.data.valid, vocab_, cache,
+                           cfg_.model.max_source_positions,
+                           cfg_.model.max_target_positions);
+    train_.source_aligned = valid_.source_aligned = cfg_.data.target_layout == "source_aligned";
+    info = VocabInfo{vocab_.src->size(), vocab_.tgt->size(), vocab_.joint};
+  }
   // Weights, gradients and two Adam moments: 16 bytes a parameter before any
   // activation (d_model 65536 asked for 51 GB and was OOM-killed).
   double n_estimate = estimate_parameters(cfg_.model, info);
@@ -198,6 +213,8 @@ void Trainer::setup() {
       probe.src = ex.at("diag_probe_src");
       probe.tgt_in = ex.at("diag_probe_tgt_in");
       probe.tgt_out = ex.at("diag_probe_tgt_out");
+    } else if (fixed_source()) {
+      probe = fixed_;
     } else {
       auto rows = choose_probe_rows(valid_.size(), cfg_.diag.probe_sentences,
                                     static_cast<uint64_t>(cfg_.train.seed));
@@ -217,7 +234,7 @@ void Trainer::setup() {
 
   if (resume) {
     const CheckpointMeta& meta = resume->meta();
-    if (meta.src_vocab != read_file(vocab_.src->path()))
+    if (vocab_.src && meta.src_vocab != read_file(vocab_.src->path()))
       throw CheckpointError(fmt::format(
           "{}: the checkpoint was trained with a different vocabulary than {}",
           last, vocab_.src->path()));
@@ -229,9 +246,13 @@ void Trainer::setup() {
                 state_.update, state_.position.epoch, state_.position.batch);
   } else {
     write_file_atomic(run_dir_ + "/recipe.yaml", to_yaml(cfg_));
-    auto plan = plan_epoch(train_, cfg_.data.max_tokens, cfg_.data.max_sentences,
-                           cfg_.train.seed, 1, true);
-    Batch first = train_.make_batch(plan.front()).to(device_);
+    Batch first = fixed_source()
+                      ? fixed_
+                      : train_.make_batch(plan_epoch(train_, cfg_.data.max_tokens,
+                                                     cfg_.data.max_sentences, cfg_.train.seed, 1,
+                                                     true)
+                                              .front())
+                            .to(device_);
     std::string summary = model_->initialize_from_batch(first);
     if (!summary.empty()) {
       log()->info("[init] {}", summary);
@@ -373,12 +394,23 @@ std::pair<double, double> Trainer::validate() {
   setup();
   torch::NoGradGuard g;
   model_->eval();
-  auto plan = plan_epoch(valid_, cfg_.data.max_tokens, 0, cfg_.train.seed, 0, false);
-  BatchStream stream(valid_, plan, 0, cfg_.data.prefetch);
   double loss = 0, nll = 0;
   int64_t tokens = 0;
-  while (auto b = stream.next()) {
-    Batch d = b->to(device_);
+  std::vector<std::vector<int64_t>> plan;
+  if (!fixed_source()) plan = plan_epoch(valid_, cfg_.data.max_tokens, 0, cfg_.train.seed, 0, false);
+  BatchStream stream(valid_, plan, 0, cfg_.data.prefetch);
+  bool fixed_done = false;
+  for (;;) {
+    Batch d;
+    if (fixed_source()) {  // the fixed batch is its own validation set
+      if (fixed_done) break;
+      d = fixed_;
+      fixed_done = true;
+    } else {
+      auto b = stream.next();
+      if (!b) break;
+      d = b->to(device_);
+    }
     DecoderFeatures out;
     {
       AutocastGuard ag(device_.type(), compute_dtype_);
@@ -549,13 +581,20 @@ void Trainer::fit() {
   };
   std::string why;
   while (!stop_now(&why)) {
-    auto plan = plan_epoch(train_, cfg_.data.max_tokens, cfg_.data.max_sentences,
-                           t.seed, state_.position.epoch, true);
+    std::vector<std::vector<int64_t>> plan;
+    if (!fixed_source())
+      plan = plan_epoch(train_, cfg_.data.max_tokens, cfg_.data.max_sentences, t.seed,
+                        state_.position.epoch, true);
     BatchStream stream(train_, plan, state_.position.batch, cfg_.data.prefetch);
     bool stopped = false;
     for (;;) {
       std::vector<Batch> pending;
       for (int64_t k = 0; k < t.update_freq; ++k) {
+        if (fixed_source()) {  // an epoch: fixed_updates_per_epoch updates
+          if (state_.position.batch + k >= cfg_.data.fixed_updates_per_epoch * t.update_freq) break;
+          pending.push_back(fixed_);
+          continue;
+        }
         auto b = stream.next();
         if (!b) break;
         pending.push_back(b->to(device_));

@@ -82,6 +82,7 @@ class Trainer {
   /// (naming each differing model.* key), log other recipe changes, restore
   /// missing or damaged vocabulary files from the checkpoint.
   void check_resumable(const std::string& path, const CheckpointMeta& meta);
+  bool fixed_source() const { return cfg_.data.source == "fixed_batch"; }
 
   RunConfig cfg_;
   std::string run_dir_;
@@ -90,6 +91,7 @@ class Trainer {
   at::ScalarType compute_dtype_ = at::kFloat;
   Vocabularies vocab_;
   ParallelCorpus train_, valid_;
+  Batch fixed_;  // data.source = fixed_batch
   std::shared_ptr<Seq2SeqModel> model_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::vector<torch::Tensor> params_;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# docs/cases.md, case B: the 1-layer toy (recipes/cases/toy_loss_spikes.yaml)
+# for several seeds, as reported and with each single cure, then one
+# `clinic diagnose` report per setting. Resumable: a finished run dir is
+# resumed and stops at once. Budget: 100k updates each, ~1-3 min per run on
+# 2 cores.
+#   scripts/cases.sh            env: SEEDS ("1 2 3") OUT (runs/cases) CLINIC (build/bin/clinic)
+#                                    SETTINGS (all below) UPDATES (100000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLINIC=${CLINIC:-build/bin/clinic}
+OUT=${OUT:-runs/cases}
+[ -x "$CLINIC" ] || { scripts/install-deps.sh; scripts/build.sh -DCLINIC_BUILD_TESTS=OFF; }
+declare -A SET=(
+  [reported]=""
+  [eps_1e-6]="--set optim.eps=1e-6"
+  [lr_x0.1]="--set optim.lr=0.1"
+  [label_smoothing_0.1]="--set train.criterion=label_smoothed_cross_entropy --set train.label_smoothing=0.1"
+  [adamw_wd_0.01]="--set optim.name=adamw --set optim.weight_decay=0.01"
+  [dropout_0]="--set model.dropout=0 --set model.attention_dropout=0"
+  [no_layer]="--set model.encoder_layers=0"
+)
+for setting in ${SETTINGS:-reported eps_1e-6 lr_x0.1 label_smoothing_0.1 adamw_wd_0.01 dropout_0 no_layer}; do
+  for seed in ${SEEDS:-1 2 3}; do
+    run="$OUT/toy-$setting-seed$seed"
+    # shellcheck disable=SC2086
+    "$CLINIC" train cases/toy_loss_spikes --run-dir "$run" --set train.seed="$seed" \
+      --set train.max_updates="${UPDATES:-100000}" ${SET[$setting]} > "$run.log" 2>&1 \
+      || echo "$run: clinic train exited with $?" | tee -a "$OUT/failures.txt"
+    # Spike counts per 10k-update window (abs rule: a jump >= 10 nats).
+    echo "$setting seed $seed: $(grep -c '"event": "spike", "update": [0-9]*, .*"rule": "abs' "$run/metrics.jsonl" || true) abs spikes"
+  done
+done

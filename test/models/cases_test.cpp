@@ -1,0 +1,193 @@
+// The two case models (models/cases.*) and their data and schedule options
+// against the reports' specifications (docs/cases.md).
+#include <cmath>
+
+#include "framework/data/corpus.h"
+#include "framework/errors.h"
+#include "framework/optim/schedule.h"
+#include "framework/train/trainer.h"
+#include "models/cases.h"
+#include "test/support.h"
+
+namespace clinic {
+namespace {
+
+RunConfig case_recipe(const std::string& name, const std::vector<std::string>& o = {}) {
+  register_builtins();
+  return load_recipe(name, o);
+}
+
+// Case A: Adam at 1/5 of Attention-Is-All-You-Need's schedule,
+// 0.2 * 512^-0.5 * min(step^-0.5, step * 4000^-1.5), step k from 1; update k
+// runs with schedule(k - 1) (fairseq timing).
+TEST(Cases, NoamScheduleValuesAtGivenSteps) {
+  RunConfig a = case_recipe("cases/de_en_tagger");
+  Schedule s = build_schedule(a);
+  auto noam = [](double k) { return 0.2 / std::sqrt(512.0) * std::min(1 / std::sqrt(k), k * std::pow(4000.0, -1.5)); };
+  for (int64_t k : {1, 2, 100, 3999, 4000, 4001, 10000, 100000})
+    EXPECT_NEAR(s(k - 1), noam(static_cast<double>(k)), 1e-15) << "update " << k;
+  EXPECT_NEAR(s(3999), 0.2 / std::sqrt(512.0) / std::sqrt(4000.0), 1e-15);  // the peak
+  // Case B: factor 1, d = 32, warmup 3000.
+  Schedule b = build_schedule(case_recipe("cases/toy_loss_spikes"));
+  EXPECT_NEAR(b(0), 1.0 / std::sqrt(32.0) * std::pow(3000.0, -1.5), 1e-15);
+  EXPECT_NEAR(b(99999), 1.0 / std::sqrt(32.0) / std::sqrt(100000.0), 1e-15);
+}
+
+TEST(Cases, FixedBatchIsTheReportedToyData) {
+  RunConfig b = case_recipe("cases/toy_loss_spikes");
+  Batch batch = fixed_batch(b.data);
+  // input [[1,0],[0,1]], target = 1 - input, ids shifted past the 4 specials.
+  EXPECT_TRUE(torch::equal(batch.src, torch::tensor({{5, 4}, {4, 5}}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(batch.tgt_out, torch::tensor({{4, 5}, {5, 4}}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(batch.tgt_in, batch.src));
+  EXPECT_EQ(batch.tgt_tokens, 4);
+  DataConfig bad = b.data;
+  bad.fixed_input = "1 2; 0 1";
+  EXPECT_NE(test::error_of<ConfigError>([&] { fixed_batch(bad); })
+                .find("data.fixed_input: '2' is not a token id in [0, 2)"),
+            std::string::npos);
+  bad.fixed_input = "1 0; 0";
+  EXPECT_NE(test::error_of<ConfigError>([&] { fixed_batch(bad); }).find("different lengths"),
+            std::string::npos);
+}
+
+// Case B's model: 1 layer, hidden 32, 2 heads, FFN 64, GELU, post-LN eps
+// 1e-12, BERT init, causal, logits only over the 2 real tokens.
+TEST(Cases, CausalLmMatchesTheToySpecification) {
+  RunConfig b = case_recipe("cases/toy_loss_spikes");
+  torch::manual_seed(3);
+  auto m = build_model(b.model, VocabInfo{6, 6, true});
+  auto* lm = dynamic_cast<CausalLmImpl*>(m.get());
+  ASSERT_NE(lm, nullptr);
+  ASSERT_EQ(lm->layers->size(), 1u);
+  auto* layer = lm->layers[0]->as<EncoderLayerImpl>();
+  EXPECT_EQ(layer->self_attn->options.heads(), 2);
+  EXPECT_EQ(layer->ffn->fc1->weight.size(0), 64);
+  EXPECT_TRUE(layer->ffn->options.gelu());
+  EXPECT_EQ(layer->attn_sublayer->position, NormPosition::kPost);
+  EXPECT_DOUBLE_EQ(layer->attn_sublayer->norm->options.eps(), 1e-12);
+  EXPECT_DOUBLE_EQ(lm->embed_norm->options.eps(), 1e-12);
+  EXPECT_EQ(lm->head->weight.sizes(), (std::vector<int64_t>{2, 32}));
+  EXPECT_NEAR(lm->tokens->weight.std().item<double>(), 0.02, 0.01);
+  EXPECT_NEAR(layer->ffn->fc1->weight.std().item<double>(), 0.02, 0.003);
+  EXPECT_EQ(layer->ffn->fc1->bias.abs().max().item<double>(), 0.0);
+  m->eval();
+  auto src = torch::tensor({{5, 4, 5}}, torch::kLong);
+  auto logits = m->forward(src, src);
+  ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{1, 3, 6}));
+  EXPECT_TRUE((logits.narrow(2, 0, 4) == -1e9).all().item<bool>());
+  // Softmax over all 6 ids = softmax over the 2 real tokens.
+  auto p6 = torch::softmax(logits, -1).narrow(2, 4, 2);
+  auto p2 = torch::softmax(logits.narrow(2, 4, 2), -1);
+  test::expect_close(p6, p2, 1e-6, 1e-7);
+  // Causal: a later token does not change earlier positions.
+  auto other = m->forward(torch::tensor({{5, 4, 4}}, torch::kLong), src);
+  test::expect_close(other.narrow(1, 0, 2), logits.narrow(1, 0, 2), 1e-5, 1e-6);
+  EXPECT_FALSE(torch::allclose(other.narrow(1, 2, 1), logits.narrow(1, 2, 1)));
+  // The "without the transformer layer" ablation builds and runs.
+  RunConfig none = case_recipe("cases/toy_loss_spikes", {"model.encoder_layers=0"});
+  auto bare = build_model(none.model, VocabInfo{6, 6, true});
+  EXPECT_EQ(bare->forward(src, src).sizes(), (std::vector<int64_t>{1, 3, 6}));
+}
+
+// Case A's model and data: embeddings x sqrt(d) + the tutorial's positions,
+// 2 encoder layers (d 512, 8 heads, FFN 2048, no final norm), a linear head
+// over 10,000 targets at every source position; the reported init ranges.
+TEST(Cases, EncoderTaggerMatchesTheReport) {
+  RunConfig a = case_recipe("cases/de_en_tagger", {"model.d_model=64", "model.ffn_dim=128"});
+  const int64_t V = 10000;
+  torch::manual_seed(4);
+  auto m = build_model(a.model, VocabInfo{9000, V, false});
+  auto* t = dynamic_cast<EncoderTaggerImpl*>(m.get());
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->layers->size(), 2u);
+  EXPECT_LE(t->embed->weight.abs().max().item<double>(), 0.1);
+  EXPECT_GT(t->embed->weight.abs().max().item<double>(), 0.099);
+  EXPECT_LE(t->head->weight.abs().max().item<double>(), 0.1);
+  double c = std::log(1.0 / V);
+  EXPECT_GE(t->head->bias.min().item<double>(), c - 0.1);
+  EXPECT_LE(t->head->bias.max().item<double>(), c + 0.1);
+  EXPECT_GT(t->head->bias.max().item<double>() - t->head->bias.min().item<double>(), 0.19);
+  // The tutorial's PositionalEncoding: sin at even, cos at odd columns.
+  for (int64_t p : {0, 1, 7})
+    for (int64_t i : {0, 10}) {
+      double ang = p / std::pow(10000.0, 2.0 * i / 64);
+      EXPECT_NEAR(t->positions[p][2 * i].item<double>(), std::sin(ang), 1e-5);
+      EXPECT_NEAR(t->positions[p][2 * i + 1].item<double>(), std::cos(ang), 1e-5);
+    }
+  const int e = static_cast<int>(kEos);
+  auto src = torch::tensor({{7, 8, 9, e}, {10, e, 0, 0}}, torch::kLong);
+  auto logits = m->forward(src, src);
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 4, V}));
+  // norm_first: pre_ln layers, and still no final norm (the tutorial's).
+  RunConfig pre = case_recipe("cases/de_en_tagger",
+                              {"model.d_model=64", "model.ffn_dim=128", "model.residual=pre_ln"});
+  auto pm = build_model(pre.model, VocabInfo{100, 100, false});
+  auto* pt = dynamic_cast<EncoderTaggerImpl*>(pm.get());
+  EXPECT_EQ(pt->layers[0]->as<EncoderLayerImpl>()->attn_sublayer->position, NormPosition::kPre);
+}
+
+// data.target_layout: source_aligned — the target token at each source
+// position, padded or truncated to the source length, padding ignored.
+TEST(Cases, SourceAlignedTargets) {
+  test::TempDir d;
+  test::write_text(d.file("c.src"), "a b c d\na b\n");
+  test::write_text(d.file("c.tgt"), "x y\np q r s t\n");
+  DataConfig cfg;
+  cfg.dir = d.path();
+  cfg.src_lang = "src";
+  cfg.tgt_lang = "tgt";
+  cfg.train = "c";
+  cfg.tokenizer = "pretokenized";
+  Vocabularies v = prepare_vocab(cfg, d.file("run"));
+  ParallelCorpus c = load_parallel(cfg, "c", v, d.file("run/cache"), 0, 0);
+  c.source_aligned = true;
+  Batch b = c.make_batch({0, 1});
+  ASSERT_EQ(b.tgt_out.sizes(), b.src.sizes());  // [2, 5]: 4 tokens + EOS
+  auto id = [&](const char* w) { return static_cast<int64_t>(v.tgt->encode(w)[0]); };
+  // Row 0: "x y" + EOS, then padding up to the source length 5.
+  EXPECT_EQ(b.tgt_out[0][0].item<int64_t>(), id("x"));
+  EXPECT_EQ(b.tgt_out[0][2].item<int64_t>(), kEos);
+  EXPECT_EQ(b.tgt_out[0][3].item<int64_t>(), kPad);
+  // Row 1: the source has 2 tokens + EOS: "p q r" (truncated), no EOS.
+  EXPECT_EQ(b.tgt_out[1][2].item<int64_t>(), id("r"));
+  EXPECT_EQ(b.tgt_out[1][3].item<int64_t>(), kPad);
+  EXPECT_EQ(b.tgt_tokens, 3 + 3);
+}
+
+// Both cases train through the ordinary trainer: the toy on its fixed batch
+// (epochs of fixed_updates_per_epoch updates, validation on the same batch,
+// resume), the tagger on a copy corpus with source-aligned targets.
+TEST(Cases, BothCasesTrainAndResume) {
+  test::TempDir d;
+  RunConfig b = case_recipe("cases/toy_loss_spikes",
+                            {"train.max_updates=300", "data.fixed_updates_per_epoch=100",
+                             "diag.interval=50"});
+  {
+    Trainer t(b, d.file("toy"));
+    t.fit();
+    EXPECT_EQ(t.state().update, 300);
+    EXPECT_EQ(t.state().position.epoch, 3);  // 100 updates an epoch; stopped inside the third
+    EXPECT_LT(t.validate().first, 0.05);      // the toy is learned
+  }
+  RunConfig more = b;
+  more.train.max_updates = 350;
+  Trainer r(more, d.file("toy"));
+  r.fit();
+  EXPECT_EQ(r.state().update, 350);
+  test::write_copy_corpus(d.file("c"), 300, 20);
+  RunConfig a = case_recipe("cases/de_en_tagger",
+                            {"data.dir=" + d.file("c"), "data.src_lang=src", "data.tgt_lang=tgt",
+                             "data.valid=valid", "data.test=valid", "data.tokenizer=pretokenized",
+                             "data.max_tokens=512", "model.d_model=32", "model.ffn_dim=64",
+                             "model.heads=4", "optim.lr=2", "schedule.warmup_updates=50",
+                             "train.max_updates=150", "train.validate_interval=0",
+                             "diag.interval=50", "train.threads=1"});
+  Trainer t(a, d.file("tagger"));
+  double before = (t.setup(), t.validate().first);
+  t.fit();
+  EXPECT_LT(t.validate().first, 0.5 * before);  // copying is learnable position by position
+}
+
+}  // namespace
+}  // namespace clinic
