@@ -105,7 +105,7 @@ TEST(Config, RecipeByNameAndPathAndMissing) {
   std::string e = error_of([] { load_recipe("multi30k/admn"); });
   EXPECT_NE(e.find("not found"), std::string::npos) << e;
   EXPECT_NE(e.find("did you mean 'multi30k/admin'"), std::string::npos) << e;
-  EXPECT_EQ(list_recipes().size(), 9u);
+  EXPECT_EQ(list_recipes().size(), 11u);
 }
 
 TEST(Config, EveryKeyIsDocumentedInRecipesReadme) {
