@@ -64,14 +64,21 @@ TEST(Data, VocabularyTooLargeForDataIsReadable) {
   EXPECT_NE(e.find("lower data.vocab_size"), std::string::npos) << e;
 }
 
+// The fixture's fairseq-BPE split as a pretokenized corpus, vocabulary built in `dir`.
+DataConfig iwslt_bpe(const TempDir& d, Vocabularies* v) {
+  DataConfig c;
+  c.dir = std::string(kTestDataDir) + "/iwslt14/bpe10k";
+  c.train = "valid";
+  c.tokenizer = "pretokenized";
+  *v = prepare_vocab(c, d.path());
+  return c;
+}
+
 TEST(Data, PretokenizedModeJoinsBpeExactly) {
   TempDir d;
   std::string iwslt = std::string(kTestDataDir) + "/iwslt14";
-  DataConfig c;
-  c.dir = iwslt + "/bpe10k";
-  c.train = "valid";
-  c.tokenizer = "pretokenized";
-  Vocabularies v = prepare_vocab(c, d.path());
+  Vocabularies v;
+  iwslt_bpe(d, &v);
   auto bpe = read_lines(iwslt + "/bpe10k/valid.en");
   auto plain = read_lines(iwslt + "/valid.en");
   ASSERT_EQ(bpe.size(), plain.size());
@@ -203,11 +210,8 @@ TEST(Data, CacheIsRebuiltForAnotherVocabularyOrChangedText) {
 TEST(Data, BpeReferencesScoreLikeTheirHypotheses) {
   TempDir d;
   std::string iwslt = std::string(kTestDataDir) + "/iwslt14";
-  DataConfig c;
-  c.dir = iwslt + "/bpe10k";
-  c.train = "valid";
-  c.tokenizer = "pretokenized";
-  Vocabularies v = prepare_vocab(c, d.path());
+  Vocabularies v;
+  DataConfig c = iwslt_bpe(d, &v);
   std::string ref_path = iwslt + "/bpe10k/valid.en";
   std::vector<std::string> hyps;
   for (const auto& line : read_lines(ref_path)) {

@@ -28,42 +28,15 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from reference_model import Weights
+
 
 def run(model_path, variant, src, tgt):
-    m = torch.jit.load(model_path)
-    P = {k: v.double() for k, v in m.named_parameters()}
-    P.update({k: v.double() for k, v in m.named_buffers()})
-    d, H = m.d_model, m.heads
-    dh = d // H
-    pre = variant == "pre_ln"
-
-    def p(name):
-        return P["p_" + name.replace(".", "_")]
+    W = Weights(model_path, torch.float64)
+    d, pre = W.d, variant == "pre_ln"
 
     def ln(x, prefix):
-        return F.layer_norm(x, (d,), p(prefix + ".weight"), p(prefix + ".bias"), 1e-5)
-
-    def positions(tokens):
-        nonpad = (tokens != 0).long()
-        return F.embedding(torch.cumsum(nonpad, 1) * nonpad, p("positions.table"))
-
-    def attention(prefix, q_in, kv_in, key_pad, causal):
-        w, b = p(prefix + ".in_proj_weight"), p(prefix + ".in_proj_bias")
-        B, T, S = q_in.size(0), q_in.size(1), kv_in.size(1)
-        q = F.linear(q_in, w[:d], b[:d]).view(B, T, H, dh).transpose(1, 2) / math.sqrt(dh)
-        k = F.linear(kv_in, w[d:2 * d], b[d:2 * d]).view(B, S, H, dh).transpose(1, 2)
-        v = F.linear(kv_in, w[2 * d:], b[2 * d:]).view(B, S, H, dh).transpose(1, 2)
-        scores = q @ k.transpose(-1, -2)
-        if key_pad is not None:
-            scores = scores.masked_fill(key_pad[:, None, None, :], float("-inf"))
-        if causal:
-            scores = scores.masked_fill(torch.ones(T, S, dtype=torch.bool).triu(1), float("-inf"))
-        ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, d)
-        return F.linear(ctx, p(prefix + ".out_proj.weight"), p(prefix + ".out_proj.bias"))
-
-    def ffn(prefix, x):
-        h = F.relu(F.linear(x, p(prefix + ".fc1.weight"), p(prefix + ".fc1.bias")))
-        return F.linear(h, p(prefix + ".fc2.weight"), p(prefix + ".fc2.bias"))
+        return F.layer_norm(x, (d,), W(prefix + ".weight"), W(prefix + ".bias"), 1e-5)
 
     def run_stack(x, sublayers, keep, final_norm):
         rows = lambda t: t[keep]  # [N, d] real tokens
@@ -79,7 +52,7 @@ def run(model_path, variant, src, tgt):
                 comps.append(rows(fx))
                 b = rows(x + fx)
                 sigma = (b.var(1, unbiased=False, keepdim=True) + 1e-5).sqrt()
-                gamma = p(norm_prefix + ".norm.weight")
+                gamma = W(norm_prefix + ".norm.weight")
                 comps = [gamma * (c - c.mean(1, keepdim=True)) / sigma for c in comps]
                 x = ln(x + fx, norm_prefix + ".norm")
             stds = [float(c.std(unbiased=False)) for c in comps]
@@ -89,25 +62,11 @@ def run(model_path, variant, src, tgt):
         states.append(rows(x))
         return x, states, deps
 
-    n_enc = sum(1 for k in P if k.endswith("attn_sublayer_norm_weight") and "encoder" in k)
-    n_dec = sum(1 for k in P if k.endswith("self_sublayer_norm_weight"))
-    scale = math.sqrt(d)
     src_pad = src == 0
-    x = F.embedding(src, p("encoder_embed.weight")) * scale + positions(src)
-    subs = []
-    for l in range(n_enc):
-        e = "encoder_layers.%d" % l
-        subs.append((e + ".attn_sublayer", lambda h, e=e: attention(e + ".self_attn", h, h, src_pad, False)))
-        subs.append((e + ".ffn_sublayer", lambda h, e=e: ffn(e + ".ffn", h)))
-    enc, enc_states, enc_deps = run_stack(x, subs, src != 0, "encoder_norm")
-    y = F.embedding(tgt, p("encoder_embed.weight")) * scale + positions(tgt)
-    subs = []
-    for l in range(n_dec):
-        e = "decoder_layers.%d" % l
-        subs.append((e + ".self_sublayer", lambda h, e=e: attention(e + ".self_attn", h, h, None, True)))
-        subs.append((e + ".cross_sublayer", lambda h, e=e: attention(e + ".cross_attn", h, enc, src_pad, False)))
-        subs.append((e + ".ffn_sublayer", lambda h, e=e: ffn(e + ".ffn", h)))
-    _, dec_states, dec_deps = run_stack(y, subs, tgt != 0, "decoder_norm")
+    enc, enc_states, enc_deps = run_stack(W.embed(src), W.encoder_sublayers(src_pad), src != 0,
+                                          "encoder_norm")
+    _, dec_states, dec_deps = run_stack(W.embed(tgt), W.decoder_sublayers(enc, src_pad), tgt != 0,
+                                        "decoder_norm")
     return {"encoder": (enc_states, enc_deps), "decoder": (dec_states, dec_deps)}
 
 
