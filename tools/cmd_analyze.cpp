@@ -86,17 +86,19 @@ void add_analyze_command(CLI::App& app, Action& action) {
         }
       // Growth of the decoder output change with the number of sublayers.
       std::ostringstream fits;
-      fits << "\ngrowth of the output change with depth (decoder output; y = a + b N vs y = a + b ln N):\n";
+      fits << "\ngrowth of the output change with depth (y = a + b N vs y = a + b ln N):\n";
       for (const auto& [variant, depths] : by)
-        for (auto [name, field] : {std::pair{"random", &AnalyzeRow::change_random_dec},
-                                   std::pair{"update", &AnalyzeRow::change_update_dec}}) {
+        for (auto [name, field] : {std::pair{"random enc", &AnalyzeRow::change_random_enc},
+                                   std::pair{"random dec", &AnalyzeRow::change_random_dec},
+                                   std::pair{"update enc", &AnalyzeRow::change_update_enc},
+                                   std::pair{"update dec", &AnalyzeRow::change_update_dec}}) {
           std::vector<double> x, y;
           for (const auto& [depth, v] : depths) {
             x.push_back(static_cast<double>(depth));
             y.push_back(mean(v, field));
           }
           GrowthFit f = fit_growth(x, y);
-          fits << fmt::format("  {:<10} {:<6}: R2 linear {:.3f}, R2 log {:.3f} -> {}; x{:.2f} from "
+          fits << fmt::format("  {:<10} {:<10}: R2 linear {:.3f}, R2 log {:.3f} -> {}; x{:.2f} from "
                               "N = {} to {} (N ratio {:.1f}, ln N ratio {:.2f})\n",
                               variant, name, f.r2_linear, f.r2_log, f.better(), f.growth,
                               x.front(), x.back(), x.back() / x.front(),
@@ -105,11 +107,12 @@ void add_analyze_command(CLI::App& app, Action& action) {
       write_file_atomic(dir + "/analysis.tsv", tsv.str());
       // Plot: output change vs depth per variant.
       std::ostringstream gp;
-      gp << "set multiplot layout 1,2 title 'output change vs depth (" << recipe << ")'\n"
+      gp << "# tall\nset multiplot layout 2,2 title 'output change vs depth (" << recipe << ")'\n"
          << "set grid\nset key top left\nset xlabel 'layers per stack N'\n"
-         << "set ylabel '|F(W) - F(W*)|^2 per token (decoder output)'\n";
-      for (int col : {5, 7}) {
-        gp << "set title '" << (col == 5 ? "random perturbation" : "gradient update") << "'\nplot ";
+         << "set ylabel '|F(W) - F(W*)|^2 per token'\n";
+      for (int col : {4, 5, 6, 7}) {
+        gp << "set title '" << (col <= 5 ? "random perturbation, " : "gradient update, ")
+           << (col % 2 == 0 ? "encoder output" : "decoder output") << "'\nplot ";
         size_t k = 0;
         for (const auto& [variant, depths] : by)
           gp << (k++ ? ", " : "") << "'-' using 1:2 with linespoints lw 2 pt 7 title '" << variant << "'";
@@ -117,7 +120,10 @@ void add_analyze_command(CLI::App& app, Action& action) {
         for (const auto& [variant, depths] : by) {
           for (const auto& [depth, v] : depths)
             gp << depth << " "
-               << mean(v, col == 5 ? &AnalyzeRow::change_random_dec : &AnalyzeRow::change_update_dec)
+               << mean(v, col == 4   ? &AnalyzeRow::change_random_enc
+                          : col == 5 ? &AnalyzeRow::change_random_dec
+                          : col == 6 ? &AnalyzeRow::change_update_enc
+                                     : &AnalyzeRow::change_update_dec)
                << "\n";
           gp << "e\n";
         }

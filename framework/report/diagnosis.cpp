@@ -6,6 +6,8 @@
 #include <cmath>
 #include <limits>
 
+#include "framework/diagnostics/probe.h"
+
 namespace clinic {
 
 namespace {
@@ -157,11 +159,20 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
     Finding f;
     f.rule = "attention_collapse";
     for (const auto& d : r.diag) {
-      if (json_num(d, "attn_collapsed_heads") <= 0) continue;
       for (const char* stack : kStacks) {
-        auto flags = json_nums2(d, std::string(stack) + "_attn_collapsed");
+        // Flags recomputed from the statistics with today's definition, so
+        // reports on older runs agree with new ones.
         auto ent = json_nums2(d, std::string(stack) + "_attn_entropy");
         auto same = json_nums2(d, std::string(stack) + "_attn_same_key");
+        auto maxp = json_nums2(d, std::string(stack) + "_attn_max_prob");
+        std::vector<std::vector<double>> flags(same.size());
+        for (size_t a = 0; a < same.size(); ++a)
+          for (size_t h = 0; h < same[a].size(); ++h)
+            flags[a].push_back(a < maxp.size() && h < maxp[a].size() &&
+                                       StabilityProbe::collapsed(same[a][h], maxp[a][h],
+                                                                 t.collapse_fraction)
+                                   ? 1.0
+                                   : 0.0);
         auto subl = json_nums(d, std::string(stack) + "_attn_sublayer");
         auto kinds = json_strings(d, std::string(stack) + "_kind");
         auto layers = json_nums(d, std::string(stack) + "_layer");

@@ -24,6 +24,7 @@ struct DiagnoseThresholds {
   double amplification = 2.0;         // sum beta_ii^2 / (1 + ln n) at or above
   double vanishing_ratio = 0.01;       // first-layer / largest layer grad norm at or below
   double eps_dominated = 0.5;          // share of Adam entries with sqrt(v) < eps
+  double collapse_fraction = 0.9;      // as diag.collapse_fraction
 };
 
 /// Every rule, in a fixed order; fired ones first in the report.

@@ -48,7 +48,9 @@ TEST(Diagnose, HealthyRunFiresNothing) {
       R"j({"update": 10, "loss": 8.0, "loss_scale": 1, "skipped": 0})j",
       R"j({"update": 20, "loss": 7.5, "loss_scale": 1, "skipped": 0})j",
       R"j({"event": "diag", "update": 20, "encoder_dependency": )j" + array(pre_ln_dep) +
-          R"j(, "encoder_layer_grad_norm": [0.5, 0.4, 0.6], "attn_collapsed_heads": 0, "adam_eps": 1e-8, "adam_eps_dominated": 0.01})j",
+          R"j(, "encoder_layer_grad_norm": [0.5, 0.4, 0.6], "attn_collapsed_heads": 0, "adam_eps": 1e-8, "adam_eps_dominated": 0.01,
+             "encoder_attn_sublayer": [0], "encoder_attn_same_key": [[1.0, 0.3]], "encoder_attn_max_prob": [[0.62, 0.3]],
+             "encoder_attn_entropy": [[1.4, 2.0]]})j",
       R"j({"update": 30, "loss": 7.4, "loss_scale": 1, "skipped": 0})j"});
   for (const auto& f : diagnose(run)) {
     EXPECT_FALSE(f.fired) << f.rule << ": " << f.summary;
@@ -73,6 +75,7 @@ TEST(Diagnose, EveryRuleFiresOnItsEvidence) {
              "encoder_kind": ["self_attn", "ffn", "self_attn", "ffn"], "encoder_layer": [0, 0, 1, 1],
              "encoder_attn_sublayer": [0, 2], "encoder_attn_collapsed": [[0, 0], [0, 1]],
              "encoder_attn_entropy": [[1.2, 1.3], [0.9, 0.021]], "encoder_attn_same_key": [[0.2, 0.3], [0.4, 0.97]],
+             "encoder_attn_max_prob": [[0.3, 0.4], [0.5, 0.995]],
              "adam_eps": 1e-8, "adam_eps_dominated": 0.8})j",
       R"j({"update": 20, "loss": 7.0, "loss_scale": 0.5, "skipped": 3})j",
       R"j({"event": "spike", "update": 24, "loss": 19.5, "prev_loss": 7.1, "jump": 12.4, "rule": "abs+robust"})j",
