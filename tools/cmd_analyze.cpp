@@ -1,6 +1,7 @@
 // clinic analyze RECIPE [--set ...] --depths 6,12,18 --variants post_ln,pre_ln,admin
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -41,9 +42,8 @@ void add_analyze_command(CLI::App& app, Action& action) {
       }
       std::string dir = out;
       if (dir.empty()) {
+        // runs/analyze-multi30k-base for recipe multi30k/base
         dir = "runs/analyze-" + std::filesystem::path(recipe).replace_extension().string();
-        for (auto& ch : dir.substr(5))
-          if (ch == '/') ch = '-';
         std::replace(dir.begin() + 5, dir.end(), '/', '-');
       }
       std::filesystem::create_directories(dir);
