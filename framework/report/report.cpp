@@ -230,31 +230,24 @@ class Plots {
     s << "set multiplot layout 1," << fields.size() << "\nset grid\nset key below\nset format y '%g'\n"
       << (logy ? "set logscale y\n" : "");
     for (size_t f = 0; f < fields.size(); ++f) {
-      s << "set title '" << titles[f] << "'\nset xlabel 'layer'\nplot ";
-      bool first = true;
+      // One series per run and stack: the plot clauses, then their inline data.
+      std::string clauses, data;
       for (size_t k = 0; k < runs_.size(); ++k) {
         if (runs_[k].diag.empty()) continue;
         const auto& d = runs_[k].diag.back();
         for (const char* stack : kStacks) {
           auto v = json_nums(d, std::string(stack) + "_" + fields[f]);
           if (v.empty()) continue;
-          s << (first ? "" : ", ") << "'-' using 1:2 with linespoints lw 2 lc " << k + 1
-            << " dt " << (stack[0] == 'e' ? 1 : 2)
-            << " title " << quote(runs_[k].label + " " + stack + " @" + std::to_string(upd(d)));
-          first = false;
+          clauses += fmt::format("{}'-' using 1:2 with linespoints lw 2 lc {} dt {} title {}",
+                                 clauses.empty() ? "" : ", ", k + 1, stack[0] == 'e' ? 1 : 2,
+                                 quote(runs_[k].label + " " + stack + " @" + std::to_string(upd(d))));
+          for (size_t i = 0; i < v.size(); ++i)
+            data += fmt::format("{} {}\n", i + 1, logy ? pos(v[i]) : num(v[i]));
+          data += "e\n";
         }
       }
-      s << (first ? "1/0 notitle" : "") << "\n";
-      for (size_t k = 0; k < runs_.size(); ++k) {
-        if (runs_[k].diag.empty()) continue;
-        const auto& d = runs_[k].diag.back();
-        for (const char* stack : kStacks) {
-          auto v = json_nums(d, std::string(stack) + "_" + fields[f]);
-          if (v.empty()) continue;
-          for (size_t i = 0; i < v.size(); ++i) s << i + 1 << " " << (logy ? pos(v[i]) : num(v[i])) << "\n";
-          s << "e\n";
-        }
-      }
+      s << "set title '" << titles[f] << "'\nset xlabel 'layer'\nplot "
+        << (clauses.empty() ? "1/0 notitle" : clauses) << "\n" << data;
     }
     s << "unset multiplot\n";
     draw(name, s.str(), caption);
