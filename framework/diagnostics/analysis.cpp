@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <map>
-#include <regex>
 
 #include "framework/amp/autocast.h"
 #include "framework/diagnostics/instruments.h"
@@ -95,20 +94,17 @@ std::vector<AnalyzeRow> run_analysis(const RunConfig& recipe, const AnalyzeOptio
           (loss_fn(out, batch.tgt_out, at::kFloat).loss / static_cast<double>(batch.tgt_tokens))
               .backward();
         }
-        static const std::regex layer_re(R"(^(encoder|decoder)_layers\.([0-9]+)\.)");
-        std::map<std::string, std::vector<double>> layer_sq;
+        std::vector<std::string> names;
+        std::vector<double> grad_norms;
         for (auto& [name, p] : weights) {
-          std::smatch m;
-          if (!p.grad().defined() || !std::regex_search(name, m, layer_re)) continue;
-          auto& v = layer_sq[m[1]];
-          size_t l = std::stoul(m[2]);
-          if (v.size() <= l) v.resize(l + 1, 0.0);
-          v[l] += p.grad().pow(2).sum().item<double>();
+          names.push_back(name);
+          grad_norms.push_back(p.grad().defined() ? p.grad().norm().item<double>() : 0.0);
         }
-        r.grad_first_enc = std::sqrt(layer_sq["encoder"].front());
-        r.grad_last_enc = std::sqrt(layer_sq["encoder"].back());
-        r.grad_first_dec = std::sqrt(layer_sq["decoder"].front());
-        r.grad_last_dec = std::sqrt(layer_sq["decoder"].back());
+        auto layer = per_layer_norms(names, grad_norms);
+        r.grad_first_enc = layer["encoder"].front();
+        r.grad_last_enc = layer["encoder"].back();
+        r.grad_first_dec = layer["decoder"].front();
+        r.grad_last_dec = layer["decoder"].back();
         // Weight matrices only (Transformer-Clinic skips biases, norms, omega).
         torch::NoGradGuard g;
         std::vector<torch::Tensor> saved;

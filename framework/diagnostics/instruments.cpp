@@ -57,6 +57,23 @@ std::vector<double> relative(const std::vector<double>& v) {
 }
 }  // namespace
 
+std::map<std::string, std::vector<double>> per_layer_norms(const std::vector<std::string>& names,
+                                                           const std::vector<double>& norms) {
+  static const std::regex layer_re(R"(^(encoder|decoder)_layers\.([0-9]+)\.)");
+  std::map<std::string, std::vector<double>> out;
+  for (size_t i = 0; i < names.size() && i < norms.size(); ++i) {
+    std::smatch m;
+    if (!std::regex_search(names[i], m, layer_re)) continue;
+    auto& v = out[m[1]];
+    size_t l = std::stoul(m[2]);
+    if (v.size() <= l) v.resize(l + 1, 0.0);
+    v[l] += norms[i] * norms[i];
+  }
+  for (auto& [stack, v] : out)
+    for (auto& x : v) x = std::sqrt(x);
+  return out;
+}
+
 ProbeOutputs probe_forward(Seq2SeqModel& model, const Batch& batch, bool stats) {
   ProbeOutputs f;
   StabilityProbe probe(/*keep_states=*/true);
@@ -118,15 +135,16 @@ void Instruments::before_step(int64_t update) {
   base_ = run_probe(true);
   pending_ = MetricsRecord();
   pending_.add("event", std::string("diag")).add("update", update);
-  std::vector<double> grad_norm, param_norm;
+  std::vector<double> param_norm;
+  grad_norm_.clear();
   for (const auto& p : params_) {
     param_norm.push_back(p.detach().norm().item<double>());
-    grad_norm.push_back(p.grad().defined() ? p.grad().norm().item<double>() : 0.0);
+    grad_norm_.push_back(p.grad().defined() ? p.grad().norm().item<double>() : 0.0);
   }
   pending_.add("param_name", names_)
-      .add("grad_norm", grad_norm)
+      .add("grad_norm", grad_norm_)
       .add("param_norm", param_norm)
-      .add("grad_norm_rel", relative(grad_norm));
+      .add("grad_norm_rel", relative(grad_norm_));
   // Random perturbation of every weight matrix, from a generator of its own.
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed_ * 1000003ULL + static_cast<uint64_t>(update));
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -148,26 +166,12 @@ void Instruments::after_step() {
   for (size_t i = 0; i < params_.size(); ++i)
     update_norm.push_back((params_[i].detach() - snapshot_[i]).norm().item<double>());
   pending_.add("update_norm", update_norm).add("update_norm_rel", relative(update_norm));
-  // Per layer: the norm over the layer's tensors (names "<stack>_layers.<i>.").
-  static const std::regex layer_re(R"(^(encoder|decoder)_layers\.([0-9]+)\.)");
-  std::map<std::string, std::vector<double>> layer_grad, layer_update;
-  for (size_t i = 0; i < names_.size(); ++i) {
-    std::smatch m;
-    if (!std::regex_search(names_[i], m, layer_re)) continue;
-    size_t l = std::stoul(m[2]);
-    for (auto* target : {&layer_grad, &layer_update}) {
-      auto& v = (*target)[m[1]];
-      if (v.size() <= l) v.resize(l + 1, 0.0);
-    }
-    double gn = params_[i].grad().defined() ? params_[i].grad().norm().item<double>() : 0.0;
-    layer_grad[m[1]][l] += gn * gn;
-    layer_update[m[1]][l] += update_norm[i] * update_norm[i];
-  }
-  for (auto& [stack, v] : layer_grad) {
-    for (auto& x : v) x = std::sqrt(x);
-    for (auto& x : layer_update[stack]) x = std::sqrt(x);
+  // Per layer, from the per-tensor norms: the gradient as measured before
+  // clipping (as grad_norm), the update as applied.
+  auto layer_grad = per_layer_norms(names_, grad_norm_);
+  auto layer_update = per_layer_norms(names_, update_norm);
+  for (const auto& [stack, v] : layer_grad)
     pending_.add(stack + "_layer_grad_norm", v).add(stack + "_layer_update_norm", layer_update[stack]);
-  }
   int64_t collapsed_heads = 0;
   for (auto& [stack, s] : base_->stacks) {
     const std::string k = stack + "_";

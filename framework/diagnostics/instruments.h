@@ -46,6 +46,12 @@ ProbeOutputs probe_forward(Seq2SeqModel& model, const Batch& batch, bool stats);
 std::vector<double> output_changes(const ProbeOutputs& a, const ProbeOutputs& b,
                                    const std::string& stack);
 
+/// Per stack and layer, the norm over all tensors of that layer (parameter
+/// names "<stack>_layers.<i>."): sqrt of the sum of the tensors' squared
+/// norms. Tensors outside the layers (embeddings, final norms) are skipped.
+std::map<std::string, std::vector<double>> per_layer_norms(const std::vector<std::string>& names,
+                                                           const std::vector<double>& norms);
+
 class Instruments {
  public:
   /// `probe`: the fixed batch (already on the model's device).
@@ -80,6 +86,7 @@ class Instruments {
   // Between before_step and after_step of a measured update.
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_, snapshot_;
+  std::vector<double> grad_norm_;  // per tensor, before clipping
   std::unique_ptr<ProbeOutputs> base_, random_;
   MetricsRecord pending_;
 };

@@ -36,11 +36,10 @@ RunDirLock::RunDirLock(const std::string& run_dir) : path_(run_dir + "/.clinic.l
           run_dir, holder.empty() ? "?" : holder, path_));
     throw DataError(fmt::format("{}: cannot lock ({})", path_, std::strerror(err)));
   }
-  // Tell a second process who holds the lock.
+  // Tell a second process who holds the lock. Best effort: the flock holds
+  // either way; a failed write only leaves the PID out of its message ("?").
   std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
-    // The lock itself holds; only the holder's PID is missing from messages.
-  }
+  if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, pid.data(), pid.size(), 0);
 }
 
 RunDirLock::~RunDirLock() {

@@ -296,6 +296,15 @@ TEST(Instruments, ResumeContinuesTheProbeBatchAndSeries) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "record " << i;
 }
 
+TEST(Instruments, PerLayerNormsSumTheLayersTensors) {
+  auto l = per_layer_norms({"encoder_embed.weight", "encoder_layers.0.ffn.fc1.weight",
+                            "encoder_layers.0.ffn.fc1.bias", "encoder_layers.1.ffn.fc2.weight",
+                            "decoder_layers.2.self_attn.in_proj_weight", "decoder_norm.weight"},
+                           {7.0, 3.0, 4.0, 2.0, 1.5, 9.0});
+  EXPECT_EQ(l["encoder"], (std::vector<double>{5.0, 2.0}));  // sqrt(9 + 16), embeddings skipped
+  EXPECT_EQ(l["decoder"], (std::vector<double>{0.0, 0.0, 1.5}));
+}
+
 // Second moments against eps, on an Adam state set by hand.
 TEST(Instruments, SecondMomentSummaryAgainstEps) {
   auto p = torch::zeros({1000}, torch::requires_grad());
