@@ -15,6 +15,8 @@
 
 #include "clinic_paths.h"
 #include "framework/amp/autocast.h"
+#include "framework/amp/grad_scaler.h"
+#include "framework/device_memory.h"
 #include "framework/data/subprocess.h"
 #include "framework/data/text.h"
 #include "framework/diagnostics/instruments.h"
@@ -44,14 +46,19 @@ double transformer_train_flops(const ModelConfig& m, int64_t V, int64_t B,
   return 3 * fwd;
 }
 
-double measure_gemm_peak(int64_t n, bool bf16) {
-  auto opts = torch::TensorOptions().dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
+double measure_gemm_peak(int64_t n, at::ScalarType dtype, const torch::Device& device) {
+  auto opts = torch::TensorOptions().dtype(dtype).device(device);
   auto a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts);
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
   auto c = torch::mm(a, b);  // warm the kernels and the allocator
+  sync();
   double best = 0;
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < (device.is_cuda() ? 10 : 5); ++i) {
     double t0 = now_seconds();
     c = torch::mm(a, b);
+    sync();
     double dt = now_seconds() - t0;
     best = std::max(best, 2.0 * n * n * n / dt / 1e9);
   }
@@ -88,11 +95,31 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   auto rand_ids = [&](int64_t rows, int64_t len) {
     return torch::randint(kEos + 1, V, {rows, len}, torch::kLong);
   };
+  if (o.task != "random" && o.task != "copy")
+    throw ConfigError("bench --task " + o.task + ": expected random or copy");
+  // A batch of the task: copy reads its target from the source (teacher
+  // forcing on BOS + source[:-1]).
+  auto make_batch = [&] {
+    Batch b;
+    b.src = rand_ids(B, L).to(device);
+    b.tgt_out = o.task == "copy" ? b.src : rand_ids(B, L).to(device);
+    b.tgt_in = o.task == "copy"
+                   ? torch::cat({torch::full({B, 1}, kBos, b.src.options()), b.src.narrow(1, 0, L - 1)}, 1)
+                   : rand_ids(B, L).to(device);
+    return b;
+  };
+  // fp16 trains as the trainer does: scaled loss, unscaled gradients, an
+  // overflowing update skipped and the scale halved (LossScaler).
+  LossScaler scaler(cfg.train.loss_scale_init, cfg.train.loss_scale_window,
+                    cfg.train.threshold_loss_scale, cfg.train.precision == "fp16");
+  std::vector<torch::Tensor> params;
+  for (const auto& p : model->parameters())
+    if (p.requires_grad()) params.push_back(p);
+  int64_t overflows = 0, growths = 0;
+  std::vector<std::pair<int64_t, double>> curve;
+  const int64_t curve_every = std::max<int64_t>(1, o.steps / std::max<int64_t>(1, o.curve_points));
   // One fixed batch in --compare-python mode, so both sides see the same input.
-  Batch fixed;
-  fixed.src = rand_ids(B, L).to(device);
-  fixed.tgt_in = rand_ids(B, L).to(device);
-  fixed.tgt_out = rand_ids(B, L).to(device);
+  Batch fixed = make_batch();
   std::string tmp, py_cmd;
   double loss_eval = 0, py_loss_eval = 0, py_tps = 0, py_runs = 0;
   if (o.compare_python) {
@@ -174,12 +201,8 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     // A/B alternation: the Python reference runs between the two halves.
     if (o.compare_python && step == o.warmup + o.steps / 2) run_python();
     double t0 = now_seconds();
-    Batch b = fixed;
-    if (!o.compare_python) {
-      b.src = rand_ids(B, L).to(device);
-      b.tgt_in = rand_ids(B, L).to(device);
-      b.tgt_out = rand_ids(B, L).to(device);
-    }
+    if (step == o.warmup) reset_device_peak_memory(device);
+    Batch b = o.compare_python ? fixed : make_batch();
     double t1 = now_seconds();
     opt->zero_grad();
     DecoderFeatures out;
@@ -191,7 +214,14 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     auto loss = lo.loss / static_cast<double>(B * L);
     sync();
     double t2 = now_seconds();
-    loss.backward();
+    const double scale = scaler.scale();
+    (scale != 1.0 ? loss * scale : loss).backward();
+    bool overflow = false;
+    if (scaler.enabled() || cfg.train.clip_norm > 0) {
+      const double gn = scale_grads_and_norm(params, 1.0 / scale).item<double>();
+      overflow = !std::isfinite(gn);
+      if (!overflow) clip_grads(params, cfg.train.clip_norm, gn);
+    }
     sync();
     double t3 = now_seconds();
     double td = 0;
@@ -201,10 +231,17 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
       sync();
       td = now_seconds() - m0;
     }
-    opt->step();
+    if (!overflow) opt->step();
+    if (scaler.enabled()) {
+      scaler.update(overflow);
+      overflows += overflow;
+      growths += scaler.scale() > scale;
+    }
     sync();
     double t4 = now_seconds();
     last_loss = loss.item<double>();
+    if (timed && ((step - o.warmup) % curve_every == 0 || step == o.warmup + o.steps - 1))
+      curve.emplace_back(step - o.warmup + 1, last_loss);
     if (instruments && timed) {
       double m0 = now_seconds();
       instruments->after_step();
@@ -235,7 +272,8 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   double ups = o.steps / total;
   double flops = transformer_train_flops(cfg.model, V, B, L, L);
   double achieved = flops * ups / 1e9;
-  double peak = measure_gemm_peak(2048, dtype == at::kBFloat16);
+  const double device_peak_mb = device_peak_memory_mb(device);
+  double peak = measure_gemm_peak(device.is_cuda() ? 8192 : 2048, dtype, device);
   double tok = 2.0 * B * L * ups, tgt_tok = 1.0 * B * L * ups;
   // Instruments: one measurement's cost spread over diag.interval updates,
   // plus the spike detector on every update, against one update's time.
@@ -281,6 +319,9 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     beam_search(*model, src, so);
     beam5_full_sps = n / (now_seconds() - t0);
   }
+  std::string curve_json;
+  for (const auto& [u, l] : curve)
+    curve_json += fmt::format("{}[{}, {:.5f}]", curve_json.empty() ? "" : ", ", u, l);
   if (o.json) {
     out << fmt::format(
         "{{\"recipe\": \"{}\", \"precision\": \"{}\", \"threads\": {}, "
@@ -292,12 +333,15 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         "\"loss\": {:.5f}, \"beam5_sentences_per_s\": {:.2f}, \"beam5_tokens_per_s\": {:.1f}, "
         "\"beam1_sentences_per_s\": {:.2f}, \"beam1_tokens_per_s\": {:.1f}, "
         "\"beam5_latency_bs1_s\": {:.4f}, \"beam5_uncached_sentences_per_s\": {:.2f}, "
-        "\"beam5_cache_speedup\": {:.2f}{}{}}}\n",
+        "\"beam5_cache_speedup\": {:.2f}, \"device\": \"{}\", \"task\": \"{}\", "
+        "\"device_peak_memory_mb\": {:.1f}, \"gemm_peak_dtype\": \"{}\", \"loss_scale\": {}, "
+        "\"loss_scale_overflows\": {}, \"loss_scale_growths\": {}, \"loss_curve\": [{}]{}{}}}\n",
         cfg.source, cfg.train.precision, threads, TORCH_VERSION, B, L, o.steps, ups, tok,
         tgt_tok, t_fwd / o.steps, t_bwd / o.steps, t_opt / o.steps, t_data / o.steps,
         peak_rss_mb(), rss_growth, flops, achieved, peak, achieved / peak, last_loss, beam5_sps,
         beam5_tps, beam1_sps, beam1_tps, lat1, beam5_full_sps,
-        beam5_full_sps > 0 ? beam5_sps / beam5_full_sps : 0.0,
+        beam5_full_sps > 0 ? beam5_sps / beam5_full_sps : 0.0, device.str(), o.task,
+        device_peak_mb, c10::toString(dtype), scaler.scale(), overflows, growths, curve_json,
         o.compare_python
             ? fmt::format(", \"loss_eval\": {:.6f}, \"python_loss_eval\": {:.6f}, "
                           "\"python_tokens_per_s\": {:.1f}, \"python_ratio\": {:.3f}",
@@ -321,6 +365,11 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
       << fmt::format("peak RSS {:.0f} MiB | RSS growth from first to last timed update {:.0f} "
                      "MiB\n",
                      peak_rss_mb(), rss_growth);
+  if (device.is_cuda())
+    out << fmt::format("device {} | peak allocated {:.0f} MiB\n", device.str(), device_peak_mb);
+  if (scaler.enabled())
+    out << fmt::format("loss scale {} | {} overflows (updates skipped) | {} growths\n",
+                       scaler.scale(), overflows, growths);
   if (o.diag)
     out << fmt::format("instruments: {:.3f}s per measurement, {:.2g}s spike detector per update "
                        "-> {:.2f}% of training time at diag.interval = {}\n",

@@ -4,6 +4,8 @@
 #include <ostream>
 #include <string>
 
+#include <torch/torch.h>
+
 #include "framework/config.h"
 
 namespace clinic {
@@ -24,6 +26,12 @@ struct BenchOptions {
   /// around every timed update and the spike detector, each timed apart from
   /// the training step, and report their cost at the recipe's diag.interval.
   bool diag = false;
+  /// Synthetic batches: "random" (uniform targets: throughput only) or
+  /// "copy" (target = source: a learnable task whose loss curve falls, so
+  /// precisions can be compared update by update).
+  std::string task = "random";
+  /// Points of the loss curve in --json ("loss_curve"), evenly spaced.
+  int64_t curve_points = 20;
 };
 
 /// Analytic matmul FLOPs of one training update (3x forward: forward,
@@ -31,8 +39,10 @@ struct BenchOptions {
 /// T target tokens.
 double transformer_train_flops(const ModelConfig& m, int64_t vocab, int64_t B,
                                int64_t S, int64_t T);
-/// Best of a few fp32 (or bf16) n x n torch::mm, in GFLOP/s.
-double measure_gemm_peak(int64_t n, bool bf16);
+/// Best of a few n x n torch::mm in `dtype` on `device`, in GFLOP/s (the
+/// MFU denominator; on CUDA each product is timed between synchronisations).
+double measure_gemm_peak(int64_t n, at::ScalarType dtype,
+                         const torch::Device& device = torch::kCPU);
 void run_bench(const RunConfig& cfg, const BenchOptions& opts, std::ostream& out);
 
 }  // namespace clinic

@@ -120,7 +120,7 @@ inline std::string copy_recipe(const std::string& dir, const std::string& residu
          "  share_all_embeddings: true\n  max_source_positions: 64\n  max_target_positions: 64\n"
          "optim:\n  name: adam\n  lr: 0.003\n"
          "schedule:\n  name: inverse_sqrt\n  warmup_updates: 10\n"
-         "train:\n  threads: 1\n  max_updates: 40\n  log_interval: 10\n  label_smoothing: 0.1\n"
+         "train:\n  device: cpu\n  threads: 1\n  max_updates: 40\n  log_interval: 10\n  label_smoothing: 0.1\n"
          "eval:\n  beam: 3\n  max_len_a: 1.0\n  max_len_b: 5\n";
 }
 

@@ -24,6 +24,12 @@ void add_bench_command(CLI::App& app, Action& action) {
   b->add_flag("--diag", opts.diag,
               "also time the stability instruments (a measurement around every timed update, "
               "timed apart) and print their cost at the recipe's diag.interval");
+  b->add_option("--task", opts.task,
+                "synthetic batches: random (throughput) or copy (target = source, a loss "
+                "curve that falls)")
+      ->check(CLI::IsMember({"random", "copy"}));
+  b->add_option("--curve-points", opts.curve_points, "points of the --json loss_curve")
+      ->check(CLI::Range(1, 100000));
   b->callback([&action] {
     action = [] { run_bench(recipe_from_cli(recipe, overrides), opts, std::cout); };
   });

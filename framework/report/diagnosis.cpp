@@ -1,6 +1,7 @@
 #include "framework/report/diagnosis.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
 
 #include <algorithm>
 #include <cmath>

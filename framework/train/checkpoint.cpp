@@ -1,6 +1,8 @@
 #include "framework/train/checkpoint.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <torch/cuda.h>
 #include <fmt/format.h>
 
 #include <cstring>
@@ -83,7 +85,14 @@ CheckpointMeta read_meta(torch::serialize::InputArchive& a) {
   m.src_vocab = tensor_bytes(t);
   a.read("tgt_vocab", t);
   m.tgt_vocab = tensor_bytes(t);
-  a.read("rng", m.rng_state);
+  a.read("rng", m.rng_state.cpu);
+  torch::serialize::InputArchive cuda_rng;
+  if (a.try_read("rng_cuda", cuda_rng))  // absent in CPU runs and older builds
+    for (size_t i = 0;; ++i) {
+      torch::Tensor t;
+      if (!cuda_rng.try_read(std::to_string(i), t)) break;
+      m.rng_state.cuda.push_back(t);
+    }
   auto& s = m.state;
   s.update = read_int(a, "state/update");
   s.position.epoch = read_int(a, "state/epoch");
@@ -108,16 +117,44 @@ CheckpointMeta read_meta(torch::serialize::InputArchive& a) {
 
 }  // namespace
 
-torch::Tensor capture_rng_state() {
-  auto gen = at::detail::getDefaultCPUGenerator();
+namespace {
+
+torch::Tensor generator_state(at::Generator gen) {
   std::lock_guard<std::mutex> lock(gen.mutex());
   return gen.get_state();
 }
 
-void restore_rng_state(const torch::Tensor& state) {
-  auto gen = at::detail::getDefaultCPUGenerator();
+void set_generator_state(at::Generator gen, const torch::Tensor& state) {
   std::lock_guard<std::mutex> lock(gen.mutex());
   gen.set_state(state);
+}
+
+}  // namespace
+
+size_t cuda_devices() {
+  // size_t in LibTorch 1.13, c10::DeviceIndex in 2.x
+  return torch::cuda::is_available() ? static_cast<size_t>(torch::cuda::device_count()) : 0;
+}
+
+// CUDA generators are reached through the Context (its CUDA hooks), so this
+// file compiles against CPU-only and CUDA LibTorch alike.
+RngState capture_rng_state() {
+  RngState s;
+  s.cpu = generator_state(at::detail::getDefaultCPUGenerator());
+  for (size_t i = 0; i < cuda_devices(); ++i)
+    s.cuda.push_back(generator_state(at::globalContext().defaultGenerator(
+        c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i)))));
+  return s;
+}
+
+size_t restore_rng_state(const RngState& s) {
+  set_generator_state(at::detail::getDefaultCPUGenerator(), s.cpu);
+  size_t n = 0;
+  for (; n < std::min(s.cuda.size(), cuda_devices()); ++n)
+    set_generator_state(at::globalContext().defaultGenerator(
+                            c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(n))),
+                        s.cuda[n]);
+  return n;
 }
 
 void write_checkpoint(const std::string& path, Seq2SeqModel& model,
@@ -129,7 +166,13 @@ void write_checkpoint(const std::string& path, Seq2SeqModel& model,
   a.write("tgt_vocab_name", c10::IValue(m.tgt_vocab_name));
   a.write("src_vocab", bytes_tensor(m.src_vocab));
   a.write("tgt_vocab", bytes_tensor(m.tgt_vocab));
-  a.write("rng", m.rng_state.defined() ? m.rng_state : capture_rng_state());
+  const RngState rng = m.rng_state.cpu.defined() ? m.rng_state : capture_rng_state();
+  a.write("rng", rng.cpu);
+  if (!rng.cuda.empty()) {
+    torch::serialize::OutputArchive cuda_rng;
+    for (size_t i = 0; i < rng.cuda.size(); ++i) cuda_rng.write(std::to_string(i), rng.cuda[i]);
+    a.write("rng_cuda", cuda_rng);
+  }
   const auto& s = m.state;
   write_int(a, "state/update", s.update);
   write_int(a, "state/epoch", s.position.epoch);

@@ -31,13 +31,21 @@ struct TrainState {
   double wall_s = 0;         // training seconds before this process
 };
 
+/// Every generator a run draws from: dropout masks come from the CPU one on
+/// CPU and from the device's on CUDA (a resume restores both, so a run
+/// interrupted on a GPU continues with the masks it would have drawn).
+struct RngState {
+  torch::Tensor cpu;
+  std::vector<torch::Tensor> cuda;  // one per visible CUDA device, empty without CUDA
+};
+
 struct CheckpointMeta {
   std::string recipe_yaml;
   TrainState state;
   LossScalerState scaler;
   std::string src_vocab_name, tgt_vocab_name;  // file names, e.g. spm.model
   std::string src_vocab, tgt_vocab;            // file bytes
-  torch::Tensor rng_state;                     // CPU generator
+  RngState rng_state;
   /// False for averaged checkpoints (`clinic average`): weights only, which
   /// translate/export use but training cannot resume from.
   bool has_optimizer = true;
@@ -81,8 +89,12 @@ CheckpointMeta load_checkpoint(const std::string& path, Seq2SeqModel& model,
 /// (outputs refuse to overwrite one).
 bool is_clinic_checkpoint(const std::string& path);
 
-/// CPU (and CUDA when present) RNG state.
-torch::Tensor capture_rng_state();
-void restore_rng_state(const torch::Tensor& state);
+/// CUDA devices this process sees (0 without CUDA).
+size_t cuda_devices();
+/// The CPU generator's state and, when CUDA is available, each device's.
+RngState capture_rng_state();
+/// Restores the CPU state and the CUDA states the machine has devices for;
+/// returns how many CUDA states were restored.
+size_t restore_rng_state(const RngState& state);
 
 }  // namespace clinic

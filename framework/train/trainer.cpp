@@ -1,6 +1,7 @@
 #include "framework/train/trainer.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
 #include <unistd.h>
 
 #include <chrono>
@@ -241,7 +242,9 @@ void Trainer::setup() {
     resume->load_into(*model_, optimizer_.get());
     state_ = meta.state;
     scaler_->state() = meta.scaler;
-    restore_rng_state(meta.rng_state);
+    if (restore_rng_state(meta.rng_state) == 0 && device_.is_cuda())
+      log()->warn("[train] {} holds no CUDA generator state (saved without CUDA): dropout "
+                  "masks from here on differ from an uninterrupted run", last);
     log()->info("[train] resumed {} at update {} (epoch {}, batch {})", last,
                 state_.update, state_.position.epoch, state_.position.batch);
   } else {
@@ -274,7 +277,7 @@ std::string Trainer::locate_nonfinite(const Batch& batch) {
         first = fmt::format("{} layer {} {} output f(x)", v.stack, v.layer, v.kind);
     }
   } finder;
-  torch::Tensor rng = capture_rng_state();
+  RngState rng = capture_rng_state();
   model_->set_observer(&finder);
   std::string where;
   try {

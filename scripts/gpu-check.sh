@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The GPU check, in two halves (issue 22):
+#
+#   scripts/gpu-check.sh prepare   here (Debian 12): packs the Debian libraries
+#                                  clinic builds against into .gpu/deps.tar.xz
+#                                  (ignored by git), from the installed packages.
+#   scripts/gpu-check.sh run       on a GPU machine that has a python3 whose
+#                                  PyTorch 2.x + CUDA wheel holds LibTorch, nvcc,
+#                                  CMake and ninja, but no network and none of
+#                                  Debian's libraries: builds clinic against that
+#                                  LibTorch, runs the test suite with the CUDA
+#                                  instances of the device tests, trains
+#                                  IWSLT-small on synthetic copy batches in fp32,
+#                                  bf16 and fp16 (loss scaler) and prints one JSON
+#                                  line per precision. Results go to $OUT (or
+#                                  build-gpu/out). Budget: well under 10 minutes.
+#
+# With the device tool: prepare here, then
+#   run(command="scripts/gpu-check.sh run", carry=[".gpu"], timeout_s=540)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages whose headers, CMake configs and shared libraries the build
+# needs. Runtime libraries are listed beside their -dev packages; LibTorch and
+# CUDA come from the GPU machine's own PyTorch wheel. BLAS is left out: with
+# LibTorch 2.x attention runs in SDPA, not in clinic's sgemm (CLINIC_USE_BLAS=OFF).
+PACKAGES=(
+  libyaml-cpp-dev libyaml-cpp0.7 libfmt-dev libfmt9 libspdlog-dev libspdlog1.10
+  libcli11-dev libgtest-dev libgmock-dev libsentencepiece-dev libsentencepiece0
+  libjemalloc-dev libjemalloc2 libicu-dev libicu72 nlohmann-json3-dev
+)
+# Tests that need gnuplot (not on the GPU machine); the report does not
+# depend on the device, and CI runs them.
+NO_GNUPLOT='Diagnose.ReportOnARealDivergingRun|Analyze.CommandWritesTableAndPlot'
+
+prepare() {
+  set -e
+  scripts/install-deps.sh
+  rm -f .gpu/deps.tar.xz .gpu/files
+  mkdir -p .gpu
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+      { echo "clinic: error: gpu-check prepare: Debian package $p is not installed" >&2; exit 1; }
+    # Files and links only (tar makes the directories); no documentation.
+    dpkg -L "$p" | while IFS= read -r f; do
+      case "$f" in /usr/share/doc/* | /usr/share/man/* | /usr/share/lintian/*) continue ;; esac
+      if [ -f "$f" ] || [ -L "$f" ]; then echo "${f#/}"; fi
+    done >>.gpu/files
+  done
+  local n
+  n=$(wc -l <.gpu/files)
+  tar -C / --no-recursion -cJf .gpu/deps.tar.xz -T .gpu/files
+  local tree
+  tree=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -1 | cut -f1)
+  local deps
+  deps=$(stat -c %s .gpu/deps.tar.xz)
+  echo "gpu-check prepare: $n files of ${#PACKAGES[@]} packages -> .gpu/deps.tar.xz" \
+       "($((deps / 1048576)) MiB); working tree $((tree / 1048576)) MiB;" \
+       "together $(((deps + tree) / 1048576)) MiB of the 64 MiB that may travel"
+  if [ $((deps + tree)) -gt $((60 * 1048576)) ]; then
+    echo "clinic: error: gpu-check prepare: more than 60 MiB would travel" >&2
+    exit 1
+  fi
+}
+
+run() {
+  local out="${OUT:-$PWD/build-gpu/out}"
+  mkdir -p "$out"
+  local t0
+  t0=$(date +%s)
+  stamp() { echo "[gpu-check +$(($(date +%s) - t0))s] $*"; }
+  [ -f .gpu/deps.tar.xz ] ||
+    { echo "clinic: error: .gpu/deps.tar.xz missing: run 'scripts/gpu-check.sh prepare' first" >&2; exit 1; }
+  local deps=/tmp/clinic-deps
+  rm -rf "$deps" && mkdir -p "$deps" && tar -C "$deps" -xJf .gpu/deps.tar.xz
+  local py
+  py=$(command -v python3)
+  local torch_cmake
+  torch_cmake=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)') ||
+    { echo "clinic: error: python3 has no torch" >&2; exit 1; }
+  {
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+    nvcc --version | tail -2
+    cmake --version | head -1
+    g++ --version | head -1
+  } >"$out/machine.txt" 2>&1
+  cat "$out/machine.txt"
+  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+  stamp "configure + build against $torch_cmake"
+  if ! { cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
+           -DCMAKE_PREFIX_PATH="$torch_cmake;$deps/usr" -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
+           -DCMAKE_CXX_FLAGS="-isystem $deps/usr/include" -DCLINIC_USE_BLAS=OFF \
+           -DCLINIC_BUILD_TESTS=ON &&
+         cmake --build build-gpu -j "$(nproc)"; } >"$out/build.log" 2>&1; then
+    tail -40 "$out/build.log"
+    echo "clinic: error: gpu-check: the build failed (build.log)" >&2
+    exit 1
+  fi
+  stamp "built"
+  # The TensorBoard-reader oracle: this machine's python3 has tensorboard.
+  mkdir -p build-gpu/oracle-venv/bin && ln -sf "$py" build-gpu/oracle-venv/bin/python
+
+  stamp "test suite (GPU visible: the OnDevice/*/cuda instances run on CUDA)"
+  (cd build-gpu && ctest -j 8 --timeout 300 --output-on-failure -E "$NO_GNUPLOT") >"$out/ctest.log" 2>&1
+  local ctest_rc=$?
+  grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|\(SEGFAULT\)|Subprocess aborted" "$out/ctest.log" | head -40
+  grep -E "OnDevice.*cuda" "$out/ctest.log" | grep -Ec "Passed" |
+    xargs -I{} echo "CUDA device-test instances passed: {}"
+  stamp "tests done (rc $ctest_rc)"
+
+  local bin=build-gpu/bin/clinic
+  : >"$out/bench.jsonl"
+  for prec in fp32 bf16 fp16; do
+    stamp "bench $prec"
+    "$bin" bench iwslt14/admin --set data.vocab_size=10000 --set train.device=cuda \
+      --set train.precision="$prec" --set train.threads=4 --set train.loss_scale_init=65536 \
+      --task copy --steps 300 --warmup 10 --curve-points 10 --json \
+      >>"$out/bench.jsonl" 2>>"$out/bench.log" || echo "clinic: error: bench $prec failed" >&2
+  done
+  cat "$out/bench.jsonl"
+
+  stamp "end-to-end: clinic train multi30k on CUDA (fp16, validation, BLEU)"
+  rm -rf build-gpu/run-m30k
+  timeout 150 "$bin" train multi30k/admin --run-dir build-gpu/run-m30k --set train.device=cuda \
+    --set train.precision=fp16 --set train.max_updates=400 --set train.threads=4 \
+    >"$out/train.log" 2>&1
+  echo "train rc $?"
+  grep -E "valid|bleu|BLEU|error|overflow" "$out/train.log" | tail -8
+
+  "$py" - "$out/bench.jsonl" <<'EOF' | tee "$out/summary.txt"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+by = {r["precision"]: r for r in rows}
+print("precision  tokens/s   MFU     GEMM peak (TFLOP/s, dtype)  peak GPU MiB  loss first->last  scale events")
+for p, r in by.items():
+    c = r["loss_curve"]
+    print(f'{p:9s} {r["tokens_per_s"]:10.0f} {100*r["mfu"]:6.2f}%  {r["gemm_peak_gflops"]/1e3:8.1f} {r["gemm_peak_dtype"]:10s}'
+          f'  {r["device_peak_memory_mb"]:10.0f}  {c[0][1]:.3f} -> {c[-1][1]:.4f}'
+          f'  overflows {r["loss_scale_overflows"]} growths {r["loss_scale_growths"]} scale {r["loss_scale"]}')
+if "fp32" in by:
+    ref = {u: l for u, l in by["fp32"]["loss_curve"]}
+    for p in ("bf16", "fp16"):
+        if p not in by: continue
+        worst = max(abs(l - ref[u]) / max(ref[u], 0.05) for u, l in by[p]["loss_curve"] if u in ref)
+        print(f"{p} vs fp32: largest relative loss difference along the curve {worst:.3f}"
+              f" -> {'agree' if worst < 0.15 else 'DISAGREE'} (threshold 0.15)")
+EOF
+  stamp "done"
+  return $ctest_rc
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  *) echo "usage: scripts/gpu-check.sh prepare|run" >&2; exit 2 ;;
+esac

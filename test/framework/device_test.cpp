@@ -1,0 +1,228 @@
+// Device-parametrised tests: each runs on the CPU and, where
+// torch::cuda::is_available(), on CUDA; the CUDA instance skips with its
+// reason elsewhere. The oracle is always the fp32 CPU computation of the same
+// seeded model and batch (independent kernels: MKL/OpenBLAS vs cuBLAS/SDPA).
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include "framework/amp/autocast.h"
+#include "framework/config.h"
+#include "framework/data/vocab.h"
+#include "framework/eval/search.h"
+#include "framework/model.h"
+#include "framework/train/checkpoint.h"
+#include "framework/train/trainer.h"
+#include "test/support.h"
+
+namespace clinic {
+namespace {
+
+using test::TempDir;
+
+class OnDevice : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "cuda" && !torch::cuda::is_available())
+      GTEST_SKIP() << "no CUDA device here (torch::cuda::is_available() is false; "
+                      "the CUDA instance runs on a GPU machine: scripts/gpu-check.sh)";
+  }
+  torch::Device device() const {
+    return GetParam() == "cuda" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  }
+  /// The copy-task recipe of the trainer tests on this device.
+  RunConfig config(const TempDir& d, const std::string& residual,
+                   std::vector<std::string> overrides = {}) const {
+    test::write_copy_corpus(d.file("corpus"), 400, 40);
+    overrides.push_back("train.device=" + GetParam());
+    return parse_recipe_text(test::copy_recipe(d.file("corpus"), residual), "copy.yaml",
+                             overrides);
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Devices, OnDevice, ::testing::Values("cpu", "cuda"),
+                         [](const auto& info) { return info.param; });
+
+torch::Tensor device_ids(const std::vector<std::vector<int64_t>>& rows, torch::Device dev) {
+  auto t = torch::empty({static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())},
+                        torch::kLong);
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (size_t j = 0; j < rows[i].size(); ++j) t[i][j] = rows[i][j];
+  return t.to(dev);
+}
+
+// Every parameter and buffer moves, the output stays on the device (no silent
+// CPU fallback), and logits and gradients match the CPU model.
+TEST_P(OnDevice, ModelForwardBackwardMatchesTheCpuModel) {
+  for (const char* residual : {"post_ln", "pre_ln", "admin"}) {
+    ModelConfig mc = test::tiny_model(residual, 2, 32);
+    torch::manual_seed(7);
+    auto ref = build_model(mc, VocabInfo{24, 24, true});
+    torch::manual_seed(7);
+    auto dev = build_model(mc, VocabInfo{24, 24, true});
+    dev->to(device());
+    for (const auto& p : dev->named_parameters()) ASSERT_EQ(p.value().device(), device()) << p.key();
+    for (const auto& b : dev->named_buffers()) ASSERT_EQ(b.value().device(), device()) << b.key();
+    std::vector<std::vector<int64_t>> src = {{5, 6, 7, 8, kEos}, {9, 10, 11, kEos, kPad}};
+    std::vector<std::vector<int64_t>> tgt = {{kBos, 5, 6, 7, 8}, {kBos, 9, 10, 11, kPad}};
+    auto want = ref->forward(device_ids(src, torch::kCPU), device_ids(tgt, torch::kCPU));
+    auto got = dev->forward(device_ids(src, device()), device_ids(tgt, device()));
+    ASSERT_EQ(got.device(), device()) << residual;
+    test::expect_close(got.cpu(), want, 1e-4, 1e-4);
+    want.logsumexp(-1).sum().backward();
+    got.logsumexp(-1).sum().backward();
+    auto rp = ref->named_parameters();
+    for (const auto& p : dev->named_parameters()) {
+      ASSERT_TRUE(p.value().grad().defined()) << residual << " " << p.key();
+      ASSERT_EQ(p.value().grad().device(), device()) << p.key();
+      test::expect_close(p.value().grad().cpu(), rp[p.key()].grad(), 1e-3, 1e-4);
+    }
+  }
+}
+
+// The trainer puts model, optimizer state and batches on the device and
+// follows the CPU trainer's losses update by update.
+TEST_P(OnDevice, TrainerFollowsTheCpuTrainer) {
+  TempDir d;
+  std::vector<std::vector<double>> losses(2);
+  for (int k = 0; k < 2; ++k) {
+    RunConfig cfg = config(d, "admin", {"model.dropout=0"});
+    if (k == 0) cfg.train.device = "cpu";
+    Trainer t(cfg, d.file("run" + std::to_string(k)));
+    t.setup();
+    ASSERT_EQ(t.device(), k == 0 ? torch::Device(torch::kCPU) : device());
+    for (int u = 0; u < 6; ++u) {
+      auto s = t.train_update({t.train_data().make_batch({u, u + 6, u + 12, u + 18})});
+      ASSERT_FALSE(s.skipped);
+      losses[k].push_back(s.loss / s.tokens);
+    }
+    for (const auto& p : t.model().parameters()) ASSERT_EQ(p.device(), t.device());
+  }
+  EXPECT_LT(losses[1].back(), losses[1].front());
+  for (size_t u = 0; u < losses[0].size(); ++u)
+    EXPECT_NEAR(losses[1][u], losses[0][u], 2e-3 * losses[0][u]) << "update " << u;
+}
+
+// bf16 = autocast(bf16): the forward really computes in bf16 on the device,
+// and the first update's loss is within 2 % of fp32.
+TEST_P(OnDevice, Bf16AutocastTracksFp32) {
+  TempDir d;
+  double loss[2];
+  int i = 0;
+  for (const char* prec : {"fp32", "bf16"}) {
+    Trainer t(config(d, "pre_ln", {std::string("train.precision=") + prec, "model.dropout=0"}),
+              d.file(std::string("run_") + prec));
+    t.setup();
+    auto s = t.train_update({t.train_data().make_batch({0, 1, 2, 3, 4, 5})});
+    ASSERT_FALSE(s.skipped) << prec;
+    loss[i++] = s.loss / s.tokens;
+    if (std::string(prec) == "bf16") {
+      Batch b = t.train_data().make_batch({0, 1});
+      AutocastGuard guard(device().type(), torch::kBFloat16);
+      EXPECT_EQ(t.model().forward(b.src.to(device()), b.tgt_in.to(device())).scalar_type(),
+                torch::kBFloat16);
+    }
+  }
+  EXPECT_NEAR(loss[1], loss[0], 0.02 * loss[0]);
+}
+
+// fp16 = autocast(fp16) + the loss scaler: on CUDA the forward computes in
+// half precision; everywhere an overflowing gradient skips the update and
+// halves the scale, and a clean update then steps.
+TEST_P(OnDevice, Fp16UsesTheLossScaler) {
+  TempDir d;
+  Trainer ref(config(d, "post_ln", {"train.precision=fp32", "model.dropout=0"}), d.file("ref"));
+  ref.setup();
+  Batch b = ref.train_data().make_batch({0, 1, 2});
+  double want = ref.train_update({b}).loss;
+  Trainer t(config(d, "post_ln", {"train.precision=fp16", "train.loss_scale_init=64",
+                                  "model.dropout=0"}),
+            d.file("run"));
+  t.setup();
+  if (device().is_cuda()) {
+    AutocastGuard guard(device().type(), torch::kHalf);
+    EXPECT_EQ(t.model().forward(b.src.to(device()), b.tgt_in.to(device())).scalar_type(),
+              torch::kHalf);
+  }
+  auto w = t.model().named_parameters()["encoder_layers.0.ffn.fc1.weight"];
+  unsigned hook = w.register_hook([](torch::Tensor g) { return g * INFINITY; });
+  auto s1 = t.train_update({b});
+  w.remove_hook(hook);
+  EXPECT_TRUE(s1.skipped);
+  EXPECT_EQ(t.scaler().scale(), 32);
+  EXPECT_EQ(t.state().update, 0);
+  auto s2 = t.train_update({b});
+  ASSERT_FALSE(s2.skipped);
+  EXPECT_EQ(t.state().update, 1);
+  EXPECT_NEAR(s2.loss, want, 0.01 * want);  // fp16 compute, fp32 loss
+}
+
+// A checkpoint holds every generator the run draws from: a resumed run with
+// dropout continues exactly where an uninterrupted one would (on CUDA within
+// float tolerance: its backward kernels may sum in another order; different
+// dropout masks would differ by far more).
+TEST_P(OnDevice, ResumeContinuesTheDropoutStream) {
+  TempDir d;
+  auto run = [&](const std::string& dir, int64_t updates) {
+    Trainer t(config(d, "pre_ln", {"model.dropout=0.3", "train.max_updates=" + std::to_string(updates),
+                                   "train.save_interval=1", "train.log_interval=1"}),
+              d.file(dir));
+    t.fit();
+  };
+  run("straight", 8);
+  run("resumed", 4);
+  run("resumed", 8);
+  RunConfig cfg = config(d, "pre_ln");
+  auto a = build_model(cfg.model, VocabInfo{16, 16, true});
+  auto b = build_model(cfg.model, VocabInfo{16, 16, true});
+  auto ma = load_checkpoint(d.file("straight/checkpoint_last.pt"), *a, nullptr);
+  auto mb = load_checkpoint(d.file("resumed/checkpoint_last.pt"), *b, nullptr);
+  ASSERT_EQ(ma.state.update, 8);
+  ASSERT_EQ(mb.state.update, 8);
+  EXPECT_EQ(ma.rng_state.cuda.size(), cuda_devices());
+  auto pb = b->named_parameters();
+  for (const auto& p : a->named_parameters()) {
+    if (device().is_cpu())
+      EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+    else
+      test::expect_close(p.value(), pb[p.key()], 1e-5, 1e-6);
+  }
+}
+
+// The generator states round-trip through capture/restore on every device.
+TEST_P(OnDevice, RngStateRoundTrips) {
+  auto draw = [&] { return torch::rand({64}, torch::TensorOptions().device(device())).cpu(); };
+  RngState s = capture_rng_state();
+  auto first = draw();
+  EXPECT_FALSE(torch::equal(first, draw()));
+  EXPECT_EQ(restore_rng_state(s), cuda_devices());
+  EXPECT_TRUE(torch::equal(first, draw()));
+}
+
+// Beam search on the device returns the CPU model's hypotheses.
+TEST_P(OnDevice, BeamSearchMatchesTheCpuModel) {
+  ModelConfig mc = test::tiny_model("pre_ln", 2, 32);
+  torch::manual_seed(3);
+  auto ref = build_model(mc, VocabInfo{24, 24, true});
+  torch::manual_seed(3);
+  auto dev = build_model(mc, VocabInfo{24, 24, true});
+  dev->to(device());
+  SearchOptions o;
+  o.beam = 4;
+  o.nbest = 2;
+  o.max_len_b = 8;
+  std::vector<std::vector<int64_t>> src = {{5, 6, 7, 8, kEos}, {9, 10, 11, kEos, kPad}};
+  auto want = beam_search(*ref, device_ids(src, torch::kCPU), o);
+  auto got = beam_search(*dev, device_ids(src, device()), o);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(got[i].size(), want[i].size());
+    for (size_t k = 0; k < want[i].size(); ++k) {
+      EXPECT_EQ(got[i][k].tokens, want[i][k].tokens) << "sentence " << i << " rank " << k;
+      EXPECT_NEAR(got[i][k].score, want[i][k].score, 1e-4);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace clinic
