@@ -315,6 +315,14 @@ struct BlasBmm : public torch::autograd::Function<BlasBmm> {
 
 }  // namespace
 
+bool head_bmm_uses_blas() {
+#ifdef CLINIC_HAVE_BLAS
+  return true;
+#else
+  return false;
+#endif
+}
+
 torch::Tensor head_bmm(const torch::Tensor& a, const torch::Tensor& b, double alpha,
                        const torch::Tensor& out_layout) {
   TORCH_CHECK(a.dim() == b.dim() && (a.dim() == 3 || a.dim() == 4),

@@ -40,6 +40,8 @@ torch::Tensor dropout_keep_mask(const torch::Tensor& like, double p);
 /// BLAS (CLINIC_HAVE_BLAS): torch::matmul.
 torch::Tensor head_bmm(const torch::Tensor& a, const torch::Tensor& b, double alpha = 1.0,
                        const torch::Tensor& out_layout = {});
+/// Whether this build calls BLAS in head_bmm (CLINIC_USE_BLAS found one).
+bool head_bmm_uses_blas();
 
 struct MultiheadAttentionOptions {
   MultiheadAttentionOptions(int64_t embed_dim, int64_t heads)

@@ -63,17 +63,16 @@ prepare() {
   fi
 }
 
-run() {
-  local out="${OUT:-$PWD/build-gpu/out}"
+out="${OUT:-$PWD/build-gpu/out}"
+t0=$(date +%s)
+stamp() { echo "[gpu-check +$(($(date +%s) - t0))s] $*"; }
+
+build_gpu() {
   mkdir -p "$out"
-  local t0
-  t0=$(date +%s)
-  stamp() { echo "[gpu-check +$(($(date +%s) - t0))s] $*"; }
   [ -f .gpu/deps.tar.xz ] ||
     { echo "clinic: error: .gpu/deps.tar.xz missing: run 'scripts/gpu-check.sh prepare' first" >&2; exit 1; }
-  local deps=/tmp/clinic-deps
+  deps=/tmp/clinic-deps
   rm -rf "$deps" && mkdir -p "$deps" && tar -C "$deps" -xJf .gpu/deps.tar.xz
-  local py
   py=$(command -v python3)
   local torch_cmake
   torch_cmake=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)') ||
@@ -101,15 +100,30 @@ run() {
   stamp "built"
   # The TensorBoard-reader oracle: this machine's python3 has tensorboard.
   mkdir -p build-gpu/oracle-venv/bin && ln -sf "$py" build-gpu/oracle-venv/bin/python
+  # PyTorch wheels export their own std::filesystem; clinic must bind to
+  # libstdc++'s (CMakeLists.txt names libstdc++ first). Show where it binds.
+  env | grep -E '^LD_' || true
+  readelf -d build-gpu/bin/clinic_tests | grep NEEDED | head -3
+  rm -f /tmp/clinic-ldb.*
+  LD_DEBUG=bindings LD_DEBUG_OUTPUT=/tmp/clinic-ldb build-gpu/bin/clinic_tests \
+    --gtest_filter=Diagnose.HealthyRunFiresNothing >/dev/null 2>&1
+  grep -h "remove_all" /tmp/clinic-ldb.* 2>/dev/null | grep "normal symbol" | head -2 |
+    sed 's/.*binding file/binding/'
+}
 
+tests_gpu() {
   stamp "test suite (GPU visible: the OnDevice/*/cuda instances run on CUDA)"
+  local ctest_rc
   (cd build-gpu && ctest -j 8 --timeout 300 --output-on-failure -E "$NO_GNUPLOT") >"$out/ctest.log" 2>&1
-  local ctest_rc=$?
+  ctest_rc=$?
   grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|\(SEGFAULT\)|Subprocess aborted" "$out/ctest.log" | head -40
   grep -E "OnDevice.*cuda" "$out/ctest.log" | grep -Ec "Passed" |
     xargs -I{} echo "CUDA device-test instances passed: {}"
   stamp "tests done (rc $ctest_rc)"
+  return $ctest_rc
+}
 
+bench_gpu() {
   local bin=build-gpu/bin/clinic
   : >"$out/bench.jsonl"
   for prec in fp32 bf16 fp16; do
@@ -148,11 +162,12 @@ if "fp32" in by:
               f" -> {'agree' if worst < 0.15 else 'DISAGREE'} (threshold 0.15)")
 EOF
   stamp "done"
-  return $ctest_rc
 }
 
 case "${1:-}" in
   prepare) prepare ;;
-  run) run ;;
-  *) echo "usage: scripts/gpu-check.sh prepare|run" >&2; exit 2 ;;
+  run) build_gpu || exit 1; tests_gpu; rc=$?; bench_gpu; exit $rc ;;
+  tests) build_gpu || exit 1; tests_gpu ;;  # build + test suite only
+  bench) build_gpu || exit 1; bench_gpu ;;  # build + training figures only
+  *) echo "usage: scripts/gpu-check.sh prepare|run|tests|bench" >&2; exit 2 ;;
 esac
