@@ -6,3 +6,5 @@ scripts/install-deps.sh
 scripts/build.sh -DCLINIC_BUILD_TESTS=ON
 scripts/oracle-venv.sh   # the real TensorBoard reader, a test oracle
 cd build && ctest -j "$(nproc)" --output-on-failure
+cd ..
+scripts/test-torch2.sh   # the same suite against LibTorch 2.x (PyPI wheel)

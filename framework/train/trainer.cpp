@@ -266,7 +266,8 @@ void Trainer::setup() {
   is_setup_ = true;
 }
 
-std::string Trainer::locate_nonfinite(const Batch& batch) {
+std::string Trainer::locate_nonfinite(const Batch& given) {
+  const Batch batch = given.to(device_);  // no copy when already there
   struct Finder : SublayerObserver {
     std::string first;
     void on_branch(SublayerView& v) override {
@@ -320,7 +321,10 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   const double scale = scaler_->scale();
   torch::Tensor loss_sum = torch::zeros({}, device_), nll_sum = loss_sum.clone();
   UpdateStats s;
-  for (const auto& b : batches) {
+  for (const auto& given : batches) {
+    // fit() hands over batches already on the device (copied ahead, so the
+    // copy overlaps compute); a caller's host batch is moved here.
+    const Batch b = given.src.device() == device_ ? given : given.to(device_);
     DecoderFeatures out;
     {
       AutocastGuard ag(device_.type(), compute_dtype_);
