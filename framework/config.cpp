@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
 #include <fstream>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -89,6 +90,7 @@ const char* type_name(const int64_t&) { return "int"; }
 const char* type_name(const double&) { return "float"; }
 const char* type_name(const std::string&) { return "string"; }
 const char* type_name(const std::vector<double>&) { return "list[float]"; }
+const char* type_name(const std::vector<OptimGroupConfig>&) { return "list[group]"; }
 
 std::string format_double(double d) {
   std::string s = fmt::format("{}", d);
@@ -111,6 +113,42 @@ std::string yaml_text(const std::vector<double>& v) {
   return s + "]";
 }
 
+// Writes a struct's fields as the pairs of a YAML flow mapping.
+struct FlowWriter {
+  std::vector<std::string>& parts;
+  template <class T>
+  void operator()(const char* key, T& field, const char*, const Rule&) {
+    parts.push_back(std::string(key) + ": " + yaml_text(field));
+  }
+};
+
+// optim.groups as one YAML flow sequence (recipe.yaml, checkpoints, `clinic
+// config`); only the keys a group sets.
+std::string yaml_text(const std::vector<OptimGroupConfig>& groups) {
+  std::vector<std::string> items;
+  for (auto g : groups) {
+    std::vector<std::string> parts = {"name: " + yaml_text(g.name)};
+    if (!g.match.empty()) parts.push_back("match: " + yaml_text(g.match));
+    if (!g.glob.empty()) parts.push_back("glob: " + yaml_text(g.glob));
+    if (g.lr) parts.push_back("lr: " + yaml_text(*g.lr));
+    if (g.betas) parts.push_back("betas: " + yaml_text(*g.betas));
+    if (g.eps) parts.push_back("eps: " + yaml_text(*g.eps));
+    if (g.weight_decay) parts.push_back("weight_decay: " + yaml_text(*g.weight_decay));
+    if (g.schedule) {
+      std::vector<std::string> sp;
+      FlowWriter w{sp};
+      g.schedule->visit(w);
+      parts.push_back(fmt::format("schedule: {{{}}}", fmt::join(sp, ", ")));
+    }
+    items.push_back(fmt::format("{{{}}}", fmt::join(parts, ", ")));
+  }
+  return fmt::format("[{}]", fmt::join(items, ", "));
+}
+
+void parse_groups(const YAML::Node& n, std::vector<OptimGroupConfig>& out,
+                  const std::string& file, const std::string& path,
+                  std::map<std::string, std::string>& origin);
+
 // Collects field names of one section.
 struct NameCollector {
   std::vector<std::string> names;
@@ -131,7 +169,10 @@ struct SectionReader {
     YAML::Node n = node[key];
     if (!n) return;
     std::string path = section + "." + key;
-    parse_value(n, field, fmt::format("{}: {}", where(file, n), path));
+    if constexpr (std::is_same_v<T, std::vector<OptimGroupConfig>>)
+      parse_groups(n, field, file, path, origin);
+    else
+      parse_value(n, field, fmt::format("{}: {}", where(file, n), path));
     origin[path] = where(file, n);
   }
 };
@@ -242,6 +283,78 @@ void reject_duplicate_keys(const YAML::Node& map, const std::string& file,
                                     where(file, kv.first), prefix, key,
                                     it->second.Mark().line + 1));
   }
+}
+
+// Every key of `map` must be one of `names`; else an error naming the file,
+// line and key, with the closest name.
+void reject_unknown_keys(const YAML::Node& map, const std::vector<std::string>& names,
+                         const std::string& file, const std::string& prefix) {
+  for (const auto& kv : map) {
+    std::string key = kv.first.as<std::string>();
+    if (std::find(names.begin(), names.end(), key) != names.end()) continue;
+    std::string hint = closest_match(key, names);
+    throw ConfigError(fmt::format("{}: unknown key '{}{}'{}", where(file, kv.first), prefix, key,
+                                  hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint)));
+  }
+}
+
+void parse_groups(const YAML::Node& n, std::vector<OptimGroupConfig>& out,
+                  const std::string& file, const std::string& path,
+                  std::map<std::string, std::string>& origin) {
+  if (!n.IsSequence())
+    throw ConfigError(fmt::format(
+        "{}: {}: expected a list of groups like [{{name: encoder, match: 'encoder.*', lr: "
+        "0.002}}], got {}",
+        where(file, n), path, n.IsScalar() ? "'" + n.Scalar() + "'" : scalar_text(n)));
+  std::vector<OptimGroupConfig> groups;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const YAML::Node e = n[i];
+    const std::string p = fmt::format("{}[{}]", path, i);
+    if (!e.IsMap())
+      throw ConfigError(fmt::format("{}: {}: a group is a mapping {{name: ..., match: ..., ...}}, "
+                                    "got {}",
+                                    where(file, e), p, scalar_text(e)));
+    reject_duplicate_keys(e, file, p + ".");
+    reject_unknown_keys(e, {"name", "match", "glob", "lr", "betas", "eps", "weight_decay",
+                            "schedule"},
+                        file, p + ".");
+    OptimGroupConfig g;
+    auto read = [&](const char* key, auto& field) {
+      if (!e[key]) return false;
+      parse_value(e[key], field, fmt::format("{}: {}.{}", where(file, e[key]), p, key));
+      origin[p + "." + key] = where(file, e[key]);
+      return true;
+    };
+    auto read_opt = [&](const char* key, auto& opt) {
+      typename std::decay_t<decltype(opt)>::value_type v{};
+      if (read(key, v)) opt = v;
+    };
+    read("name", g.name);
+    read("match", g.match);
+    read("glob", g.glob);
+    read_opt("lr", g.lr);
+    read_opt("betas", g.betas);
+    read_opt("eps", g.eps);
+    read_opt("weight_decay", g.weight_decay);
+    origin[p] = where(file, e);
+    if (const YAML::Node sn = e["schedule"]) {
+      if (!sn.IsMap())
+        throw ConfigError(fmt::format("{}: {}.schedule must be a mapping like {{name: noam, "
+                                      "warmup_updates: 10000}}",
+                                      where(file, sn), p));
+      ScheduleConfig sc;
+      NameCollector names;
+      sc.visit(names);
+      reject_duplicate_keys(sn, file, p + ".schedule.");
+      reject_unknown_keys(sn, names.names, file, p + ".schedule.");
+      std::string sec = p + ".schedule";
+      SectionReader reader{sn, file, sec, origin};
+      sc.visit(reader);
+      g.schedule = sc;
+    }
+    groups.push_back(std::move(g));
+  }
+  out = std::move(groups);
 }
 
 // yaml-cpp recurses once per nesting level: 100k '[' overflowed into a
@@ -499,6 +612,59 @@ void validate(const RunConfig& c) {
     throw ConfigError(fmt::format(
         "{}: optim.betas must be two numbers in [0, 1), got {}",
         loc("optim.betas"), yaml_text(b)));
+  std::set<std::string> group_names;
+  for (size_t i = 0; i < cfg.optim.groups.size(); ++i) {
+    const auto& g = cfg.optim.groups[i];
+    const std::string p = fmt::format("optim.groups[{}]", i);
+    auto gloc = [&](const std::string& k) {
+      std::string l = loc(p + "." + k);
+      return l == "default" ? loc(p) : l;
+    };
+    static const std::regex kIdent("[A-Za-z0-9_]+");
+    if (!std::regex_match(g.name, kIdent))
+      throw ConfigError(fmt::format("{}: {}.name = '{}': a group needs a name of letters, digits "
+                                    "and _ (its lr is logged as lr_<name>)",
+                                    gloc("name"), p, g.name));
+    if (!group_names.insert(g.name).second)
+      throw ConfigError(fmt::format("{}: {}.name = '{}': an earlier group has this name",
+                                    gloc("name"), p, g.name));
+    if (g.match.empty() == g.glob.empty())
+      throw ConfigError(fmt::format("{}: {} ('{}'): give exactly one of match (a regex over the "
+                                    "whole parameter name) and glob",
+                                    loc(p), p, g.name));
+    if (!g.match.empty()) {
+      try {
+        std::regex re(g.match);
+      } catch (const std::regex_error& e) {
+        throw ConfigError(fmt::format("{}: {}.match = '{}': not a regular expression ({})",
+                                      gloc("match"), p, g.match, e.what()));
+      }
+    }
+    auto positive_or = [&](const char* key, const std::optional<double>& v, bool zero_ok) {
+      if (v && !(std::isfinite(*v) && (zero_ok ? *v >= 0 : *v > 0)))
+        throw ConfigError(fmt::format("{}: {}.{} = {}: must be {} 0", gloc(key), p, key, *v,
+                                      zero_ok ? ">=" : ">"));
+    };
+    positive_or("lr", g.lr, false);
+    positive_or("eps", g.eps, false);
+    positive_or("weight_decay", g.weight_decay, true);
+    if (g.betas) {
+      const auto& gb = *g.betas;
+      if (gb.size() != 2 || gb[0] < 0 || gb[0] >= 1 || gb[1] < 0 || gb[1] >= 1)
+        throw ConfigError(fmt::format("{}: {}.betas must be two numbers in [0, 1), got {}",
+                                      gloc("betas"), p, yaml_text(gb)));
+    }
+    if (g.schedule) {
+      ScheduleConfig sc = *g.schedule;
+      SectionValidator v{p + ".schedule", cfg.origin};
+      sc.visit(v);
+      if ((sc.name == "linear" || sc.name == "cosine") && sc.total_updates == 0 &&
+          cfg.train.max_updates == 0)
+        throw ConfigError(fmt::format("{}: {}.schedule.name = {} decays over total_updates or "
+                                      "train.max_updates; set one of them",
+                                      gloc("schedule"), p, sc.name));
+    }
+  }
   if (m.share_all_embeddings && !cfg.data.joint_vocab)
     throw ConfigError(fmt::format(
         "{}: model.share_all_embeddings needs data.joint_vocab: true",

@@ -195,38 +195,6 @@ struct DataConfig {
   }
 };
 
-struct OptimConfig {
-  std::string name = "adam";
-  double lr = 5e-4;
-  std::vector<double> betas = {0.9, 0.98};
-  double eps = 1e-8;
-  double weight_decay = 0.0;
-  std::string flavour = "clinic";
-  bool degenerate_to_sgd = false;
-  bool decoupled_weight_decay = false;
-  bool no_decay_bias_norm = false;
-
-  template <class V>
-  void visit(V& v) {
-    v("name", name, "optimizer: adam, adamw, radam, or a registered name",
-      any());
-    v("lr", lr, "peak learning rate", positive());
-    v("betas", betas, "[beta1, beta2], each in [0, 1)", any());
-    v("eps", eps, "denominator epsilon", positive());
-    v("weight_decay", weight_decay, "weight decay factor", at_least(0));
-    v("flavour", flavour,
-      "radam: clinic (Transformer-Clinic), reference (LiyuanLucasLiu/RAdam) "
-      "or torch (torch.optim.RAdam)",
-      one_of({"clinic", "reference", "torch"}));
-    v("degenerate_to_sgd", degenerate_to_sgd,
-      "radam reference flavour: momentum-SGD step while rho_t < 5", any());
-    v("decoupled_weight_decay", decoupled_weight_decay,
-      "radam torch flavour: AdamW-style decay instead of L2", any());
-    v("no_decay_bias_norm", no_decay_bias_norm,
-      "exclude biases, LayerNorm gains and omega from weight decay", any());
-  }
-};
-
 struct ScheduleConfig {
   std::string name = "inverse_sqrt";
   int64_t warmup_updates = 4000;
@@ -253,6 +221,59 @@ struct ScheduleConfig {
       at_least(0));
   }
 };
+
+/// One entry of optim.groups: the trainable parameters whose names match
+/// (`match`: a regex over the whole name; or `glob`: a shell pattern) take
+/// these settings. Unset ones inherit optim.*; without `schedule` the group
+/// follows the recipe's schedule with its own peak lr. `clinic params RECIPE`
+/// lists every parameter and the group it lands in.
+struct OptimGroupConfig {
+  std::string name;  // [A-Za-z0-9_]+; logged as lr_<name>
+  std::string match;
+  std::string glob;
+  std::optional<double> lr, eps, weight_decay;
+  std::optional<std::vector<double>> betas;
+  std::optional<ScheduleConfig> schedule;
+};
+
+struct OptimConfig {
+  std::string name = "adam";
+  double lr = 5e-4;
+  std::vector<double> betas = {0.9, 0.98};
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  std::string flavour = "clinic";
+  bool degenerate_to_sgd = false;
+  bool decoupled_weight_decay = false;
+  bool no_decay_bias_norm = false;
+  std::vector<OptimGroupConfig> groups;
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name, "optimizer: adam, adamw, radam, or a registered name",
+      any());
+    v("lr", lr, "peak learning rate", positive());
+    v("betas", betas, "[beta1, beta2], each in [0, 1)", any());
+    v("eps", eps, "denominator epsilon", positive());
+    v("weight_decay", weight_decay, "weight decay factor", at_least(0));
+    v("flavour", flavour,
+      "radam: clinic (Transformer-Clinic), reference (LiyuanLucasLiu/RAdam) "
+      "or torch (torch.optim.RAdam)",
+      one_of({"clinic", "reference", "torch"}));
+    v("degenerate_to_sgd", degenerate_to_sgd,
+      "radam reference flavour: momentum-SGD step while rho_t < 5", any());
+    v("decoupled_weight_decay", decoupled_weight_decay,
+      "radam torch flavour: AdamW-style decay instead of L2", any());
+    v("no_decay_bias_norm", no_decay_bias_norm,
+      "exclude biases, LayerNorm gains and omega from weight decay", any());
+    v("groups", groups,
+      "parameter groups, in order: [{name, match (regex) or glob, lr, betas, eps, "
+      "weight_decay, schedule: {name, warmup_updates, ...}}]; a parameter in two groups or "
+      "a group matching none is an error (recipes/README.md)",
+      any());
+  }
+};
+
 
 struct TrainConfig {
   int64_t seed = 1;

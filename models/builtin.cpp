@@ -54,6 +54,10 @@ void check_registered_names(const RunConfig& cfg) {
     check("model.decoder_residual", cfg.model.decoder_residual, residual_registry());
   check("optim.name", cfg.optim.name, optimizer_registry());
   check("schedule.name", cfg.schedule.name, schedule_registry());
+  for (size_t i = 0; i < cfg.optim.groups.size(); ++i)
+    if (cfg.optim.groups[i].schedule)
+      check(fmt::format("optim.groups[{}].schedule.name", i), cfg.optim.groups[i].schedule->name,
+            schedule_registry());
   check("train.criterion", cfg.train.criterion, loss_registry());
 }
 

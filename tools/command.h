@@ -26,5 +26,6 @@ void add_translate_commands(CLI::App& app, Action& action);
 void add_bench_command(CLI::App& app, Action& action);
 void add_diagnose_commands(CLI::App& app, Action& action);
 void add_analyze_command(CLI::App& app, Action& action);
+void add_params_command(CLI::App& app, Action& action);
 
 }  // namespace clinic::cli

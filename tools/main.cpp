@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   try {
     register_builtins();
     cli::add_config_commands(app, action);
+    cli::add_params_command(app, action);
     cli::add_train_commands(app, action);
     cli::add_translate_commands(app, action);
     cli::add_bench_command(app, action);

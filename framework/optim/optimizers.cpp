@@ -45,31 +45,49 @@ void register_builtin_optimizers() {
   });
 }
 
-std::unique_ptr<torch::optim::Optimizer> build_optimizer(
-    Seq2SeqModel& model, const OptimConfig& cfg) {
-  std::vector<torch::Tensor> decay, no_decay;
-  for (const auto& p : model.named_parameters(true)) {
-    if (!p.value().requires_grad()) continue;
-    if (cfg.no_decay_bias_norm && model.is_no_decay(p.key()))
-      no_decay.push_back(p.value());
-    else
-      decay.push_back(p.value());
-  }
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay);
-  auto opt = optimizer_registry().get(cfg.name)(std::move(groups), cfg);
-  if (!no_decay.empty()) {
-    // The no-decay group's options come from the same builder with zero
-    // decay, so this works for user-registered optimizers too.
-    OptimConfig zero = cfg;
-    zero.weight_decay = 0;
-    std::vector<torch::optim::OptimizerParamGroup> tmp;
-    tmp.emplace_back(std::vector<torch::Tensor>{});
-    auto probe = optimizer_registry().get(cfg.name)(std::move(tmp), zero);
-    opt->add_param_group(torch::optim::OptimizerParamGroup(
-        no_decay, probe->defaults().clone()));
+std::unique_ptr<torch::optim::Optimizer> build_optimizer(const std::vector<ParamPlacement>& placed,
+                                                         const OptimConfig& cfg,
+                                                         std::vector<int>* group_of) {
+  const auto& build = optimizer_registry().get(cfg.name);
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  if (group_of) group_of->clear();
+  for (int g = -1; g < static_cast<int>(cfg.groups.size()); ++g)
+    for (bool decay : {true, false}) {
+      std::vector<torch::Tensor> params;
+      for (const auto& p : placed)
+        if (p.group == g && p.decay == decay) params.push_back(p.param);
+      if (params.empty()) continue;
+      OptimConfig gc = group_optim_config(cfg, g, decay);
+      if (!opt) {
+        std::vector<torch::optim::OptimizerParamGroup> first;
+        first.emplace_back(params);
+        opt = build(std::move(first), gc);
+      } else {
+        // The group's options from the same builder (any registered optimizer).
+        std::vector<torch::optim::OptimizerParamGroup> none;
+        none.emplace_back(std::vector<torch::Tensor>{});
+        auto probe = build(std::move(none), gc);
+        opt->add_param_group(torch::optim::OptimizerParamGroup(params, probe->defaults().clone()));
+      }
+      if (group_of) group_of->push_back(g);
+    }
+  if (!opt) {  // nothing trainable: an optimizer over no parameters
+    std::vector<torch::optim::OptimizerParamGroup> none;
+    none.emplace_back(std::vector<torch::Tensor>{});
+    opt = build(std::move(none), cfg);
+    if (group_of) group_of->push_back(-1);
   }
   return opt;
+}
+
+std::unique_ptr<torch::optim::Optimizer> build_optimizer(Seq2SeqModel& model,
+                                                         const OptimConfig& cfg,
+                                                         std::vector<int>* group_of) {
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& p : model.named_parameters(true)) named.emplace_back(p.key(), p.value());
+  auto placed = place_parameters(named, cfg,
+                                 [&](const std::string& n) { return model.is_no_decay(n); });
+  return build_optimizer(placed, cfg, group_of);
 }
 
 void set_lr(torch::optim::Optimizer& opt, double lr) {

@@ -7,6 +7,7 @@
 
 #include "framework/config.h"
 #include "framework/model.h"
+#include "framework/optim/param_groups.h"
 #include "framework/registry.h"
 
 namespace clinic {
@@ -16,10 +17,19 @@ using OptimizerBuilder = std::function<std::unique_ptr<torch::optim::Optimizer>(
 Registry<OptimizerBuilder>& optimizer_registry();
 void register_builtin_optimizers();
 
-/// One parameter group, or two (decayed / not decayed) when
-/// optim.no_decay_bias_norm is on; the Clinic decays everything.
+/// One torch parameter group per (optim.groups entry or the top-level
+/// settings) x (decayed, not decayed under optim.no_decay_bias_norm) that
+/// holds parameters, in that order; without optim.groups this is one group,
+/// or two with no_decay_bias_norm (the Clinic decays everything). Each
+/// group's options come from the registered builder given that group's
+/// settings, so user-registered optimizers get groups too. `group_of`, when
+/// given, receives for each torch group its optim.groups index (-1: top).
 std::unique_ptr<torch::optim::Optimizer> build_optimizer(Seq2SeqModel& model,
-                                                         const OptimConfig& cfg);
+                                                         const OptimConfig& cfg,
+                                                         std::vector<int>* group_of = nullptr);
+std::unique_ptr<torch::optim::Optimizer> build_optimizer(const std::vector<ParamPlacement>& placed,
+                                                         const OptimConfig& cfg,
+                                                         std::vector<int>* group_of = nullptr);
 
 /// Set every group's lr (the schedule's value for this update).
 void set_lr(torch::optim::Optimizer& opt, double lr);

@@ -63,12 +63,23 @@ void register_builtin_schedules() {
   });
 }
 
-Schedule build_schedule(const RunConfig& cfg) {
-  int64_t total = cfg.schedule.total_updates > 0 ? cfg.schedule.total_updates
-                                                 : cfg.train.max_updates;
-  ScheduleConfig sc = cfg.schedule;
+namespace {
+Schedule make_schedule(const RunConfig& cfg, ScheduleConfig sc, double peak) {
+  int64_t total = sc.total_updates > 0 ? sc.total_updates : cfg.train.max_updates;
   if (sc.noam_dim == 0) sc.noam_dim = cfg.model.d_model;
-  return schedule_registry().get(cfg.schedule.name)(sc, cfg.optim.lr, total);
+  return schedule_registry().get(sc.name)(sc, peak, total);
+}
+}  // namespace
+
+Schedule build_schedule(const RunConfig& cfg) {
+  return make_schedule(cfg, cfg.schedule, cfg.optim.lr);
+}
+
+std::vector<Schedule> build_group_schedules(const RunConfig& cfg) {
+  std::vector<Schedule> out = {build_schedule(cfg)};
+  for (const auto& g : cfg.optim.groups)
+    out.push_back(make_schedule(cfg, g.schedule.value_or(cfg.schedule), g.lr.value_or(cfg.optim.lr)));
+  return out;
 }
 
 }  // namespace clinic

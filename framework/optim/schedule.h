@@ -3,6 +3,7 @@
 // by name; the trainer applies the value to every parameter group.
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "framework/config.h"
 #include "framework/registry.h"
@@ -18,5 +19,8 @@ Registry<ScheduleBuilder>& schedule_registry();
 void register_builtin_schedules();
 
 Schedule build_schedule(const RunConfig& cfg);
+/// [0]: the recipe's schedule (build_schedule); [i + 1]: optim.groups[i]'s,
+/// its own `schedule:` or the recipe's, with the group's lr as the peak.
+std::vector<Schedule> build_group_schedules(const RunConfig& cfg);
 
 }  // namespace clinic

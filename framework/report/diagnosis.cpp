@@ -12,7 +12,6 @@
 namespace clinic {
 
 namespace {
-const char* kStacks[] = {"encoder", "decoder"};
 
 int64_t update_of(const nlohmann::json& j) { return static_cast<int64_t>(json_num(j, "update")); }
 

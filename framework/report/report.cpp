@@ -90,7 +90,6 @@ void render_gnuplot(const std::string& gp_path, const std::string& script, const
 
 namespace {
 
-const char* kStacks[] = {"encoder", "decoder"};
 
 std::string num(double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : "NaN"; }
 std::string pos(double v) { return std::isfinite(v) && v > 0 ? fmt::format("{:.6g}", v) : "NaN"; }

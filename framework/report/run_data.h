@@ -9,6 +9,9 @@
 
 namespace clinic {
 
+/// The two stacks whose per-layer series metrics.jsonl holds.
+inline constexpr const char* kStacks[] = {"encoder", "decoder"};
+
 struct RunData {
   std::string dir;
   std::string label;        // "post_ln", "enc post_ln / dec pre_ln", ...

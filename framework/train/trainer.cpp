@@ -104,6 +104,19 @@ void Trainer::check_resumable(const std::string& path, const CheckpointMeta& met
         "{}: the run dir holds a checkpoint of a different model ({}); use another "
         "--run-dir or the recipe it was trained with",
         path, fmt::join(model_changes, "; ")));
+  // The optimizer state is per parameter group: settings may change on a
+  // resume (a logged recipe change), which parameters form a group may not.
+  auto layout = [](const OptimConfig& o) {
+    std::string s = o.no_decay_bias_norm ? "no_decay_bias_norm; " : "";
+    for (const auto& g : o.groups) s += fmt::format("{} ({}{}); ", g.name, g.match, g.glob);
+    return s.empty() ? std::string("none") : s.substr(0, s.size() - 2);
+  };
+  if (layout(saved.optim) != layout(cfg_.optim))
+    throw CheckpointError(fmt::format(
+        "{}: optim.groups places parameters differently from the checkpoint's (groups there: "
+        "{}; now: {}); its optimizer state is per group: resume with the same group names and "
+        "patterns, or use another --run-dir",
+        path, layout(saved.optim), layout(cfg_.optim)));
   for (const auto& c : other_changes) log()->warn("[train] resuming with a changed recipe: {}", c);
   if (saved.data.vocab_size != cfg_.data.vocab_size || saved.data.tokenizer != cfg_.data.tokenizer)
     log()->warn("[train] the vocabulary of a resumed run is the checkpoint's; data.vocab_size "
@@ -196,8 +209,19 @@ void Trainer::setup() {
   for (const auto& p : params_) n_params += p.numel();
   log()->info("[model] {} ({}), {} parameters, vocab {} / {}", cfg_.model.arch,
               cfg_.model.residual, n_params, info.src_size, info.tgt_size);
-  optimizer_ = build_optimizer(*model_, cfg_.optim);
-  schedule_ = build_schedule(cfg_);
+  optimizer_ = build_optimizer(*model_, cfg_.optim, &group_of_);
+  schedules_ = build_group_schedules(cfg_);
+  for (size_t i = 0; i < cfg_.optim.groups.size(); ++i) {
+    const auto& g = cfg_.optim.groups[i];
+    int64_t n = 0, tensors = 0;
+    const auto& pg = optimizer_->param_groups();
+    for (size_t k = 0; k < pg.size(); ++k)
+      if (group_of_[k] == static_cast<int>(i))
+        for (const auto& p : pg[k].params()) n += p.numel(), ++tensors;
+    log()->info("[optim] group {}: {} tensors, {} parameters, lr {} ({} schedule)", g.name,
+                tensors, n, g.lr.value_or(cfg_.optim.lr),
+                g.schedule ? g.schedule->name : cfg_.schedule.name + ", the recipe's");
+  }
   loss_fn_ = loss_registry().get(cfg_.train.criterion)(cfg_.train);
   scaler_ = std::make_unique<LossScaler>(
       cfg_.train.loss_scale_init, cfg_.train.loss_scale_window,
@@ -384,8 +408,10 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   // fairseq calls lr_scheduler.step_update(0) before the first step and
   // step_update(k) after update k: update k runs with schedule(k - 1), so
   // update 1 uses warmup_init_lr exactly.
-  const double lr = schedule_(state_.update);
-  set_lr(*optimizer_, lr);
+  const double lr = schedules_[0](state_.update);
+  auto& groups = optimizer_->param_groups();
+  for (size_t k = 0; k < groups.size(); ++k)
+    groups[k].options().set_lr(schedules_[static_cast<size_t>(group_of_[k] + 1)](state_.update));
   optimizer_->step();
   scaler_->update(false);
   state_.update += 1;
@@ -527,7 +553,7 @@ void Trainer::log_update(const UpdateStats& s, double seconds) {
   double nll = log_tokens_ ? log_nll_ / log_tokens_ / kLn2 : NAN;
   double tps = elapsed > 0 ? log_tokens_ / elapsed : 0;
   double wall = state_.wall_s + seconds - start_wall_;
-  double lr = schedule_(state_.update);  // as fairseq logs it: the lr of the next update
+  double lr = schedules_[0](state_.update);  // as fairseq logs it: the lr of the next update
   MetricsRecord r;
   r.add("update", state_.update)
       .add("epoch", state_.position.epoch)
@@ -540,15 +566,21 @@ void Trainer::log_update(const UpdateStats& s, double seconds) {
       .add("tokens_per_s", tps)
       .add("skipped", log_skipped_)
       .add("wall_s", wall);
+  std::string group_lrs;  // optim.groups: each group's lr beside the recipe's
+  for (size_t i = 0; i < cfg_.optim.groups.size(); ++i) {
+    double gl = schedules_[i + 1](state_.update);
+    r.add("lr_" + cfg_.optim.groups[i].name, gl);
+    group_lrs += fmt::format(" | lr_{} {:.3g}", cfg_.optim.groups[i].name, gl);
+  }
   ProcessMemory mem = process_memory();
   r.add("rss_mb", mem.rss_mb).add("peak_rss_mb", mem.peak_rss_mb);
   int64_t spikes = instruments_ ? instruments_->take_spike_count() : 0;
   if (instruments_) r.add("spikes", spikes);
   metrics_->write(r);
   log()->info("[train] epoch {} update {} | loss {:.3f} | nll {:.3f} | ppl {:.2f} | "
-              "lr {:.3g} | gnorm {:.3f} | scale {} | {:.0f} tgt tok/s | skipped {} | rss {:.0f} MiB{}",
+              "lr {:.3g}{} | gnorm {:.3f} | scale {} | {:.0f} tgt tok/s | skipped {} | rss {:.0f} MiB{}",
               state_.position.epoch, state_.update, loss, nll, std::pow(2.0, nll),
-              lr, good ? log_gnorm_ / good : NAN, scaler_->scale(), tps,
+              lr, group_lrs, good ? log_gnorm_ / good : NAN, scaler_->scale(), tps,
               log_skipped_, mem.rss_mb, instruments_ ? fmt::format(" | spikes {}", spikes) : "");
   log_loss_ = log_nll_ = log_gnorm_ = 0;
   log_tokens_ = log_updates_ = log_skipped_ = 0;

@@ -95,7 +95,8 @@ class Trainer {
   std::shared_ptr<Seq2SeqModel> model_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::vector<torch::Tensor> params_;
-  Schedule schedule_;
+  std::vector<Schedule> schedules_;  // [0] the recipe's, [i + 1] optim.groups[i]'s
+  std::vector<int> group_of_;        // per torch param group: its optim.groups index (-1: top)
   Criterion loss_fn_;
   std::unique_ptr<LossScaler> scaler_;
   std::unique_ptr<MetricsWriter> metrics_;

@@ -105,7 +105,7 @@ TEST(Config, RecipeByNameAndPathAndMissing) {
   std::string e = error_of([] { load_recipe("multi30k/admn"); });
   EXPECT_NE(e.find("not found"), std::string::npos) << e;
   EXPECT_NE(e.find("did you mean 'multi30k/admin'"), std::string::npos) << e;
-  EXPECT_EQ(list_recipes().size(), 11u);
+  EXPECT_EQ(list_recipes().size(), 13u);
 }
 
 TEST(Config, EveryKeyIsDocumentedInRecipesReadme) {
@@ -175,6 +175,64 @@ TEST(Config, DifferencesListEveryChangedKey) {
   EXPECT_EQ(diffs[0].a, "256");
   EXPECT_EQ(diffs[0].b, "64");
   EXPECT_TRUE(config_differences(a, a).empty());
+}
+
+TEST(Config, OptimGroupsAreTypedAndTypoSafe) {
+  auto parse = [](const std::string& groups) {
+    return parse_recipe_text("optim:\n  lr: 0.001\n  groups:\n" + groups, "g.yaml");
+  };
+  RunConfig c = parse(
+      "    - name: enc\n      match: 'encoder.*'\n      lr: 0.002\n"
+      "      schedule: {name: noam, warmup_updates: 20000, noam_dim: 1}\n"
+      "    - {name: dec, glob: 'decoder*', betas: [0.9, 0.999], eps: 1.0e-6, weight_decay: 0}\n");
+  ASSERT_EQ(c.optim.groups.size(), 2u);
+  EXPECT_EQ(c.optim.groups[0].match, "encoder.*");
+  EXPECT_EQ(*c.optim.groups[0].lr, 0.002);
+  EXPECT_EQ(c.optim.groups[0].schedule->warmup_updates, 20000);
+  EXPECT_FALSE(c.optim.groups[0].eps.has_value());
+  EXPECT_EQ(*c.optim.groups[1].betas, (std::vector<double>{0.9, 0.999}));
+  EXPECT_EQ(*c.optim.groups[1].weight_decay, 0.0);
+  EXPECT_FALSE(c.optim.groups[1].schedule.has_value());
+  // The resolved recipe (recipe.yaml, checkpoints) reads back to the same groups.
+  RunConfig back = parse_recipe_text(to_yaml(c), "back.yaml");
+  EXPECT_TRUE(config_differences(c, back).empty()) << to_yaml(back);
+  // --set replaces the list.
+  RunConfig o = parse_recipe_text("", "x", {"optim.groups=[{name: all, match: '.*', lr: 0.01}]"});
+  ASSERT_EQ(o.optim.groups.size(), 1u);
+  EXPECT_EQ(*o.optim.groups[0].lr, 0.01);
+  // Each mistake: one line naming file:line and the key.
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"    - {name: a, match: 'x', lrr: 0.1}\n",
+       "g.yaml:4: unknown key 'optim.groups[0].lrr' (did you mean 'lr'?)"},
+      {"    - {name: a, match: 'x'}\n    - {name: b, match: 'y', lr: fast}\n",
+       "g.yaml:5: optim.groups[1].lr: expected a number, got 'fast'"},
+      {"    - {name: a, match: 'x', schedule: {name: noam, warmup_update: 5}}\n",
+       "g.yaml:4: unknown key 'optim.groups[0].schedule.warmup_update' (did you mean "
+       "'warmup_updates'?)"},
+      {"    - {match: 'x'}\n", "optim.groups[0].name = '': a group needs a name"},
+      {"    - {name: a, match: 'x'}\n    - {name: a, glob: 'y'}\n",
+       "g.yaml:5: optim.groups[1].name = 'a': an earlier group has this name"},
+      {"    - {name: a, match: 'x', glob: 'y'}\n", "give exactly one of match"},
+      {"    - {name: a, match: 'enc(oder'}\n", "optim.groups[0].match = 'enc(oder': not a regular"},
+      {"    - {name: a, match: 'x', eps: 0}\n", "g.yaml:4: optim.groups[0].eps = 0: must be > 0"},
+      {"    - {name: a, match: 'x', betas: [0.9]}\n", "optim.groups[0].betas must be two numbers"},
+      {"    - {name: a, match: 'x', schedule: {warmup_updates: -1}}\n",
+       "optim.groups[0].schedule.warmup_updates = -1: must be >= 0"},
+      {"    - just-a-string\n", "g.yaml:4: optim.groups[0]: a group is a mapping"},
+  };
+  for (const auto& [groups, want] : bad) {
+    std::string e = error_of([&] { parse(groups); });
+    EXPECT_NE(e.find(want), std::string::npos) << "got: " << e << "\nwant: " << want;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
+  EXPECT_NE(error_of([] { parse_recipe_text("optim:\n  groups: 3\n", "g.yaml"); })
+                .find("g.yaml:2: optim.groups: expected a list of groups"),
+            std::string::npos);
+  register_builtins();
+  RunConfig sched = parse("    - {name: a, match: 'x', schedule: {name: cosin}}\n");
+  EXPECT_NE(error_of([&] { check_registered_names(sched); })
+                .find("optim.groups[0].schedule.name = 'cosin': unknown lr schedule"),
+            std::string::npos);
 }
 
 TEST(Registry, RecipeNamesAreCheckedBeforeAnyWork) {

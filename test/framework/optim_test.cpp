@@ -3,7 +3,9 @@
 #include <map>
 #include <sstream>
 
+#include "framework/errors.h"
 #include "framework/optim/optimizers.h"
+#include "framework/optim/param_groups.h"
 #include "framework/optim/radam.h"
 #include "framework/optim/schedule.h"
 #include "test/support.h"
@@ -62,8 +64,9 @@ void step(torch::optim::Optimizer& opt, torch::Tensor& p) {
 
 TEST(Optim, MatchesPyTorchAndReferenceTrajectories) {
   auto g = golden();
-  ASSERT_EQ(g.size(), 6u);
+  ASSERT_EQ(g.size(), 12u);
   for (const auto& [name, traj] : g) {
+    if (name.rfind("groups_", 0) == 0) continue;  // OptimGroups below
     ASSERT_EQ(traj.size(), 20u) << name;
     auto p = p0().requires_grad_(true);
     auto opt = make(name, p);
@@ -76,6 +79,101 @@ TEST(Optim, MatchesPyTorchAndReferenceTrajectories) {
       }
     }
   }
+}
+
+// optim.groups end to end below the trainer: the recipe's groups, placement
+// by name, one optimizer from the registry, each group's schedule with
+// fairseq's timing (update t uses schedule(t - 1)) -- against torch.optim
+// with two param groups and the RAdam transcriptions (optim_golden.py).
+TEST(OptimGroups, TwoGroupsMatchTorchOptimWithOwnLrEpsDecayAndSchedule) {
+  auto g = golden();
+  const std::map<std::string, std::string> optimizers = {
+      {"groups_adam", "name: adam"},
+      {"groups_adamw", "name: adamw"},
+      {"groups_radam_torch", "name: radam\n  flavour: torch"},
+      {"groups_radam_torch_decoupled", "name: radam\n  flavour: torch\n  decoupled_weight_decay: true"},
+      {"groups_radam_clinic", "name: radam\n  flavour: clinic"},
+      {"groups_radam_reference", "name: radam\n  flavour: reference"}};
+  for (const auto& [golden_name, optim] : optimizers) {
+    const auto& traj = g[golden_name];
+    ASSERT_EQ(traj.size(), 20u) << golden_name;
+    RunConfig cfg = parse_recipe_text(
+        "optim:\n  " + optim +
+            "\n  lr: 0.05\n  betas: [0.9, 0.98]\n  eps: 1.0e-8\n  weight_decay: 0.1\n"
+            "  groups:\n"
+            "    - {name: a, match: 'a', schedule: {name: noam, warmup_updates: 4, noam_dim: 1}}\n"
+            "    - name: b\n      glob: 'b'\n      lr: 0.01\n      betas: [0.8, 0.99]\n"
+            "      eps: 0.01\n      weight_decay: 0\n"
+            "      schedule: {name: inverse_sqrt, warmup_updates: 3}\n"
+            "train:\n  max_updates: 20\n",
+        "groups.yaml");
+    auto all = p0();
+    auto a = all.slice(0, 0, 3).clone().requires_grad_(true);
+    auto b = all.slice(0, 3, 6).clone().requires_grad_(true);
+    auto placed = place_parameters({{"a", a}, {"b", b}}, cfg.optim, nullptr);
+    std::vector<int> group_of;
+    auto opt = build_optimizer(placed, cfg.optim, &group_of);
+    ASSERT_EQ(group_of, (std::vector<int>{0, 1})) << golden_name;
+    auto schedules = build_group_schedules(cfg);
+    ASSERT_EQ(schedules.size(), 3u);
+    for (int64_t t = 1; t <= 20; ++t) {
+      auto& groups = opt->param_groups();
+      for (size_t k = 0; k < groups.size(); ++k)
+        groups[k].options().set_lr(schedules[group_of[k] + 1](t - 1));
+      auto grad = grad_of(torch::cat({a.detach(), b.detach()}));
+      a.mutable_grad() = grad.slice(0, 0, 3).clone();
+      b.mutable_grad() = grad.slice(0, 3, 6).clone();
+      opt->step();
+      auto got = torch::cat({a.detach(), b.detach()});
+      for (int64_t i = 0; i < 6; ++i) {
+        double want = traj[t - 1][i];
+        EXPECT_NEAR(got[i].item<double>(), want, 1e-6 * std::abs(want) + 1e-12)
+            << golden_name << " step " << t << " param " << i;
+      }
+    }
+  }
+}
+
+TEST(OptimGroups, PlacementErrorsNameGroupsAndParameters) {
+  auto t = torch::zeros({2}, torch::requires_grad());
+  std::vector<std::pair<std::string, torch::Tensor>> named = {
+      {"encoder.w", t}, {"encoder.b", t}, {"decoder.w", t}};
+  auto cfg_of = [](const std::string& groups) {
+    return parse_recipe_text("optim:\n  groups: " + groups + "\n", "g.yaml").optim;
+  };
+  // Two groups matching one parameter: both named, and the parameter.
+  auto e = test::error_of<ConfigError>([&] {
+    place_parameters(named, cfg_of("[{name: enc, match: 'encoder.*'}, {name: w, glob: '*.w'}]"),
+                     nullptr);
+  });
+  EXPECT_NE(e.find("encoder.w"), std::string::npos) << e;
+  EXPECT_NE(e.find("'enc'"), std::string::npos) << e;
+  EXPECT_NE(e.find("'w'"), std::string::npos) << e;
+  // A group matching nothing is named with its pattern.
+  e = test::error_of<ConfigError>(
+      [&] { place_parameters(named, cfg_of("[{name: ghost, match: 'embed.*'}]"), nullptr); });
+  EXPECT_NE(e.find("ghost"), std::string::npos) << e;
+  EXPECT_NE(e.find("embed.*"), std::string::npos) << e;
+  // Unmatched parameters keep the top-level settings; no_decay splits a group.
+  OptimConfig c = cfg_of("[{name: enc, match: 'encoder\\..*', weight_decay: 0.5}]");
+  c.no_decay_bias_norm = true;
+  auto placed = place_parameters(named, c, [](const std::string& n) { return n.back() == 'b'; });
+  ASSERT_EQ(placed.size(), 3u);
+  EXPECT_EQ(placed[0].group, 0);
+  EXPECT_TRUE(placed[0].decay);
+  EXPECT_EQ(placed[1].group, 0);
+  EXPECT_FALSE(placed[1].decay);
+  EXPECT_EQ(placed[2].group, -1);
+  std::vector<int> group_of;
+  auto opt = build_optimizer(placed, c, &group_of);
+  ASSERT_EQ(group_of, (std::vector<int>{-1, 0, 0}));
+  const auto& pg = opt->param_groups();
+  auto wd = [&](size_t k) {
+    return static_cast<const torch::optim::AdamOptions&>(pg[k].options()).weight_decay();
+  };
+  EXPECT_EQ(wd(0), 0.0);  // top-level optim.weight_decay default
+  EXPECT_EQ(wd(1), 0.5);
+  EXPECT_EQ(wd(2), 0.0);  // the group's no-decay half
 }
 
 TEST(Optim, ClinicFlavourSkipsFirstFiveStepsButDecays) {

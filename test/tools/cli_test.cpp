@@ -23,7 +23,7 @@ TEST(Cli, HelpOnEverySubcommand) {
   std::string out;
   EXPECT_EQ(run_shell(clinic() + " --help", &out), 0);
   for (const char* sub : {"config", "recipes", "keys", "train", "vocab", "average", "translate",
-                          "eval", "bleu", "export", "bench"}) {
+                          "eval", "bleu", "export", "bench", "params"}) {
     EXPECT_EQ(run_shell(clinic() + " " + sub + " --help", &out), 0) << sub;
     EXPECT_NE(out.find("Usage"), std::string::npos) << sub;
   }
@@ -50,6 +50,39 @@ TEST(Cli, ConfigErrorsExitTwoWithOneLine) {
 
 bool one_error_line(const std::string& out) {
   return out.rfind("clinic: error: ", 0) == 0 && out.find('\n') == out.size() - 1;
+}
+
+// `clinic params`: each parameter's group as optim.groups places it (the
+// regexes here are the recipe's: encoder_.* and decoder_.*).
+TEST(Cli, ParamsListsEveryParameterWithItsGroup) {
+  std::string out;
+  ASSERT_EQ(run_shell(clinic() + " params examples/bertsum_multi30k 2>/dev/null", &out), 0) << out;
+  int rows = 0;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream f(line);
+    std::string name, shape, group;
+    f >> name;
+    if (name.rfind("encoder_", 0) != 0 && name.rfind("decoder_", 0) != 0) continue;
+    // shape is "[a, b]": skip to the numel, then the group
+    std::string tok;
+    while (f >> tok && tok.back() != ']') {}
+    f >> tok >> group;
+    EXPECT_EQ(group, name.substr(0, 7)) << line;
+    ++rows;
+  }
+  EXPECT_GT(rows, 80);
+  EXPECT_NE(out.find("group encoder"), std::string::npos) << out;
+  EXPECT_NE(out.find("schedule noam (warmup 10000)"), std::string::npos) << out;
+  EXPECT_EQ(run_shell(clinic() + " params multi30k/base --set 'optim.groups=[{name: a, match: "
+                                  "\"encoder.*\"}, {name: b, match: \".*bias\"}]'",
+                      &out),
+            2);
+  EXPECT_TRUE(one_error_line(out)) << out;
+  EXPECT_NE(out.find("encoder_layers.0.self_attn.in_proj_bias is matched by group 'a' and by "
+                     "group 'b'"),
+            std::string::npos)
+      << out;
 }
 
 // CLI11's own messages lacked the prefix ("A subcommand is required" for
