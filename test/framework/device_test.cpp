@@ -120,6 +120,7 @@ TEST_P(OnDevice, Bf16AutocastTracksFp32) {
     t.setup();
     auto s = t.train_update({t.train_data().make_batch({0, 1, 2, 3, 4, 5})});
     ASSERT_FALSE(s.skipped) << prec;
+    EXPECT_TRUE(std::isfinite(s.grad_norm)) << prec;
     loss[i++] = s.loss / s.tokens;
     if (std::string(prec) == "bf16") {
       Batch b = t.train_data().make_batch({0, 1});

@@ -7,7 +7,6 @@
 #include <set>
 #include <thread>
 
-#include "framework/amp/autocast.h"
 #include "framework/data/text.h"
 #include "framework/optim/optimizers.h"
 #include "framework/optim/radam.h"
@@ -339,27 +338,7 @@ TEST(Trainer, AveragedCheckpointNeverReplacesOrResumesTraining) {
   EXPECT_NE(e.find("averaged weights without optimizer state"), std::string::npos) << e;
 }
 
-TEST(Trainer, Bf16AutocastTracksFp32) {
-  TempDir d;
-  double losses[2];
-  int i = 0;
-  for (const char* prec : {"fp32", "bf16"}) {
-    Trainer t(copy_config(d, "pre_ln", {std::string("train.precision=") + prec, "model.dropout=0"}),
-              d.file(std::string("run_") + prec));
-    t.setup();
-    auto s = t.train_update({t.train_data().make_batch({0, 1, 2, 3, 4, 5})});
-    EXPECT_FALSE(s.skipped) << prec;
-    EXPECT_TRUE(std::isfinite(s.grad_norm)) << prec;
-    losses[i++] = s.loss / s.tokens;
-  }
-  EXPECT_NEAR(losses[1], losses[0], 0.02 * losses[0]);
-  // The bf16 path really computes in bf16 (a silent no-op would pass above).
-  Trainer t(copy_config(d, "pre_ln", {"train.precision=bf16"}), d.file("run_check"));
-  t.setup();
-  Batch b = t.train_data().make_batch({0, 1});
-  AutocastGuard guard(torch::kCPU, torch::kBFloat16);
-  EXPECT_EQ(t.model().forward(b.src, b.tgt_in).scalar_type(), torch::kBFloat16);
-}
+// bf16 autocast vs fp32: OnDevice.Bf16AutocastTracksFp32 (device_test.cpp), on every device.
 
 TEST(Trainer, LabelSmoothingMassVariants) {
   auto logits = torch::randn({1, 3, 6});
