@@ -282,6 +282,7 @@ struct TrainConfig {
   int64_t max_updates = 0;
   int64_t max_epochs = 0;
   double max_wall_s = 0;
+  int64_t dist_timeout_s = 300;
   int64_t update_freq = 1;
   double clip_norm = 0.0;
   std::string criterion = "label_smoothed_cross_entropy";
@@ -315,6 +316,10 @@ struct TrainConfig {
       at_least(0));
     v("max_wall_s", max_wall_s, "stop after this many seconds (0 = none)",
       at_least(0));
+    v("dist_timeout_s", dist_timeout_s,
+      "data parallel (--nproc, torchrun): seconds a rank waits for the others at rendezvous "
+      "and in a collective before it fails",
+      at_least(1));
     v("update_freq", update_freq, "batches accumulated into one update",
       in_range(1, 4096));
     v("clip_norm", clip_norm, "gradient-norm clip (0 = off)", at_least(0));

@@ -120,13 +120,16 @@ std::string MetricsRecord::json() const {
 }
 
 MetricsWriter::MetricsWriter(const std::string& path, const std::string& tensorboard_dir)
-    : path_(path), out_(path, std::ios::app) {
+    : path_(path) {
+  if (path.empty()) return;  // a data-parallel worker other than rank 0: writes nothing
+  out_.open(path, std::ios::app);
   if (!out_) throw DataError(path + ": cannot open metrics file");
   if (!tensorboard_dir.empty()) tb_ = std::make_unique<TensorBoardWriter>(tensorboard_dir);
 }
 MetricsWriter::~MetricsWriter() = default;
 
 void MetricsWriter::write(const MetricsRecord& r) {
+  if (path_.empty()) return;
   out_ << r.json() << "\n";
   out_.flush();
   if (!out_) throw DataError(path_ + ": write failed (disk full?)");

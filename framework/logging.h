@@ -66,6 +66,7 @@ class TensorBoardWriter;
 /// failures (a full disk) are DataErrors naming the file.
 class MetricsWriter {
  public:
+  /// An empty path writes nothing (data-parallel ranks other than 0).
   explicit MetricsWriter(const std::string& path, const std::string& tensorboard_dir = "");
   ~MetricsWriter();
   void write(const MetricsRecord& r);

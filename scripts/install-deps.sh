@@ -21,7 +21,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp python3-torch
   libyaml-cpp-dev libfmt-dev libspdlog-dev libcli11-dev libgtest-dev
   libsentencepiece-dev sentencepiece libjemalloc-dev libicu-dev python3-venv
-  nlohmann-json3-dev gnuplot-nox
+  nlohmann-json3-dev gnuplot-nox libgloo-dev
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

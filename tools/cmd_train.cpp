@@ -1,9 +1,13 @@
 // clinic train RECIPE [--set ...] [--run-dir DIR] | clinic vocab RECIPE
 #include <filesystem>
 #include <iostream>
+#include <fmt/format.h>
 
 #include "framework/config.h"
 #include "framework/data/vocab.h"
+#include "framework/distributed/gloo_world.h"
+#include "framework/distributed/launch.h"
+#include "framework/errors.h"
 #include "framework/logging.h"
 #include "framework/train/average.h"
 #include "framework/train/run_dir.h"
@@ -19,7 +23,25 @@ std::string default_run_dir(const std::string& recipe) {
     if (c == '/') c = '-';
   return "runs/" + name;
 }
+// The command line without --nproc (its value too): what each worker runs.
+std::vector<std::string> worker_args(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (args[i].rfind("--nproc=", 0) == 0) continue;
+    out.push_back(args[i]);
+  }
+  return out;
+}
 }  // namespace
+
+std::vector<std::string>& program_args() {
+  static std::vector<std::string> args;
+  return args;
+}
 
 void add_train_commands(CLI::App& app, Action& action) {
   static std::string recipe, run_dir;
@@ -27,12 +49,31 @@ void add_train_commands(CLI::App& app, Action& action) {
   auto* train = app.add_subcommand("train", "train a model from a recipe (resumes a run dir)");
   train->add_option("recipe", recipe, "recipe name or path")->required();
   train->add_option("--run-dir", run_dir, "output directory (default runs/<recipe>)");
+  static int nproc = 1;
+  train->add_option("--nproc", nproc,
+                    "data-parallel workers on this machine (c10d, Gloo); under torchrun "
+                    "(WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT) leave it out")
+      ->check(CLI::Range(1, 1024));
   add_overrides(train, &overrides);
   train->callback([&action] {
     action = [] {
       RunConfig cfg = recipe_from_cli(recipe, overrides);
+      DistEnv env = dist_env_from_environment();
+      if (nproc > 1 && env.distributed())
+        throw ConfigError(fmt::format("--nproc {} inside a job that already has WORLD_SIZE={}: "
+                                      "use one launcher",
+                                      nproc, env.world_size));
+      if (nproc > 1) {
+        if (!gloo_available()) make_gloo_world(DistEnv{0, nproc}, {}, 0);  // its error
+        int code = run_local_workers(nproc, worker_args(program_args()));
+        if (code != 0) std::exit(code > 255 ? 1 : code);
+        return;
+      }
       install_stop_signal_handlers();
-      Trainer t(cfg, run_dir.empty() ? default_run_dir(recipe) : run_dir);
+      std::shared_ptr<World> world;
+      if (env.distributed())
+        world = make_gloo_world(env, std::chrono::seconds(cfg.train.dist_timeout_s));
+      Trainer t(cfg, run_dir.empty() ? default_run_dir(recipe) : run_dir, world);
       t.fit();
     };
   });

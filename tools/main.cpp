@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   cli::Action action;
   try {
     register_builtins();
+    cli::program_args().assign(argv, argv + argc);
     cli::add_config_commands(app, action);
     cli::add_params_command(app, action);
     cli::add_train_commands(app, action);

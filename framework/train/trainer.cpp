@@ -60,8 +60,10 @@ int64_t configure_threads(int64_t threads) {
   return n;
 }
 
-Trainer::Trainer(RunConfig cfg, std::string run_dir)
-    : cfg_(std::move(cfg)), run_dir_(std::move(run_dir)) {}
+Trainer::Trainer(RunConfig cfg, std::string run_dir, std::shared_ptr<World> world)
+    : cfg_(std::move(cfg)),
+      run_dir_(std::move(run_dir)),
+      world_(world ? std::move(world) : std::make_shared<World>()) {}
 
 CheckpointMeta Trainer::make_meta() const {
   CheckpointMeta m;
@@ -144,12 +146,22 @@ void Trainer::check_resumable(const std::string& path, const CheckpointMeta& met
 void Trainer::setup() {
   if (is_setup_) return;
   check_registered_names(cfg_);
-  fs::create_directories(run_dir_);
-  lock_ = std::make_unique<RunDirLock>(run_dir_);
-  init_logging(run_dir_);
-  for (const auto& dir : {run_dir_, run_dir_ + "/cache"})
-    for (const auto& f : remove_stale_temporaries(dir))
-      log()->info("[train] removed {} (left by a process that no longer runs)", f);
+  // Data parallel: rank 0 sets up first (lock, vocabulary, token caches,
+  // recipe.yaml); the others then read what it wrote and write nothing.
+  const bool writer = world_->is_writer();
+  if (!writer) world_->barrier();
+  if (writer) {
+    fs::create_directories(run_dir_);
+    lock_ = std::make_unique<RunDirLock>(run_dir_);
+    init_logging(run_dir_);
+    for (const auto& dir : {run_dir_, run_dir_ + "/cache"})
+      for (const auto& f : remove_stale_temporaries(dir))
+        log()->info("[train] removed {} (left by a process that no longer runs)", f);
+  } else {
+    init_logging("");
+    log()->set_level(spdlog::level::warn);
+  }
+  if (world_->size() > 1) log()->info("[train] {}", world_->describe());
   int64_t threads = configure_threads(cfg_.train.threads);
   torch::manual_seed(static_cast<uint64_t>(cfg_.train.seed));
   device_ = pick_device(cfg_.train.device);
@@ -201,6 +213,9 @@ void Trainer::setup() {
                                 "and optimizer state)",
                                 n_estimate),
                     model_size_hint(cfg_.model));
+  // Rank 0 has written the vocabulary and the token caches: the others,
+  // waiting at their first barrier, now read them (pairs with the one above).
+  if (writer) world_->barrier();
   model_ = build_model(cfg_.model, info);
   model_->to(device_);
   for (const auto& p : model_->parameters())
@@ -228,8 +243,9 @@ void Trainer::setup() {
       cfg_.train.threshold_loss_scale, prec == "fp16");
   std::string tb = cfg_.train.tensorboard;
   if (!tb.empty() && fs::path(tb).is_relative()) tb = run_dir_ + "/" + tb;
-  metrics_ = std::make_unique<MetricsWriter>(run_dir_ + "/metrics.jsonl", tb);
-  if (cfg_.diag.interval > 0) {
+  metrics_ = std::make_unique<MetricsWriter>(writer ? run_dir_ + "/metrics.jsonl" : "",
+                                             writer ? tb : "");
+  if (cfg_.diag.interval > 0 && writer) {  // instruments observe rank 0's model
     // The probe batch: drawn once from the validation split, then carried in
     // every checkpoint so a resumed run measures the same sentences.
     Batch probe;
@@ -269,10 +285,18 @@ void Trainer::setup() {
     if (restore_rng_state(meta.rng_state) == 0 && device_.is_cuda())
       log()->warn("[train] {} holds no CUDA generator state (saved without CUDA): dropout "
                   "masks from here on differ from an uninterrupted run", last);
+    if (world_->size() > 1) {  // this rank's own CPU generator
+      auto it = meta.extras.find(fmt::format("rng_rank{}", world_->rank()));
+      if (it == meta.extras.end())
+        throw CheckpointError(fmt::format("{}: holds no generator state for rank {} (saved by a "
+                                          "job of another world size); resume with that size",
+                                          last, world_->rank()));
+      restore_rng_state(RngState{it->second, {}});
+    }
     log()->info("[train] resumed {} at update {} (epoch {}, batch {})", last,
                 state_.update, state_.position.epoch, state_.position.batch);
   } else {
-    write_file_atomic(run_dir_ + "/recipe.yaml", to_yaml(cfg_));
+    if (writer) write_file_atomic(run_dir_ + "/recipe.yaml", to_yaml(cfg_));
     Batch first = fixed_source()
                       ? fixed_
                       : train_.make_batch(plan_epoch(train_, cfg_.data.max_tokens,
@@ -286,7 +310,25 @@ void Trainer::setup() {
       metrics_->write(MetricsRecord().add("event", std::string("init"))
                           .add("summary", summary));
     }
+    if (world_->size() > 1) {
+      // One starting point for every rank (rank 0's), then each rank its own
+      // dropout stream.
+      torch::NoGradGuard ng;
+      for (auto& p : model_->parameters()) {
+        auto t = p.detach().cpu().contiguous();
+        world_->broadcast(t, 0);
+        p.copy_(t);
+      }
+      for (auto& b : model_->buffers()) {
+        auto t = b.detach().cpu().contiguous();
+        world_->broadcast(t, 0);
+        b.copy_(t);
+      }
+      torch::manual_seed(static_cast<uint64_t>(cfg_.train.seed) * 1000003ULL +
+                         static_cast<uint64_t>(world_->rank()));
+    }
   }
+  world_->attach(params_);
   is_setup_ = true;
 }
 
@@ -345,7 +387,9 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   const double scale = scaler_->scale();
   torch::Tensor loss_sum = torch::zeros({}, device_), nll_sum = loss_sum.clone();
   UpdateStats s;
-  for (const auto& given : batches) {
+  if (batches.empty()) world_->before_backward(true);  // a rank the last update left short
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const Batch& given = batches[i];
     // fit() hands over batches already on the device (copied ahead, so the
     // copy overlaps compute); a caller's host batch is moved here.
     const Batch b = given.src.device() == device_ ? given : given.to(device_);
@@ -355,14 +399,33 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
       out = model_->forward_features(b.src, b.tgt_in);
     }
     LossOut lo = loss_fn_(out, b.tgt_out, compute_dtype_);
+    world_->before_backward(i + 1 == batches.size());
     (scale != 1.0 ? lo.loss * scale : lo.loss).backward();
     loss_sum += lo.loss.detach();
     nll_sum += lo.nll;
     s.tokens += b.tgt_tokens;
   }
+  if (world_->size() > 1) {
+    // Sums over ranks: gradients (bucketed, launched during the last
+    // backward), loss, nll, tokens, and whether any rank must stop.
+    const bool stop = stop_requested().load() ||
+                      (cfg_.train.max_wall_s > 0 &&
+                       state_.wall_s + now_seconds() - start_wall_ >= cfg_.train.max_wall_s);
+    torch::Tensor totals = torch::stack({loss_sum.to(torch::kCPU, torch::kDouble),
+                                         nll_sum.to(torch::kCPU, torch::kDouble),
+                                         torch::tensor(static_cast<double>(s.tokens), torch::kDouble),
+                                         torch::tensor(stop ? 1.0 : 0.0, torch::kDouble)});
+    const double c0 = now_seconds();
+    world_->finish_gradients(totals);
+    log_comm_s_ += now_seconds() - c0;  // what the overlap did not hide
+    loss_sum = totals[0];
+    nll_sum = totals[1];
+    s.tokens = static_cast<int64_t>(totals[2].item<double>());
+    if (totals[3].item<double>() > 0) stop_requested() = true;
+  }
   // Gradients of summed losses divided by the update's token count: the
   // same update as one batch holding all of them (fairseq's sample_size).
-  torch::Tensor norm = scale_grads_and_norm(params_, 1.0 / (scale * s.tokens));
+  torch::Tensor norm = scale_grads_and_norm(params_, 1.0 / (scale * std::max<int64_t>(s.tokens, 1)));
   s.grad_norm = norm.item<double>();  // the one host sync of the step
   s.loss = loss_sum.item<double>();
   s.nll = nll_sum.item<double>();
@@ -375,7 +438,8 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
                                            cfg_.train.min_loss_scale);
     if (!scaler_handles) {
       ++bad_in_a_row_;
-      s.nonfinite_where = locate_nonfinite(batches.front());
+      s.nonfinite_where = batches.empty() ? std::string("another rank's batch")
+                                          : locate_nonfinite(batches.front());
       log()->warn("[train] update {}: non-finite loss {} / grad norm {}; first "
                   "non-finite value at: {}; step skipped ({} in a row)",
                   state_.update + 1, s.loss, s.grad_norm, s.nonfinite_where,
@@ -472,10 +536,18 @@ double Trainer::validate_bleu() {
 }
 
 void Trainer::save_checkpoint(const std::string& reason) {
+  // Data parallel: every rank's generator state goes into rank 0's file, so
+  // a resume (same world size) continues each rank's dropout stream.
+  std::vector<torch::Tensor> rank_rngs;
+  if (world_->size() > 1) rank_rngs = world_->all_gather(capture_rng_state().cpu);
+  if (!world_->is_writer()) return;
   double wall = state_.wall_s;
   state_.wall_s = wall + (now_seconds() - start_wall_);
   std::string last = run_dir_ + "/checkpoint_last.pt";
-  write_checkpoint(last, *model_, optimizer_.get(), make_meta());
+  CheckpointMeta meta = make_meta();
+  for (size_t r = 0; r < rank_rngs.size(); ++r)
+    meta.extras[fmt::format("rng_rank{}", r)] = rank_rngs[r];
+  write_checkpoint(last, *model_, optimizer_.get(), meta);
   state_.wall_s = wall;
   // Further names are hard links to the file just written: no second
   // serialisation, no extra disk; later saves replace names, never contents.
@@ -566,6 +638,7 @@ void Trainer::log_update(const UpdateStats& s, double seconds) {
       .add("tokens_per_s", tps)
       .add("skipped", log_skipped_)
       .add("wall_s", wall);
+  if (world_->size() > 1) r.add("comm_wait_s", log_updates_ ? log_comm_s_ / log_updates_ : 0.0);
   std::string group_lrs;  // optim.groups: each group's lr beside the recipe's
   for (size_t i = 0; i < cfg_.optim.groups.size(); ++i) {
     double gl = schedules_[i + 1](state_.update);
@@ -582,7 +655,7 @@ void Trainer::log_update(const UpdateStats& s, double seconds) {
               state_.position.epoch, state_.update, loss, nll, std::pow(2.0, nll),
               lr, group_lrs, good ? log_gnorm_ / good : NAN, scaler_->scale(), tps,
               log_skipped_, mem.rss_mb, instruments_ ? fmt::format(" | spikes {}", spikes) : "");
-  log_loss_ = log_nll_ = log_gnorm_ = 0;
+  log_loss_ = log_nll_ = log_gnorm_ = log_comm_s_ = 0;
   log_tokens_ = log_updates_ = log_skipped_ = 0;
   log_t0_ = seconds;
 }
@@ -593,8 +666,14 @@ void Trainer::fit() {
   log_t0_ = start_wall_;
   const auto& t = cfg_.train;
   auto run_validation = [&]() {
-    auto [loss, nll] = validate();
-    double bleu = t.eval_bleu ? validate_bleu() : -1;
+    // Computed once, by rank 0; every rank takes its numbers (same state).
+    torch::Tensor v = torch::zeros({3}, torch::kDouble);
+    if (world_->is_writer()) {
+      auto [l, n] = validate();
+      v = torch::tensor({l, n, t.eval_bleu ? validate_bleu() : -1.0}, torch::kDouble);
+    }
+    world_->broadcast(v, 0);
+    const double loss = v[0].item<double>(), nll = v[1].item<double>(), bleu = v[2].item<double>();
     // With eval_bleu the best checkpoint and early stopping follow BLEU.
     bool best = t.eval_bleu ? bleu > state_.best_bleu : loss < state_.best_valid;
     state_.best_valid = std::min(state_.best_valid, loss);
@@ -626,21 +705,28 @@ void Trainer::fit() {
                         state_.position.epoch, true);
     BatchStream stream(train_, plan, state_.position.batch, cfg_.data.prefetch);
     bool stopped = false;
+    // Data parallel: an update takes update_freq x world batches of the
+    // plan and rank r trains on every world-th one from r, so N ranks make
+    // the update of one process with update_freq x N.
+    const int64_t per_update = t.update_freq * world_->size();
     for (;;) {
       std::vector<Batch> pending;
-      for (int64_t k = 0; k < t.update_freq; ++k) {
+      int64_t taken = 0;
+      for (int64_t k = 0; k < per_update; ++k) {
         if (fixed_source()) {  // an epoch: fixed_updates_per_epoch updates
-          if (state_.position.batch + k >= cfg_.data.fixed_updates_per_epoch * t.update_freq) break;
-          pending.push_back(fixed_);
+          if (state_.position.batch + k >= cfg_.data.fixed_updates_per_epoch * per_update) break;
+          ++taken;
+          if (k % world_->size() == world_->rank()) pending.push_back(fixed_);
           continue;
         }
         auto b = stream.next();
         if (!b) break;
-        pending.push_back(b->to(device_));
+        ++taken;
+        if (k % world_->size() == world_->rank()) pending.push_back(b->to(device_));
       }
-      if (pending.empty()) break;
+      if (taken == 0) break;
       UpdateStats s = train_update(pending);
-      state_.position.batch += static_cast<int64_t>(pending.size());
+      state_.position.batch += taken;
       log_update(s, now_seconds());
       if (!s.skipped) {
         bool best = false;

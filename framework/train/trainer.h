@@ -13,6 +13,7 @@
 
 #include "framework/amp/grad_scaler.h"
 #include "framework/config.h"
+#include "framework/distributed/world.h"
 #include "framework/data/batcher.h"
 #include "framework/data/corpus.h"
 #include "framework/data/vocab.h"
@@ -46,7 +47,9 @@ void install_stop_signal_handlers();
 
 class Trainer {
  public:
-  Trainer(RunConfig cfg, std::string run_dir);
+  /// `world`: the processes this trainer shares each update with (null:
+  /// one process). Rank 0 alone writes logs, metrics and checkpoints.
+  Trainer(RunConfig cfg, std::string run_dir, std::shared_ptr<World> world = nullptr);
   /// Train until a stopping rule fires. Resumes from
   /// run_dir/checkpoint_last.pt when present.
   void fit();
@@ -86,6 +89,7 @@ class Trainer {
 
   RunConfig cfg_;
   std::string run_dir_;
+  std::shared_ptr<World> world_;
   std::unique_ptr<RunDirLock> lock_;  // held while this trainer owns run_dir_
   torch::Device device_{torch::kCPU};
   at::ScalarType compute_dtype_ = at::kFloat;
@@ -106,6 +110,7 @@ class Trainer {
   double start_wall_ = 0;
   // Accumulated between log lines.
   double log_loss_ = 0, log_nll_ = 0, log_gnorm_ = 0;
+  double log_comm_s_ = 0;  // data parallel: seconds waiting for the gradient sums
   int64_t log_tokens_ = 0, log_updates_ = 0, log_skipped_ = 0;
   double log_t0_ = 0;
   bool is_setup_ = false;
