@@ -150,13 +150,19 @@ TEST_P(OnDevice, Fp16UsesTheLossScaler) {
     EXPECT_EQ(t.model().forward(b.src.to(device()), b.tgt_in.to(device())).scalar_type(),
               torch::kHalf);
   }
+  std::vector<torch::Tensor> before;
+  for (const auto& p : t.model().parameters()) before.push_back(p.detach().clone());
   auto w = t.model().named_parameters()["encoder_layers.0.ffn.fc1.weight"];
+  // Inject an overflowing gradient, as fp16 backward produces one.
   unsigned hook = w.register_hook([](torch::Tensor g) { return g * INFINITY; });
   auto s1 = t.train_update({b});
   w.remove_hook(hook);
   EXPECT_TRUE(s1.skipped);
   EXPECT_EQ(t.scaler().scale(), 32);
   EXPECT_EQ(t.state().update, 0);
+  EXPECT_EQ(t.state().skipped, 1);
+  auto params = t.model().parameters();
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(torch::equal(before[i], params[i]));
   auto s2 = t.train_update({b});
   ASSERT_FALSE(s2.skipped);
   EXPECT_EQ(t.state().update, 1);
