@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "framework/config.h"
+#include "framework/data/text.h"
 #include "test_paths.h"
 
 namespace clinic::test {
@@ -122,6 +123,16 @@ inline std::string copy_recipe(const std::string& dir, const std::string& residu
          "schedule:\n  name: inverse_sqrt\n  warmup_updates: 10\n"
          "train:\n  device: cpu\n  threads: 1\n  max_updates: 40\n  log_interval: 10\n  label_smoothing: 0.1\n"
          "eval:\n  beam: 3\n  max_len_a: 1.0\n  max_len_b: 5\n";
+}
+
+/// The "loss" of every per-update record of a metrics.jsonl, in order.
+inline std::vector<double> logged_losses(const std::string& metrics) {
+  std::vector<double> out;
+  for (const auto& l : read_lines(metrics)) {
+    auto p = l.find("\"loss\": ");
+    if (p != std::string::npos && l.find("\"update\"") == 1) out.push_back(std::stod(l.substr(p + 8)));
+  }
+  return out;
 }
 
 inline std::string clinic_bin() { return std::string(kBinDir) + "/clinic"; }

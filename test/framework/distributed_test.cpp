@@ -55,15 +55,6 @@ void expect_same_params(const std::map<std::string, torch::Tensor>& a,
         << what << ": " << k << " max |diff| " << (v - b.at(k)).abs().max().item<double>();
 }
 
-std::vector<double> logged_losses(const std::string& metrics) {
-  std::vector<double> out;
-  for (const auto& l : read_lines(metrics)) {
-    auto p = l.find("\"loss\": ");
-    if (p != std::string::npos && l.find("\"update\"") == 1) out.push_back(std::stod(l.substr(p + 8)));
-  }
-  return out;
-}
-
 class Distributed : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -82,8 +73,8 @@ TEST_F(Distributed, TwoGlooRanksMatchOneProcessWithUpdateFreqTwo) {
   EXPECT_EQ(ub, 12);
   expect_same_params(a, b, "2 ranks vs update_freq 2");
   // Summed token counts normalise the loss as the single process does.
-  auto la = logged_losses(job.dir.file("single/metrics.jsonl"));
-  auto lb = logged_losses(job.dir.file("ranks/metrics.jsonl"));
+  auto la = test::logged_losses(job.dir.file("single/metrics.jsonl"));
+  auto lb = test::logged_losses(job.dir.file("ranks/metrics.jsonl"));
   ASSERT_EQ(la.size(), 12u);
   ASSERT_EQ(lb.size(), 12u);
   for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(lb[i], la[i], 1e-4 * la[i]) << "update " << i + 1;

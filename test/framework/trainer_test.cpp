@@ -26,15 +26,6 @@ RunConfig copy_config(const TempDir& d, const std::string& residual = "post_ln",
   return parse_recipe_text(test::copy_recipe(d.file("corpus"), residual), "copy.yaml", overrides);
 }
 
-std::vector<double> losses(const std::string& metrics) {
-  std::vector<double> out;
-  for (const auto& l : read_lines(metrics)) {
-    auto p = l.find("\"loss\": ");
-    if (p != std::string::npos && l.find("\"update\"") == 1) out.push_back(std::stod(l.substr(p + 8)));
-  }
-  return out;
-}
-
 TEST(Trainer, LossFallsForEveryResidualVariant) {
   for (const char* v : {"post_ln", "pre_ln", "admin", "admin_closed_form", "deepnorm", "rezero"}) {
     TempDir d;
@@ -42,7 +33,7 @@ TEST(Trainer, LossFallsForEveryResidualVariant) {
                                  "schedule.name=constant"}),
               d.file("run"));
     t.fit();
-    auto l = losses(d.file("run/metrics.jsonl"));
+    auto l = test::logged_losses(d.file("run/metrics.jsonl"));
     ASSERT_EQ(l.size(), 5u) << v;
     EXPECT_LT(l.back(), 0.5 * l.front()) << v << ": " << l.front() << " -> " << l.back();
     EXPECT_TRUE(std::filesystem::exists(d.file("run/checkpoint_last.pt")));
