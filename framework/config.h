@@ -283,6 +283,7 @@ struct TrainConfig {
   int64_t max_epochs = 0;
   double max_wall_s = 0;
   int64_t dist_timeout_s = 300;
+  std::string dist_backend = "auto";
   int64_t update_freq = 1;
   double clip_norm = 0.0;
   std::string criterion = "label_smoothed_cross_entropy";
@@ -320,6 +321,9 @@ struct TrainConfig {
       "data parallel (--nproc, torchrun): seconds a rank waits for the others at rendezvous "
       "and in a collective before it fails",
       at_least(1));
+    v("dist_backend", dist_backend,
+      "data parallel: c10d backend; auto is nccl when training on CUDA, gloo on CPU",
+      one_of({"auto", "gloo", "nccl"}));
     v("update_freq", update_freq, "batches accumulated into one update",
       in_range(1, 4096));
     v("clip_norm", clip_norm, "gradient-norm clip (0 = off)", at_least(0));

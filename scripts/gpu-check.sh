@@ -119,8 +119,25 @@ tests_gpu() {
   grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|\(SEGFAULT\)|Subprocess aborted" "$out/ctest.log" | head -40
   grep -E "OnDevice.*cuda" "$out/ctest.log" | grep -Ec "Passed" |
     xargs -I{} echo "CUDA device-test instances passed: {}"
+  grep -E "C10dWorld.Nccl" "$out/ctest.log" | grep -E "Passed|Failed|Skipped" | sed 's/^ *[0-9/]* *//'
   stamp "tests done (rc $ctest_rc)"
+  dist_gpu
   return $ctest_rc
+}
+
+# Data parallel over NCCL, one rank per GPU (NCCL refuses two ranks on one
+# device): on a one-GPU machine the second rank must be refused with a clear
+# line, and the job must end (not hang) with that error.
+dist_gpu() {
+  local ngpu
+  ngpu=$(nvidia-smi -L | grep -c '^GPU')
+  stamp "data parallel: clinic train --nproc 2 on CUDA ($ngpu GPU(s) here)"
+  rm -rf build-gpu/run-dp
+  timeout 120 build-gpu/bin/clinic train multi30k/admin --nproc 2 --run-dir build-gpu/run-dp \
+    --set train.device=cuda --set train.max_updates=20 --set train.threads=4 \
+    --set train.dist_timeout_s=60 >"$out/dp.log" 2>&1
+  echo "--nproc 2 rc $? (expected: 0 with >= 2 GPUs; non-zero with a clinic: error line with 1)"
+  grep -E "clinic: error|world size|stopped" "$out/dp.log" | head -4
 }
 
 bench_gpu() {

@@ -5,7 +5,7 @@
 
 #include "framework/config.h"
 #include "framework/data/vocab.h"
-#include "framework/distributed/gloo_world.h"
+#include "framework/distributed/c10d_world.h"
 #include "framework/distributed/launch.h"
 #include "framework/errors.h"
 #include "framework/logging.h"
@@ -51,7 +51,7 @@ void add_train_commands(CLI::App& app, Action& action) {
   train->add_option("--run-dir", run_dir, "output directory (default runs/<recipe>)");
   static int nproc = 1;
   train->add_option("--nproc", nproc,
-                    "data-parallel workers on this machine (c10d, Gloo); under torchrun "
+                    "data-parallel workers on this machine (c10d: Gloo on CPU, NCCL on CUDA); under torchrun "
                     "(WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT) leave it out")
       ->check(CLI::Range(1, 1024));
   add_overrides(train, &overrides);
@@ -64,7 +64,9 @@ void add_train_commands(CLI::App& app, Action& action) {
                                       "use one launcher",
                                       nproc, env.world_size));
       if (nproc > 1) {
-        if (!gloo_available()) make_gloo_world(DistEnv{0, nproc}, {}, 0);  // its error
+        // Refused before any worker starts when this build lacks the backend.
+        const std::string backend = resolve_backend(cfg.train.dist_backend, cfg.train.device);
+        if (!backend_available(backend)) make_c10d_world(DistEnv{0, nproc}, backend, {}, 0);
         int code = run_local_workers(nproc, worker_args(program_args()));
         if (code != 0) std::exit(code > 255 ? 1 : code);
         return;
@@ -72,7 +74,8 @@ void add_train_commands(CLI::App& app, Action& action) {
       install_stop_signal_handlers();
       std::shared_ptr<World> world;
       if (env.distributed())
-        world = make_gloo_world(env, std::chrono::seconds(cfg.train.dist_timeout_s));
+        world = make_c10d_world(env, resolve_backend(cfg.train.dist_backend, cfg.train.device),
+                                std::chrono::seconds(cfg.train.dist_timeout_s));
       Trainer t(cfg, run_dir.empty() ? default_run_dir(recipe) : run_dir, world);
       t.fit();
     };

@@ -30,8 +30,13 @@ int env_int(const char* name, int fallback, int lo) {
   return static_cast<int>(x);
 }
 
-// A TCP port that is free now on 127.0.0.1 (the kernel picks it).
-int free_port() {
+
+std::atomic<int> g_forward_signal{0};
+void remember_signal(int sig) { g_forward_signal = sig; }
+
+}  // namespace
+
+int free_local_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -47,11 +52,6 @@ int free_port() {
   ::close(fd);
   return port;
 }
-
-std::atomic<int> g_forward_signal{0};
-void remember_signal(int sig) { g_forward_signal = sig; }
-
-}  // namespace
 
 DistEnv dist_env_from_environment() {
   DistEnv e;
@@ -70,7 +70,7 @@ DistEnv dist_env_from_environment() {
 }
 
 int run_local_workers(int nproc, const std::vector<std::string>& argv, double grace_s) {
-  const int port = free_port();
+  const int port = free_local_port();
   std::vector<pid_t> pids;
   for (int r = 0; r < nproc; ++r) {
     pid_t pid = ::fork();

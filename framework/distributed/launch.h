@@ -22,6 +22,9 @@ struct DistEnv {
 /// unset. A malformed or inconsistent value is a ConfigError naming it.
 DistEnv dist_env_from_environment();
 
+/// A TCP port that is free now on 127.0.0.1 (the kernel picks it).
+int free_local_port();
+
 /// Runs `argv` (this program and its arguments) as `nproc` workers with
 /// RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT set (a free port on
 /// 127.0.0.1), forwarding SIGINT/SIGTERM. When one worker fails, the others

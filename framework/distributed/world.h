@@ -15,6 +15,9 @@ class World {
   virtual ~World() = default;
   virtual int rank() const { return 0; }
   virtual int size() const { return 1; }
+  /// This process's index on its machine (torchrun's LOCAL_RANK): a CUDA job
+  /// trains on device cuda:local_rank().
+  virtual int local_rank() const { return 0; }
   /// The one process that writes logs, metrics and checkpoints.
   bool is_writer() const { return rank() == 0; }
   /// "world size 2, backend gloo" for the log.

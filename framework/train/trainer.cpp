@@ -42,11 +42,19 @@ double now_seconds() {
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
-torch::Device pick_device(const std::string& d) {
+// A data-parallel CUDA job: one GPU per rank, cuda:LOCAL_RANK (torchrun's
+// convention).
+torch::Device pick_device(const std::string& d, const World& world) {
   if (d == "cuda" || (d == "auto" && torch::cuda::is_available())) {
     if (!torch::cuda::is_available())
       throw ConfigError("train.device = cuda but no CUDA device is available");
-    return torch::Device(torch::kCUDA);
+    if (world.size() == 1 && world.local_rank() == 0) return torch::Device(torch::kCUDA);
+    const auto n = static_cast<int>(torch::cuda::device_count());
+    if (world.local_rank() >= n)
+      throw ConfigError(fmt::format("train.device = cuda: rank {} has LOCAL_RANK {} but {} CUDA "
+                                    "device(s) are visible (one GPU per rank)",
+                                    world.rank(), world.local_rank(), n));
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank()));
   }
   return torch::Device(torch::kCPU);
 }
@@ -164,7 +172,7 @@ void Trainer::setup() {
   if (world_->size() > 1) log()->info("[train] {}", world_->describe());
   int64_t threads = configure_threads(cfg_.train.threads);
   torch::manual_seed(static_cast<uint64_t>(cfg_.train.seed));
-  device_ = pick_device(cfg_.train.device);
+  device_ = pick_device(cfg_.train.device, *world_);
   const auto& prec = cfg_.train.precision;
   if (prec == "bf16") compute_dtype_ = at::kBFloat16;
   if (prec == "fp16") {

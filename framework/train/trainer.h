@@ -116,8 +116,9 @@ class Trainer {
   bool is_setup_ = false;
 };
 
-/// Resolve train.device ("auto" -> cuda if available).
-torch::Device pick_device(const std::string& device);
+/// train.device resolved ("auto": cuda when available); a rank of a
+/// data-parallel CUDA job gets cuda:LOCAL_RANK.
+torch::Device pick_device(const std::string& device, const World& world = World());
 /// Set intra-op threads (0 = cores) and return the count used.
 int64_t configure_threads(int64_t threads);
 double now_seconds();

@@ -11,7 +11,7 @@
 #include <fstream>
 #include <thread>
 
-#include "framework/distributed/gloo_world.h"
+#include "framework/distributed/c10d_world.h"
 #include "framework/distributed/launch.h"
 #include "framework/errors.h"
 #include "framework/model.h"
@@ -58,7 +58,7 @@ void expect_same_params(const std::map<std::string, torch::Tensor>& a,
 class Distributed : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!gloo_available()) GTEST_SKIP() << "this LibTorch build has no c10d Gloo headers";
+    if (!backend_available("gloo")) GTEST_SKIP() << "this LibTorch build has no c10d Gloo headers";
   }
 };
 
