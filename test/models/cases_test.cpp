@@ -1,6 +1,9 @@
 // The two case models (models/cases.*) and their data and schedule options
 // against the reports' specifications (docs/cases.md).
 #include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "framework/data/corpus.h"
 #include "framework/errors.h"
@@ -88,6 +91,54 @@ TEST(Cases, CausalLmMatchesTheToySpecification) {
   RunConfig none = case_recipe("cases/toy_loss_spikes", {"model.encoder_layers=0"});
   auto bare = build_model(none.model, VocabInfo{6, 6, true});
   EXPECT_EQ(bare->forward(src, src).sizes(), (std::vector<int64_t>{1, 3, 6}));
+}
+
+// The toy against the reference program (scripts/case_b_reference.py, plain
+// PyTorch written from the report, run by tools/golden/case_b_golden.py on
+// these weights): the same logits, loss and gradient norm on the toy batch.
+// So the two systems whose spike counts docs/cases.md compares are one system.
+TEST(Cases, CausalLmMatchesTheReferenceProgram) {
+  std::string out;
+  if (test::run_shell("/usr/bin/python3 -c 'import torch'", &out) != 0)
+    GTEST_SKIP() << "python3-torch not installed";
+  RunConfig b = case_recipe("cases/toy_loss_spikes");
+  torch::manual_seed(5);
+  auto m = build_model(b.model, VocabInfo{6, 6, true});
+  {
+    // Trained-looking weights: BERT's init leaves biases and LayerNorms at 0/1.
+    torch::NoGradGuard g;
+    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.3);
+  }
+  m->eval();
+  test::TempDir d;
+  c10::Dict<std::string, torch::Tensor> params;
+  for (const auto& p : m->named_parameters()) params.insert(p.key(), p.value().detach().clone());
+  auto bytes = torch::pickle_save(c10::IValue(params));
+  std::ofstream(d.file("params.pt"), std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_EQ(test::run_shell("/usr/bin/python3 " + std::string(kSourceDir) +
+                                "/tools/golden/case_b_golden.py " + d.file("params.pt"),
+                            &out),
+            0)
+      << out;
+  auto want = nlohmann::json::parse(out.substr(out.find('{')));
+  // The toy's tokens 0 and 1 are ids 4 and 5.
+  auto src = torch::tensor({{5, 4}, {4, 5}}, torch::kLong);
+  auto logits = m->forward(src, src).narrow(2, 4, 2);
+  auto target = torch::tensor({0, 1, 1, 0}, torch::kLong);
+  auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, 2}), target);
+  loss.backward();
+  double sq = 0;
+  for (const auto& p : m->parameters())
+    if (p.grad().defined()) sq += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
+  for (int64_t r = 0; r < 2; ++r)
+    for (int64_t t = 0; t < 2; ++t)
+      for (int64_t c = 0; c < 2; ++c)
+        EXPECT_NEAR(logits[r][t][c].item<double>(), want["logits"][r][t][c].get<double>(), 1e-4)
+            << "row " << r << " position " << t << " token " << c;
+  EXPECT_NEAR(loss.item<double>(), want["loss"].get<double>(), 1e-5 * want["loss"].get<double>());
+  EXPECT_NEAR(std::sqrt(sq), want["grad_norm"].get<double>(), 1e-4 * want["grad_norm"].get<double>());
+  EXPECT_GT(want["loss"].get<double>(), 0.01);  // not a trivially saturated batch
 }
 
 // Case A's model and data: embeddings x sqrt(d) + the tutorial's positions,
