@@ -7,6 +7,7 @@
 
 #include "framework/config.h"
 #include "framework/model.h"
+#include "framework/data/corpus.h"
 #include "framework/optim/param_groups.h"
 #include "tools/command.h"
 
@@ -21,7 +22,10 @@ void add_params_command(CLI::App& app, Action& action) {
   c->callback([&action] {
     action = [] {
       RunConfig cfg = recipe_from_cli(recipe, overrides);
-      const int64_t V = cfg.data.vocab_size;
+      // The trainer's vocabulary size: a fixed batch's tokens sit after
+      // clinic's special ids; otherwise the recipe's SentencePiece size.
+      const bool fixed = cfg.data.source == "fixed_batch";
+      const int64_t V = fixed ? cfg.data.fixed_vocab + kFixedTokenOffset : cfg.data.vocab_size;
       auto model = build_model(cfg.model, VocabInfo{V, V, cfg.data.joint_vocab});
       std::vector<std::pair<std::string, torch::Tensor>> named;
       for (const auto& p : model->named_parameters(true)) named.emplace_back(p.key(), p.value());
@@ -42,9 +46,13 @@ void add_params_command(CLI::App& app, Action& action) {
         tensors[p.group + 1] += 1;
         numel[p.group + 1] += p.param.numel();
       }
-      std::cout << fmt::format("\nembedding rows from data.vocab_size = {} (a run's own "
-                               "vocabulary may differ)\n",
-                               V);
+      if (fixed)
+        std::cout << fmt::format("\nvocabulary: data.fixed_vocab = {} tokens after {} special ids\n",
+                                 cfg.data.fixed_vocab, kFixedTokenOffset);
+      else
+        std::cout << fmt::format("\nembedding rows from data.vocab_size = {} (a run's own "
+                                 "vocabulary may differ)\n",
+                                 V);
       for (int g = -1; g < static_cast<int>(n_groups); ++g) {
         OptimConfig gc = group_optim_config(cfg.optim, g);
         const auto* sc = g < 0 || !cfg.optim.groups[g].schedule ? &cfg.schedule

@@ -85,6 +85,18 @@ TEST(Cli, ParamsListsEveryParameterWithItsGroup) {
       << out;
 }
 
+// A fixed-batch recipe's model is as small as its vocabulary: the toy's
+// embedding and head hold its 2 tokens (the trainer's sizes, not
+// data.vocab_size's 8000 rows).
+TEST(Cli, ParamsOfAFixedBatchRecipeUseItsVocabulary) {
+  std::string out;
+  ASSERT_EQ(run_shell(clinic() + " params cases/toy_loss_spikes 2>/dev/null", &out), 0) << out;
+  EXPECT_NE(out.find("tokens.weight"), std::string::npos) << out;
+  EXPECT_NE(out.find("[2, 32]"), std::string::npos) << out;
+  EXPECT_EQ(out.find("7996"), std::string::npos) << out;
+  EXPECT_NE(out.find("data.fixed_vocab = 2 tokens after 4 special ids"), std::string::npos) << out;
+}
+
 // CLI11's own messages lacked the prefix ("A subcommand is required" for
 // `clinic frobnicate`).
 TEST(Cli, ParseErrorsAreOneLineWithThePrefix) {
