@@ -165,15 +165,23 @@ class Plots {
   void heatmap(const std::string& stack, const std::string& field, const std::string& title,
                const std::string& caption, const std::string& cbrange = "[*:*]") {
     std::ostringstream s;
+    // A run without this stack (an encoder-only model has no decoder) gets
+    // no panel; with no panel at all there is no figure.
+    const std::string key = stack + "_" + field;
+    auto has = [&](const RunData& r) {
+      for (const auto& d : r.diag)
+        if (!json_nums(d, key).empty()) return true;
+      return false;
+    };
     int panels = 0;
-    for (const auto& r : runs_) panels += r.diag.empty() ? 0 : 1;
+    for (const auto& r : runs_) panels += has(r) ? 1 : 0;
     if (panels == 0) return;
     s << "# tall\nset multiplot layout " << panels << ",1 title '" << title << " (" << stack
       << ")'\nset xlabel 'update'\nset ylabel 'sublayer'\nset palette rgb 33,13,10\n"
          "set cbrange " << cbrange << "\n";
     for (size_t k = 0; k < runs_.size(); ++k) {
       const auto& r = runs_[k];
-      if (r.diag.empty()) continue;
+      if (!has(r)) continue;
       s << "$h" << k << " << EOD\n";
       for (const auto& d : r.diag) {
         auto v = json_nums(d, stack + "_" + field);
@@ -228,15 +236,26 @@ class Plots {
     std::ostringstream s;
     s << "set multiplot layout 1," << fields.size() << "\nset grid\nset key below\nset format y '%g'\n"
       << (logy ? "set logscale y\n" : "");
+    bool any = false;
     for (size_t f = 0; f < fields.size(); ++f) {
       // One series per run and stack: the plot clauses, then their inline data.
       std::string clauses, data;
       for (size_t k = 0; k < runs_.size(); ++k) {
-        if (runs_[k].diag.empty()) continue;
-        const auto& d = runs_[k].diag.back();
         for (const char* stack : kStacks) {
-          auto v = json_nums(d, std::string(stack) + "_" + fields[f]);
-          if (v.empty()) continue;
+          // The run's last measurement of this stack with points the axis can
+          // show (an encoder-only model has no decoder; a log axis no zeros).
+          auto showable = [&](const std::vector<double>& v) {
+            return std::any_of(v.begin(), v.end(),
+                               [&](double x) { return std::isfinite(x) && (!logy || x > 0); });
+          };
+          const nlohmann::json* last = nullptr;
+          std::vector<double> v;
+          for (auto it = runs_[k].diag.rbegin(); it != runs_[k].diag.rend() && !last; ++it) {
+            v = json_nums(*it, std::string(stack) + "_" + fields[f]);
+            if (showable(v)) last = &*it;
+          }
+          if (!last) continue;
+          const auto& d = *last;
           clauses += fmt::format("{}'-' using 1:2 with linespoints lw 2 lc {} dt {} title {}",
                                  clauses.empty() ? "" : ", ", k + 1, stack[0] == 'e' ? 1 : 2,
                                  quote(runs_[k].label + " " + stack + " @" + std::to_string(upd(d))));
@@ -245,11 +264,14 @@ class Plots {
           data += "e\n";
         }
       }
-      s << "set title '" << titles[f] << "'\nset xlabel 'layer'\nplot "
-        << (clauses.empty() ? "1/0 notitle" : clauses) << "\n" << data;
+      any = any || !clauses.empty();
+      s << "set title '" << titles[f] << "'\nset xlabel 'layer'\n"
+        << (clauses.empty() ? "unset logscale y\nset yrange [0:1]\nplot 1/0 notitle\nset autoscale y\n"
+                            : "plot " + clauses + "\n" + data)
+        << (clauses.empty() && logy ? "set logscale y\n" : "");
     }
     s << "unset multiplot\n";
-    draw(name, s.str(), caption);
+    if (any) draw(name, s.str(), caption);
   }
 
   // The paper's Fig. 5: histograms of relative gradient / update norms.

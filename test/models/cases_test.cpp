@@ -1,6 +1,7 @@
 // The two case models (models/cases.*) and their data and schedule options
 // against the reports' specifications (docs/cases.md).
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -238,6 +239,17 @@ TEST(Cases, BothCasesTrainAndResume) {
   double before = (t.setup(), t.validate().first);
   t.fit();
   EXPECT_LT(t.validate().first, 0.5 * before);  // copying is learnable position by position
+  // `clinic diagnose` on an encoder-only run: no decoder figures (it once
+  // failed drawing the decoder's empty heatmap, and per-layer norms that the
+  // instruments do not record for these models' "layers.N" names).
+  std::string out;
+  ASSERT_EQ(test::run_shell(test::clinic_bin() + " diagnose " + d.file("tagger") + " --out " +
+                                d.file("report"),
+                            &out),
+            0)
+      << out;
+  EXPECT_TRUE(std::filesystem::exists(d.file("report/dependency_encoder.png"))) << out;
+  EXPECT_FALSE(std::filesystem::exists(d.file("report/dependency_decoder.png"))) << out;
 }
 
 }  // namespace
