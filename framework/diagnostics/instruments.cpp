@@ -59,12 +59,14 @@ std::vector<double> relative(const std::vector<double>& v) {
 
 std::map<std::string, std::vector<double>> per_layer_norms(const std::vector<std::string>& names,
                                                            const std::vector<double>& norms) {
-  static const std::regex layer_re(R"(^(encoder|decoder)_layers\.([0-9]+)\.)");
+  // "layers.<i>." is the one stack of the encoder-only models (models/cases.h),
+  // an encoder in the instruments' terms.
+  static const std::regex layer_re(R"(^(?:(encoder|decoder)_)?layers\.([0-9]+)\.)");
   std::map<std::string, std::vector<double>> out;
   for (size_t i = 0; i < names.size() && i < norms.size(); ++i) {
     std::smatch m;
     if (!std::regex_search(names[i], m, layer_re)) continue;
-    auto& v = out[m[1]];
+    auto& v = out[m[1].matched ? m[1].str() : std::string("encoder")];
     size_t l = std::stoul(m[2]);
     if (v.size() <= l) v.resize(l + 1, 0.0);
     v[l] += norms[i] * norms[i];

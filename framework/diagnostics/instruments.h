@@ -47,7 +47,8 @@ std::vector<double> output_changes(const ProbeOutputs& a, const ProbeOutputs& b,
                                    const std::string& stack);
 
 /// Per stack and layer, the norm over all tensors of that layer (parameter
-/// names "<stack>_layers.<i>."): sqrt of the sum of the tensors' squared
+/// names "<stack>_layers.<i>.", or "layers.<i>." for an encoder-only model's
+/// one stack, counted as "encoder"): sqrt of the sum of the tensors' squared
 /// norms. Tensors outside the layers (embeddings, final norms) are skipped.
 std::map<std::string, std::vector<double>> per_layer_norms(const std::vector<std::string>& names,
                                                            const std::vector<double>& norms);

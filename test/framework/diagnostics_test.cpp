@@ -303,6 +303,12 @@ TEST(Instruments, PerLayerNormsSumTheLayersTensors) {
                            {7.0, 3.0, 4.0, 2.0, 1.5, 9.0});
   EXPECT_EQ(l["encoder"], (std::vector<double>{5.0, 2.0}));  // sqrt(9 + 16), embeddings skipped
   EXPECT_EQ(l["decoder"], (std::vector<double>{0.0, 0.0, 1.5}));
+  // An encoder-only model's one stack ("layers.<i>."), not "head" or "tokens".
+  auto e = per_layer_norms({"tokens.weight", "layers.1.ffn.fc1.weight", "layers.1.ffn.fc1.bias",
+                            "head.weight", "sublayers.0.x"},
+                           {1.0, 6.0, 8.0, 2.0, 3.0});
+  EXPECT_EQ(e.size(), 1u);
+  EXPECT_EQ(e["encoder"], (std::vector<double>{0.0, 10.0}));
 }
 
 // Second moments against eps, on an Adam state set by hand.

@@ -240,8 +240,8 @@ TEST(Cases, BothCasesTrainAndResume) {
   t.fit();
   EXPECT_LT(t.validate().first, 0.5 * before);  // copying is learnable position by position
   // `clinic diagnose` on an encoder-only run: no decoder figures (it once
-  // failed drawing the decoder's empty heatmap, and per-layer norms that the
-  // instruments do not record for these models' "layers.N" names).
+  // failed drawing the decoder's empty heatmap), with the per-layer norms of
+  // its "layers.N" stack.
   std::string out;
   ASSERT_EQ(test::run_shell(test::clinic_bin() + " diagnose " + d.file("tagger") + " --out " +
                                 d.file("report"),
@@ -250,6 +250,18 @@ TEST(Cases, BothCasesTrainAndResume) {
       << out;
   EXPECT_TRUE(std::filesystem::exists(d.file("report/dependency_encoder.png"))) << out;
   EXPECT_FALSE(std::filesystem::exists(d.file("report/dependency_decoder.png"))) << out;
+  EXPECT_TRUE(std::filesystem::exists(d.file("report/layer_norms.png"))) << out;
+  std::ifstream metrics(d.file("tagger/metrics.jsonl"));
+  std::string line;
+  size_t layer_norm_records = 0;
+  while (std::getline(metrics, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.value("event", "") != "diag") continue;
+    ASSERT_TRUE(j.contains("encoder_layer_grad_norm")) << line.substr(0, 200);
+    EXPECT_EQ(j["encoder_layer_grad_norm"].size(), 2u);  // the recipe's 2 layers
+    ++layer_norm_records;
+  }
+  EXPECT_EQ(layer_norm_records, 3u);  // updates 50, 100, 150
 }
 
 }  // namespace
