@@ -57,20 +57,23 @@ class Layer(nn.Module):
 
 class Toy(nn.Module):
     def __init__(self, vocab=2, d=32, heads=2, ff=64, p=0.1, positions=8, layers=1,
-                 token_type=False):
+                 token_type=False, padding_idx=None, bert_init=True):
         super().__init__()
-        self.tok = nn.Embedding(vocab, d)
+        self.tok = nn.Embedding(vocab, d, padding_idx=padding_idx)
         self.pos = nn.Embedding(positions, d)
         self.typ = nn.Embedding(2, d) if token_type else None
         self.ln = nn.LayerNorm(d, eps=1e-12)
         self.layers = nn.ModuleList(Layer(d, heads, ff, p) for _ in range(layers))
         self.head = nn.Linear(d, vocab)
         self.p = p
-        for m in self.modules():
+        for m in self.modules() if bert_init else ():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, 0.0, 0.02)
             if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
+        if padding_idx is not None:  # HF zeroes the pad row (and nn.Embedding never updates it)
+            with torch.no_grad():
+                self.tok.weight[padding_idx].zero_()
 
     def forward(self, ids):
         t = ids.shape[1]
@@ -90,6 +93,10 @@ def main():
     ap.add_argument("--steps", type=int, default=100000)
     ap.add_argument("--layers", type=int, default=1, help="0: embedding -> output")
     ap.add_argument("--token-type", action="store_true", help="add BERT's token-type embedding")
+    ap.add_argument("--pad-zero", action="store_true",
+                    help="HF BertConfig's pad_token_id 0: token 0's embedding is a frozen zero row")
+    ap.add_argument("--torch-init", action="store_true",
+                    help="PyTorch's default init (N(0,1) embeddings, kaiming-uniform Linear) instead of BERT's")
     ap.add_argument("--eps", type=float, default=1e-9)
     ap.add_argument("--factor", type=float, default=1.0, help="Noam's factor (Adam's lr)")
     ap.add_argument("--warmup", type=int, default=3000)
@@ -98,7 +105,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
-    model = Toy(layers=a.layers, token_type=a.token_type, p=a.dropout)
+    model = Toy(layers=a.layers, token_type=a.token_type, p=a.dropout,
+                padding_idx=0 if a.pad_zero else None, bert_init=not a.torch_init)
     ids = torch.tensor([[1, 0], [0, 1]])
     target = 1 - ids
     opt = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=a.eps)
@@ -123,7 +131,7 @@ def main():
         if step % 10000 == 0 or step == a.steps:
             windows = [sum(1 for s in spikes if w * 10000 < s <= (w + 1) * 10000)
                        for w in range((step + 9999) // 10000)]
-            print(json.dumps({"seed": a.seed, "layers": a.layers, "token_type": a.token_type,
+            print(json.dumps({"seed": a.seed, "layers": a.layers, "token_type": a.token_type, "pad_zero": a.pad_zero, "torch_init": a.torch_init,
                               "eps": a.eps, "dropout": a.dropout, "factor": a.factor,
                               "warmup": a.warmup, "steps": step,
                               "done": step == a.steps, "first_zero_loss_step": first_zero,

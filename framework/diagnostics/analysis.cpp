@@ -38,6 +38,26 @@ GrowthFit fit_growth(const std::vector<double>& x, const std::vector<double>& y)
   if (x.size() < 2) return f;
   f.r2_linear = fit([](double v) { return v; }, &f.slope_linear);
   f.r2_log = fit([](double v) { return std::log(v); }, &f.slope_log);
+  // Power law: the slope of ln y on ln x, for the data and for c ln x.
+  auto loglog = [&](auto value) {
+    std::vector<double> ly;
+    for (double v : x) ly.push_back(std::log(value(v)));
+    double mx = 0, my = 0, sxy = 0, sxx = 0;
+    for (size_t i = 0; i < x.size(); ++i) mx += std::log(x[i]) / x.size(), my += ly[i] / x.size();
+    for (size_t i = 0; i < x.size(); ++i) {
+      sxy += (std::log(x[i]) - mx) * (ly[i] - my);
+      sxx += (std::log(x[i]) - mx) * (std::log(x[i]) - mx);
+    }
+    return sxx > 0 ? sxy / sxx : NAN;
+  };
+  bool positive = true;
+  for (size_t i = 0; i < x.size(); ++i) positive = positive && x[i] > 1 && y[i] > 0;
+  if (positive) {
+    std::map<double, double> at;
+    for (size_t i = 0; i < x.size(); ++i) at[x[i]] = y[i];
+    f.exponent = loglog([&](double v) { return at[v]; });
+    f.exponent_of_log = loglog([](double v) { return std::log(v); });
+  }
   size_t lo = 0, hi = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     if (x[i] < x[lo]) lo = i;

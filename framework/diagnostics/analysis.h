@@ -11,6 +11,7 @@
 //    study) and the mean dependency beta_ii per stack.
 // Post-LN's output change grows O(N) with depth, Pre-LN's and Admin's
 // O(log N): fit_growth() fits both forms and says which explains the points.
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -41,9 +42,19 @@ std::vector<AnalyzeRow> run_analysis(const RunConfig& recipe, const AnalyzeOptio
 
 /// Least-squares fits y = a + b x (linear) and y = a + b ln x (log) over the
 /// points; R^2 of each and the growth y(x_max) / y(x_min) of the data.
+/// With a free intercept the two forms are hard to tell apart on 3-4 depths
+/// (a + b N with a < 0 bends like a log), so the fit also reports the power
+/// law y ~ x^alpha (least squares on ln y vs ln x): O(N) means alpha = 1,
+/// O(log N) means the apparent exponent of c ln x over the same depths,
+/// `exponent_of_log` (0.41 for 6..24: ln(ln 24 / ln 6) / ln 4 for two points).
 struct GrowthFit {
   double r2_linear = 0, r2_log = 0, slope_linear = 0, slope_log = 0, growth = 0;
+  double exponent = NAN, exponent_of_log = NAN;
   std::string better() const { return r2_linear >= r2_log ? "linear (O(N))" : "log (O(log N))"; }
+  /// The form whose exponent alpha is nearer to: 1 (O(N)) or exponent_of_log.
+  std::string nearer_exponent() const {
+    return std::abs(exponent - 1.0) <= std::abs(exponent - exponent_of_log) ? "O(N)" : "O(log N)";
+  }
 };
 GrowthFit fit_growth(const std::vector<double>& x, const std::vector<double>& y);
 

@@ -184,6 +184,22 @@ TEST(Analyze, GrowthFitTellsLinearFromLogarithmic) {
   EXPECT_NEAR(b.slope_log, 5.0, 1e-9);
   EXPECT_EQ(b.better(), "log (O(log N))");
   EXPECT_NEAR(a.growth, 74.0 / 20.0, 1e-12);
+  // Power law through the origin: y = 3 N has alpha 1, y = 5 ln N the
+  // apparent exponent of ln N; with an intercept, in between.
+  std::vector<double> prop, plog;
+  for (double x : n) prop.push_back(3.0 * x), plog.push_back(5.0 * std::log(x));
+  auto c = fit_growth(n, prop), e = fit_growth(n, plog);
+  EXPECT_NEAR(c.exponent, 1.0, 1e-12);
+  EXPECT_EQ(c.nearer_exponent(), "O(N)");
+  EXPECT_NEAR(e.exponent, e.exponent_of_log, 1e-12);
+  EXPECT_EQ(e.nearer_exponent(), "O(log N)");
+  // Two points: the slope is ln(y2/y1) / ln(x2/x1), checked by hand.
+  auto two = fit_growth({6, 24}, {0.0069, 0.0200});
+  EXPECT_NEAR(two.exponent, std::log(0.0200 / 0.0069) / std::log(4.0), 1e-12);
+  EXPECT_NEAR(two.exponent_of_log, std::log(std::log(24.0) / std::log(6.0)) / std::log(4.0), 1e-12);
+  EXPECT_NEAR(two.exponent_of_log, 0.41, 0.005);
+  // Non-positive values have no power law.
+  EXPECT_TRUE(std::isnan(fit_growth({6, 12}, {0.0, 1.0}).exponent));
 }
 
 // The analysis at init on a tiny recipe: a table for every (variant, depth)
