@@ -57,7 +57,7 @@ class Layer(nn.Module):
 
 class Toy(nn.Module):
     def __init__(self, vocab=2, d=32, heads=2, ff=64, p=0.1, positions=8, layers=1,
-                 token_type=False, padding_idx=None, bert_init=True):
+                 token_type=False, padding_idx=None, bert_init=True, head_dropout=False):
         super().__init__()
         self.tok = nn.Embedding(vocab, d, padding_idx=padding_idx)
         self.pos = nn.Embedding(positions, d)
@@ -66,6 +66,7 @@ class Toy(nn.Module):
         self.layers = nn.ModuleList(Layer(d, heads, ff, p) for _ in range(layers))
         self.head = nn.Linear(d, vocab)
         self.p = p
+        self.head_dropout = head_dropout
         for m in self.modules() if bert_init else ():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, 0.0, 0.02)
@@ -84,6 +85,8 @@ class Toy(nn.Module):
         mask = torch.full((t, t), torch.finfo(x.dtype).min).triu(1)
         for layer in self.layers:
             x = layer(x, mask)
+        if self.head_dropout:  # as HF's BertForTokenClassification: dropout, then the classifier
+            x = F.dropout(x, self.p, self.training)
         return self.head(x)
 
 
@@ -97,16 +100,21 @@ def main():
                     help="HF BertConfig's pad_token_id 0: token 0's embedding is a frozen zero row")
     ap.add_argument("--torch-init", action="store_true",
                     help="PyTorch's default init (N(0,1) embeddings, kaiming-uniform Linear) instead of BERT's")
+    ap.add_argument("--head-dropout", action="store_true",
+                    help="dropout on the last hidden states before the head (BertForTokenClassification)")
     ap.add_argument("--eps", type=float, default=1e-9)
     ap.add_argument("--factor", type=float, default=1.0, help="Noam's factor (Adam's lr)")
     ap.add_argument("--warmup", type=int, default=3000)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--jump", type=float, default=10.0, help="spike: loss rise in nats")
+    ap.add_argument("--mask-probe", type=int, default=0,
+                    help="after training, N forward passes in train mode (N dropout masks): "
+                         "the largest loss and the smallest logit margin any mask gives")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     model = Toy(layers=a.layers, token_type=a.token_type, p=a.dropout,
-                padding_idx=0 if a.pad_zero else None, bert_init=not a.torch_init)
+                padding_idx=0 if a.pad_zero else None, bert_init=not a.torch_init, head_dropout=a.head_dropout)
     ids = torch.tensor([[1, 0], [0, 1]])
     target = 1 - ids
     opt = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=a.eps)
@@ -131,13 +139,36 @@ def main():
         if step % 10000 == 0 or step == a.steps:
             windows = [sum(1 for s in spikes if w * 10000 < s <= (w + 1) * 10000)
                        for w in range((step + 9999) // 10000)]
-            print(json.dumps({"seed": a.seed, "layers": a.layers, "token_type": a.token_type, "pad_zero": a.pad_zero, "torch_init": a.torch_init,
+            print(json.dumps({"seed": a.seed, "layers": a.layers, "token_type": a.token_type, "pad_zero": a.pad_zero, "torch_init": a.torch_init, "head_dropout": a.head_dropout,
                               "eps": a.eps, "dropout": a.dropout, "factor": a.factor,
                               "warmup": a.warmup, "steps": step,
                               "done": step == a.steps, "first_zero_loss_step": first_zero,
                               "spikes": len(spikes), "spikes_per_10k": windows,
                               "largest_jump_nats": round(largest, 3), "final_loss": value,
                               "torch": torch.__version__}), flush=True)
+    if a.mask_probe:
+        worst, margin = probe_masks(model, ids, target, a.mask_probe)
+        print(json.dumps({"seed": a.seed, "steps": a.steps, "masks": a.mask_probe,
+                          "largest_loss_nats": worst, "smallest_margin_nats": margin,
+                          "margin_without_dropout_nats": probe_masks(model, ids, target, 1,
+                                                                     dropout=False)[1]}),
+              flush=True)
+
+
+def probe_masks(model, ids, target, n, dropout=True):
+    """The loss a spike would start from: under n fresh dropout masks (train
+    mode, no update), the largest loss and the smallest margin (correct logit
+    minus wrong logit) over the 4 tokens and all masks."""
+    model.train(dropout)
+    worst_loss, min_margin = 0.0, math.inf
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(ids).reshape(-1, 2)
+            t = target.reshape(-1)
+            worst_loss = max(worst_loss, F.cross_entropy(logits, t).item())
+            correct = logits.gather(1, t[:, None])[:, 0]
+            min_margin = min(min_margin, (correct - logits.gather(1, (1 - t)[:, None])[:, 0]).min().item())
+    return worst_loss, min_margin
 
 
 if __name__ == "__main__":

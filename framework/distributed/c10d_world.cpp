@@ -80,13 +80,8 @@ class C10dWorld : public World {
       : env_(env), backend_(backend), bucket_bytes_(bucket_bytes) {
     if (backend == "nccl") {
 #ifdef CLINIC_WITH_NCCL
-      const int n = static_cast<int>(torch::cuda::device_count());
-      if (env.local_rank >= n)
-        throw ConfigError(fmt::format("train.dist_backend nccl: LOCAL_RANK {} but {} CUDA "
-                                      "device(s) visible (one GPU per rank)",
-                                      env.local_rank, n));
-      comm_device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
-      c10::cuda::set_device(static_cast<c10::DeviceIndex>(env.local_rank));
+      comm_device_ = rank_gpu(env.rank, env.local_rank, "train.dist_backend nccl");
+      c10::cuda::set_device(comm_device_.index());
 #endif
     }
     c10d::TCPStoreOptions so;

@@ -3,12 +3,27 @@
 // (issue 23). The trainer calls a World at fixed points of an update and of
 // a checkpoint; this base class is one process, where every call is a no-op,
 // so the single-process path has no `if (rank)` and no cost.
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <string>
 #include <vector>
 
+#include "framework/errors.h"
+
 namespace clinic {
+
+/// The GPU of one rank of a data-parallel job: cuda:LOCAL_RANK, one GPU per
+/// rank (torchrun's convention). `setting` names what asked for a GPU, for the
+/// error when this machine has fewer GPUs than ranks.
+inline torch::Device rank_gpu(int rank, int local_rank, const std::string& setting) {
+  const auto n = static_cast<int>(torch::cuda::device_count());
+  if (local_rank >= n)
+    throw ConfigError(fmt::format("{}: rank {} has LOCAL_RANK {} but {} CUDA device(s) are "
+                                  "visible (one GPU per rank)",
+                                  setting, rank, local_rank, n));
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+}
 
 class World {
  public:

@@ -49,12 +49,7 @@ torch::Device pick_device(const std::string& d, const World& world) {
     if (!torch::cuda::is_available())
       throw ConfigError("train.device = cuda but no CUDA device is available");
     if (world.size() == 1 && world.local_rank() == 0) return torch::Device(torch::kCUDA);
-    const auto n = static_cast<int>(torch::cuda::device_count());
-    if (world.local_rank() >= n)
-      throw ConfigError(fmt::format("train.device = cuda: rank {} has LOCAL_RANK {} but {} CUDA "
-                                    "device(s) are visible (one GPU per rank)",
-                                    world.rank(), world.local_rank(), n));
-    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank()));
+    return rank_gpu(world.rank(), world.local_rank(), "train.device = cuda");
   }
   return torch::Device(torch::kCPU);
 }

@@ -169,5 +169,23 @@ TEST(C10dWorld, BackendChoiceAndMissingBackendsAreClear) {
   }
 }
 
+// One GPU per rank: cuda:LOCAL_RANK, and a LOCAL_RANK past the visible GPUs
+// is one error naming the setting (train.device and NCCL share this check).
+TEST(C10dWorld, RankGpuIsLocalRankAndRefusesMissingGpus) {
+  const int n = static_cast<int>(torch::cuda::device_count());
+  for (int local : {n, n + 1}) {
+    try {
+      rank_gpu(3, local, "train.device = cuda");
+      FAIL() << "LOCAL_RANK " << local << " accepted with " << n << " GPU(s)";
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(std::string(e.what()),
+                fmt::format("train.device = cuda: rank 3 has LOCAL_RANK {} but {} CUDA device(s) "
+                            "are visible (one GPU per rank)",
+                            local, n));
+    }
+  }
+  for (int local = 0; local < n; ++local) EXPECT_EQ(rank_gpu(0, local, "x").index(), local);
+}
+
 }  // namespace
 }  // namespace clinic
