@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <random>
@@ -76,6 +77,13 @@ std::map<std::string, std::vector<double>> per_layer_norms(const std::vector<std
   return out;
 }
 
+torch::Tensor logit_margins(const torch::Tensor& logits, const torch::Tensor& target) {
+  auto t = target.to(torch::kLong).unsqueeze(1);
+  auto correct = logits.gather(1, t).squeeze(1);
+  auto rest = logits.scatter(1, t, -std::numeric_limits<float>::infinity());
+  return correct - std::get<0>(rest.max(1));
+}
+
 ProbeOutputs probe_forward(Seq2SeqModel& model, const Batch& batch, bool stats) {
   ProbeOutputs f;
   StabilityProbe probe(/*keep_states=*/true);
@@ -90,6 +98,15 @@ ProbeOutputs probe_forward(Seq2SeqModel& model, const Batch& batch, bool stats) 
     DecoderFeatures dec = model.decode_features(batch.tgt_in, enc);
     f.encoder_out = keep_rows(enc.out, src_keep);
     f.decoder_out = keep_rows(dec.hidden, tgt_keep);
+    if (stats) {
+      // hidden is [B, T, d] with the output projection split off, or the logits.
+      torch::Tensor logits = dec.weight.defined()
+                                 ? torch::matmul(f.decoder_out, dec.weight.detach().to(
+                                                                    torch::kCPU, torch::kFloat).t())
+                                 : f.decoder_out;
+      f.logit_margins = logit_margins(
+          logits, batch.tgt_out.to(torch::kCPU).masked_select(tgt_keep.to(torch::kCPU)));
+    }
   } catch (...) {
     model.set_observer(nullptr);
     model.train(was_training);
@@ -206,6 +223,13 @@ void Instruments::after_step() {
         .add(k + "attn_collapsed", collapsed);
   }
   pending_.add("attn_collapsed_heads", collapsed_heads);
+  if (base_->logit_margins.defined() && base_->logit_margins.numel() > 0) {
+    // min, 10 %, median, 90 %, max of the probe tokens' margins (nats).
+    auto q = torch::quantile(base_->logit_margins.to(torch::kDouble),
+                             torch::tensor({0.0, 0.1, 0.5, 0.9, 1.0}, torch::kDouble));
+    pending_.add("logit_margin_quantiles",
+                 std::vector<double>(q.data_ptr<double>(), q.data_ptr<double>() + q.numel()));
+  }
   SecondMomentSummary sm = summarize_second_moments(optimizer_, params_);
   if (sm.available)
     pending_.add("adam_eps", sm.eps)

@@ -39,7 +39,14 @@ namespace clinic {
 struct ProbeOutputs {
   std::map<std::string, StackProbe> stacks;
   torch::Tensor encoder_out, decoder_out;  // [N, d]
+  /// With stats: per real target token, its logit minus the largest other
+  /// logit (nats; eval mode) [N]. A loss jump of J nats on a token needs its
+  /// margin overturned to -J, so margins far above any jump rule out
+  /// spikes from noise alone (docs/cases.md, case B).
+  torch::Tensor logit_margins;
 };
+/// The margins of `logits` [N, V] at `target` [N]: logit[target] - max of the rest.
+torch::Tensor logit_margins(const torch::Tensor& logits, const torch::Tensor& target);
 ProbeOutputs probe_forward(Seq2SeqModel& model, const Batch& batch, bool stats);
 /// |s(a) - s(b)|^2 per token, averaged, for every state of `stack` after i
 /// sublayers (i = 0: embeddings) and, last, for the stack output.

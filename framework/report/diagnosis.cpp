@@ -24,6 +24,18 @@ const nlohmann::json* diag_before(const RunData& r, int64_t update) {
 }
 
 std::string sci(double v) { return fmt::format("{:.3g}", v); }
+
+// The probe tokens' logit margins (correct logit minus the largest other, eval
+// mode) of a diag record, as evidence: a loss jump of J nats on a token needs
+// its margin overturned to -J (docs/cases.md, case B).
+std::string margin_text(const nlohmann::json* d) {
+  if (!d) return "";
+  auto q = json_nums(*d, "logit_margin_quantiles");  // min, 10 %, median, 90 %, max
+  if (q.size() != 5) return "";
+  return fmt::format("; at update {} the probe tokens' logit margins were {:.3g} / {:.3g} / {:.3g} "
+                     "nats (min / median / max)",
+                     update_of(*d), q[0], q[2], q[4]);
+}
 }  // namespace
 
 double amplification_index(const nlohmann::json& diag, const std::string& stack) {
@@ -236,8 +248,9 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
                           100 * lo, 100 * hi);
       }
       f.summary = fmt::format("{} loss spikes (jump >= the absolute threshold: {}; robust rule "
-                              "only: {}), the largest +{:.1f} bits{}",
-                              r.spikes.size(), n_abs, n_robust, max_jump, eps);
+                              "only: {}), the largest +{:.1f} bits{}{}",
+                              r.spikes.size(), n_abs, n_robust, max_jump, eps,
+                              margin_text(diag_before(r, update_of(r.spikes.front()) - 1)));
       f.cure = !eps_before.empty() && *std::max_element(eps_before.begin(), eps_before.end()) >=
                                           t.eps_dominated
                    ? "tiny gradients divided by a tiny second moment: raise optim.eps (e.g. "
@@ -246,7 +259,7 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
                    : "lower the peak lr (optim.lr), clip gradients (train.clip_norm), or a "
                      "longer warmup";
     } else {
-      f.checked = "loss spikes: none by either rule";
+      f.checked = "loss spikes: none by either rule" + margin_text(diag_before(r, -1));
     }
     out.push_back(f);
   }
@@ -260,8 +273,9 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
       f.fired = true;
       f.summary = fmt::format("at update {}, Adam's sqrt(v) is below eps = {} for {:.0f} % of "
                               "entries: updates there are m / eps, sensitive to any sudden "
-                              "gradient",
-                              update_of(*d), json_num(*d, "adam_eps"), 100 * share);
+                              "gradient{}",
+                              update_of(*d), json_num(*d, "adam_eps"), 100 * share,
+                              margin_text(d));
       f.cure = "raise optim.eps, or keep the loss off 0 (train.label_smoothing)";
     } else {
       f.checked = std::isfinite(share)

@@ -311,6 +311,55 @@ TEST(Instruments, PerLayerNormsSumTheLayersTensors) {
   EXPECT_EQ(e["encoder"], (std::vector<double>{0.0, 10.0}));
 }
 
+// Logit margins: logit[target] minus the largest other logit, by hand.
+TEST(Instruments, LogitMarginsOnConstructedLogits) {
+  auto logits = torch::tensor({1.0f, 3.0f, 2.0f, 5.0f, -1.0f, 0.0f, 0.5f, 0.5f, -2.0f}).view({3, 3});
+  auto m = logit_margins(logits, torch::tensor({1, 0, 2}));
+  EXPECT_FLOAT_EQ(m[0].item<float>(), 1.0f);   // 3 - 2
+  EXPECT_FLOAT_EQ(m[1].item<float>(), 5.0f);   // 5 - 0
+  EXPECT_FLOAT_EQ(m[2].item<float>(), -2.5f);  // -2 - 0.5: wrong by 2.5
+}
+
+// The diag record's margin quantiles against the model's full logits
+// (decode(), not the split-off projection the probe uses), sorted by hand.
+TEST(Instruments, LogitMarginQuantilesMatchTheModelsLogits) {
+  TempDir d;
+  Trainer t(diag_config(d, {"diag.interval=1", "diag.probe_sentences=5"}), d.file("run"));
+  t.setup();
+  const Batch& probe = t.instruments()->probe();
+  std::vector<double> margins;
+  {
+    torch::NoGradGuard g;
+    t.model().eval();
+    auto logits = t.model().decode(probe.tgt_in, t.model().encode(probe.src));
+    t.model().train();
+    for (int64_t b = 0; b < probe.tgt_in.size(0); ++b)
+      for (int64_t i = 0; i < probe.tgt_in.size(1); ++i) {
+        if (probe.tgt_in[b][i].item<int64_t>() == kPad) continue;
+        int64_t y = probe.tgt_out[b][i].item<int64_t>();
+        double best_other = -1e300;
+        for (int64_t v = 0; v < logits.size(2); ++v)
+          if (v != y) best_other = std::max(best_other, logits[b][i][v].item<double>());
+        margins.push_back(logits[b][i][y].item<double>() - best_other);
+      }
+  }
+  std::sort(margins.begin(), margins.end());
+  auto quantile = [&](double p) {  // linear interpolation between order statistics
+    double pos = p * (margins.size() - 1);
+    size_t lo = static_cast<size_t>(std::floor(pos));
+    size_t hi = std::min(lo + 1, margins.size() - 1);
+    return margins[lo] + (pos - lo) * (margins[hi] - margins[lo]);
+  };
+  t.train_update({t.train_data().make_batch({0, 1, 2, 3})});  // measured before this step
+  auto diag = event_lines(d.file("run/metrics.jsonl"), "diag");
+  ASSERT_EQ(diag.size(), 1u);
+  auto q = json_array(diag[0], "logit_margin_quantiles");
+  ASSERT_EQ(q.size(), 5u);
+  std::vector<double> ps = {0.0, 0.1, 0.5, 0.9, 1.0};
+  for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(q[i], quantile(ps[i]), 1e-4) << "quantile " << ps[i];
+  EXPECT_LT(q[0], q[4]);
+}
+
 // Second moments against eps, on an Adam state set by hand.
 TEST(Instruments, SecondMomentSummaryAgainstEps) {
   auto p = torch::zeros({1000}, torch::requires_grad());

@@ -77,7 +77,7 @@ TEST(Diagnose, EveryRuleFiresOnItsEvidence) {
              "encoder_attn_sublayer": [0, 2], "encoder_attn_collapsed": [[0, 0], [0, 1]],
              "encoder_attn_entropy": [[1.2, 1.3], [0.9, 0.021]], "encoder_attn_same_key": [[0.2, 0.3], [0.4, 0.97]],
              "encoder_attn_max_prob": [[0.3, 0.4], [0.5, 0.995]],
-             "adam_eps": 1e-8, "adam_eps_dominated": 0.8})j",
+             "adam_eps": 1e-8, "adam_eps_dominated": 0.8, "logit_margin_quantiles": [-0.5, 0.2, 3.25, 9, 27.5]})j",
       R"j({"update": 20, "loss": 7.0, "loss_scale": 0.5, "skipped": 3})j",
       R"j({"event": "spike", "update": 24, "loss": 19.5, "prev_loss": 7.1, "jump": 12.4, "rule": "abs+robust"})j",
       R"j({"update": 30, "loss": 9.5, "loss_scale": 1, "skipped": 0})j",
@@ -111,7 +111,13 @@ TEST(Diagnose, EveryRuleFiresOnItsEvidence) {
             std::string::npos)
       << sp.summary;
   EXPECT_NE(sp.cure.find("raise optim.eps"), std::string::npos) << sp.cure;
+  EXPECT_NE(sp.summary.find("at update 10 the probe tokens' logit margins were -0.5 / 3.25 / 27.5 "
+                            "nats (min / median / max)"),
+            std::string::npos)
+      << sp.summary;
   EXPECT_TRUE(rule(fs, "eps_dominated").fired);
+  EXPECT_NE(rule(fs, "eps_dominated").summary.find("margins were -0.5 / 3.25 / 27.5"),
+            std::string::npos);
   EXPECT_NE(rule(fs, "nonfinite").summary.find("first non-finite value at decoder layer 3 ffn"),
             std::string::npos);
   EXPECT_TRUE(rule(fs, "loss_scale").fired);
