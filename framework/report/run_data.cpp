@@ -88,9 +88,15 @@ RunData read_run(const std::string& run_dir) {
       r.residual = m.residual;
       std::string enc = m.encoder_residual.empty() ? m.residual : m.encoder_residual;
       std::string dec = m.decoder_residual.empty() ? m.residual : m.decoder_residual;
-      r.label = fmt::format("{} ({}{}, {}+{} layers)", r.label,
-                            enc == dec ? enc : "enc " + enc + " / dec " + dec, "",
-                            m.encoder_layers, m.decoder_layers);
+      // An encoder-only model (model.arch encoder_tagger, causal_lm) measures
+      // one stack: its recipe's decoder_layers is unused.
+      bool one_stack = !r.diag.empty();
+      for (const auto& d : r.diag) one_stack = one_stack && !d.contains("decoder_dependency");
+      r.label = one_stack ? fmt::format("{} ({} {}, {} layer{})", r.label, m.arch, enc,
+                                        m.encoder_layers, m.encoder_layers == 1 ? "" : "s")
+                          : fmt::format("{} ({}, {}+{} layers)", r.label,
+                                        enc == dec ? enc : "enc " + enc + " / dec " + dec,
+                                        m.encoder_layers, m.decoder_layers);
     } catch (const std::exception&) {
       // A recipe from another clinic version: the label stays the dir name.
     }

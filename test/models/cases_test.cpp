@@ -251,6 +251,7 @@ TEST(Cases, BothCasesTrainAndResume) {
   EXPECT_TRUE(std::filesystem::exists(d.file("report/dependency_encoder.png"))) << out;
   EXPECT_FALSE(std::filesystem::exists(d.file("report/dependency_decoder.png"))) << out;
   EXPECT_TRUE(std::filesystem::exists(d.file("report/layer_norms.png"))) << out;
+  EXPECT_NE(out.find("tagger (encoder_tagger post_ln, 2 layers):"), std::string::npos) << out;
   std::ifstream metrics(d.file("tagger/metrics.jsonl"));
   std::string line;
   size_t layer_norm_records = 0;
