@@ -645,7 +645,7 @@ void validate(const RunConfig& c) {
         throw ConfigError(fmt::format("{}: {}.{} = {}: must be {} 0", gloc(key), p, key, *v,
                                       zero_ok ? ">=" : ">"));
     };
-    positive_or("lr", g.lr, false);
+    positive_or("lr", g.lr, true);  // lr 0 freezes the group (e.g. one LayerNorm's bias)
     positive_or("eps", g.eps, false);
     positive_or("weight_decay", g.weight_decay, true);
     if (g.betas) {

@@ -215,6 +215,7 @@ TEST(Config, OptimGroupsAreTypedAndTypoSafe) {
       {"    - {name: a, match: 'x', glob: 'y'}\n", "give exactly one of match"},
       {"    - {name: a, match: 'enc(oder'}\n", "optim.groups[0].match = 'enc(oder': not a regular"},
       {"    - {name: a, match: 'x', eps: 0}\n", "g.yaml:4: optim.groups[0].eps = 0: must be > 0"},
+      {"    - {name: a, match: 'x', lr: -0.1}\n", "g.yaml:4: optim.groups[0].lr = -0.1: must be >= 0"},
       {"    - {name: a, match: 'x', betas: [0.9]}\n", "optim.groups[0].betas must be two numbers"},
       {"    - {name: a, match: 'x', schedule: {warmup_updates: -1}}\n",
        "optim.groups[0].schedule.warmup_updates = -1: must be >= 0"},

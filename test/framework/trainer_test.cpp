@@ -429,6 +429,33 @@ TEST(Trainer, NoDecayGroupHoldsBiasesNormsAndOmega) {
   EXPECT_EQ(build_optimizer(*m, cfg.optim)->param_groups().size(), 1u);
 }
 
+// A group at lr 0 is frozen: its parameters end bit-identical to their init
+// (Adam, AdamW's decoupled decay and the schedule all scale with lr), while
+// every other parameter moves.
+TEST(Trainer, GroupAtLrZeroIsFrozen) {
+  for (const char* opt : {"adam", "adamw"}) {
+    TempDir d;
+    RunConfig cfg = copy_config(
+        d, "post_ln",
+        {std::string("optim.name=") + opt, "optim.weight_decay=0.1", "train.max_updates=5",
+         "optim.groups=[{name: frozen, match: 'encoder_layers\.0\..*\.norm\.bias', lr: 0}]"});
+    Trainer t(cfg, d.file("run"));
+    t.setup();
+    std::map<std::string, torch::Tensor> init;
+    for (const auto& p : t.model().named_parameters()) init[p.key()] = p.value().detach().clone();
+    t.fit();
+    int frozen = 0;
+    for (const auto& p : t.model().named_parameters()) {
+      bool in_group = p.key().rfind("encoder_layers.0.", 0) == 0 &&
+                      p.key().find(".norm.bias") != std::string::npos;
+      bool same = torch::equal(p.value(), init.at(p.key()));
+      EXPECT_EQ(same, in_group) << opt << " " << p.key();
+      frozen += in_group;
+    }
+    EXPECT_EQ(frozen, 2) << opt;  // the attention and FFN sublayers' LayerNorm biases
+  }
+}
+
 TEST(Trainer, EvalBleuIsReportedAtValidation) {
   TempDir d;
   Trainer t(copy_config(d, "pre_ln", {"train.eval_bleu=true", "train.validate_interval=20",
