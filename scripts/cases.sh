@@ -30,4 +30,9 @@ for setting in ${SETTINGS:-reported eps_1e-6 lr_x0.1 label_smoothing_0.1 adamw_w
     # Spike counts per 10k-update window (abs rule: a jump >= 10 nats).
     echo "$setting seed $seed: $(grep -c '"event": "spike", "update": [0-9]*, .*"rule": "abs' "$run/metrics.jsonl" || true) abs spikes"
   done
+  # The setting's report: its diagnosis (spikes, Adam's eps, logit margins) per seed.
+  runs=()
+  for seed in ${SEEDS:-1 2 3}; do runs+=("$OUT/toy-$setting-seed$seed"); done
+  "$CLINIC" diagnose "${runs[@]}" --out "$OUT/diagnose-$setting" | grep -v '^report:' \
+    || echo "$setting: clinic diagnose exited with $?" | tee -a "$OUT/failures.txt"
 done
