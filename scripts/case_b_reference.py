@@ -102,6 +102,8 @@ def main():
                     help="PyTorch's default init (N(0,1) embeddings, kaiming-uniform Linear) instead of BERT's")
     ap.add_argument("--head-dropout", action="store_true",
                     help="dropout on the last hidden states before the head (BertForTokenClassification)")
+    ap.add_argument("--label-smoothing", type=float, default=0.0,
+                    help="F.cross_entropy's label_smoothing over the 2 classes")
     ap.add_argument("--eps", type=float, default=1e-9)
     ap.add_argument("--factor", type=float, default=1.0, help="Noam's factor (Adam's lr)")
     ap.add_argument("--warmup", type=int, default=3000)
@@ -123,7 +125,8 @@ def main():
     prev, first_zero, spikes, largest = None, None, [], 0.0
     for step in range(1, a.steps + 1):
         opt.zero_grad()
-        loss = F.cross_entropy(model(ids).reshape(-1, 2), target.reshape(-1))
+        loss = F.cross_entropy(model(ids).reshape(-1, 2), target.reshape(-1),
+                               label_smoothing=a.label_smoothing)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -139,7 +142,7 @@ def main():
         if step % 10000 == 0 or step == a.steps:
             windows = [sum(1 for s in spikes if w * 10000 < s <= (w + 1) * 10000)
                        for w in range((step + 9999) // 10000)]
-            print(json.dumps({"seed": a.seed, "layers": a.layers, "token_type": a.token_type, "pad_zero": a.pad_zero, "torch_init": a.torch_init, "head_dropout": a.head_dropout,
+            print(json.dumps({"seed": a.seed, "layers": a.layers, "token_type": a.token_type, "pad_zero": a.pad_zero, "torch_init": a.torch_init, "label_smoothing": a.label_smoothing, "head_dropout": a.head_dropout,
                               "eps": a.eps, "dropout": a.dropout, "factor": a.factor,
                               "warmup": a.warmup, "steps": step,
                               "done": step == a.steps, "first_zero_loss_step": first_zero,
