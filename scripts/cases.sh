@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 CLINIC=${CLINIC:-build/bin/clinic}
 OUT=${OUT:-runs/cases}
 [ -x "$CLINIC" ] || { scripts/install-deps.sh; scripts/build.sh -DCLINIC_BUILD_TESTS=OFF; }
+mkdir -p "$OUT"
 declare -A SET=(
   [reported]=""
   [eps_1e-6]="--set optim.eps=1e-6"
@@ -21,7 +22,7 @@ declare -A SET=(
   [dropout_0]="--set model.dropout=0 --set model.attention_dropout=0"
   [no_layer]="--set model.encoder_layers=0"
 )
-for setting in ${SETTINGS:-reported eps_1e-6 lr_x0.1 label_smoothing_0.1 adamw_wd_0.01 dropout_0 no_layer}; do
+for setting in ${SETTINGS:-reported eps_1e-6 lr_x0.1 adamw_wd_0.01 dropout_0 no_layer}; do
   for seed in ${SEEDS:-1 2 3}; do
     run="$OUT/toy-$setting-seed$seed"
     # shellcheck disable=SC2086

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cmath>
 #include <filesystem>
@@ -199,31 +200,45 @@ class Plots {
     std::ostringstream s;
     s << "set multiplot layout 1,2 title 'output change of the stack output'\nset logscale y\n"
          "set grid\nset xlabel 'update'\nset key below\nset format y '%g'\n";
+    // Which (run, stack) has a point the log axis can show, per column: an
+    // encoder-only model has no decoder, a model with no layer no change.
+    std::map<std::pair<size_t, std::string>, std::array<bool, 2>> shown;
     for (size_t k = 0; k < runs_.size(); ++k)
       for (const char* stack : kStacks) {
         s << "$c" << k << stack << " << EOD\n";
+        auto& has = shown[{k, stack}];
+        has = {false, false};
         for (const auto& d : runs_[k].diag) {
           auto u = json_nums(d, std::string(stack) + "_output_change_update");
           auto r = json_nums(d, std::string(stack) + "_output_change_random");
-          s << upd(d) << " " << pos(u.empty() ? NAN : u.back()) << " "
-            << pos(r.empty() ? NAN : r.back()) << "\n";
+          std::string pu = pos(u.empty() ? NAN : u.back()), pr = pos(r.empty() ? NAN : r.back());
+          has[0] = has[0] || pu != "NaN";
+          has[1] = has[1] || pr != "NaN";
+          s << upd(d) << " " << pu << " " << pr << "\n";
         }
         s << "EOD\n";
       }
+    bool any_panel = false;
     for (int col : {2, 3}) {
       s << "set title '" << (col == 2 ? "W -> W + update" : "W -> W + random delta")
-        << "'\nset ylabel '|F(W) - F(W*)|^2 per token'\nplot ";
-      bool first = true;
+        << "'\nset ylabel '|F(W) - F(W*)|^2 per token'\n";
+      std::string clauses;
       for (size_t k = 0; k < runs_.size(); ++k)
         for (const char* stack : kStacks) {
-          s << (first ? "" : ", ") << "$c" << k << stack << " using 1:" << col
-            << " with linespoints lw 2 lc " << k + 1 << " dt " << (stack[0] == 'e' ? 1 : 2)
-            << " title " << quote(runs_[k].label + " " + stack);
-          first = false;
+          if (!shown[{k, stack}][col - 2]) continue;
+          clauses += fmt::format("{}$c{}{} using 1:{} with linespoints lw 2 lc {} dt {} title {}",
+                                 clauses.empty() ? "" : ", ", k, stack, col, k + 1,
+                                 stack[0] == 'e' ? 1 : 2, quote(runs_[k].label + " " + stack));
         }
-      s << "\n";
+      if (clauses.empty())  // gnuplot refuses a plot with no defined point
+        s << "set xrange [0:1]\nset yrange [1:10]\nset label 1 'no positive finite values' at "
+             "graph 0.3,0.5\nplot 1/0 notitle\nunset label 1\nset autoscale\n";
+      else
+        s << "plot " << clauses << "\n";
+      any_panel = any_panel || !clauses.empty();
     }
     s << "unset multiplot\n";
+    if (!any_panel) return;
     draw("output_change", s.str(),
          "Output change of the encoder (solid) and decoder (dashed) output under one real "
          "update and under a random perturbation of fixed relative size (Liu et al. 2020, "

@@ -265,5 +265,29 @@ TEST(Cases, BothCasesTrainAndResume) {
   EXPECT_EQ(layer_norm_records, 3u);  // updates 50, 100, 150
 }
 
+// The toy without its layer (scripts/cases.sh's no_layer setting): the output
+// change is 0 at every probe, which a log axis cannot show; `clinic diagnose`
+// once failed on it ("all points y value undefined") and now leaves that
+// figure out and reports the rest.
+TEST(Cases, DiagnoseReadsARunWithNoLayer) {
+  test::TempDir d;
+  RunConfig b = case_recipe("cases/toy_loss_spikes",
+                            {"train.max_updates=100", "data.fixed_updates_per_epoch=100",
+                             "diag.interval=50", "model.encoder_layers=0"});
+  Trainer t(b, d.file("toy"));
+  t.fit();
+  ASSERT_EQ(t.state().update, 100);
+  std::string out;
+  ASSERT_EQ(test::run_shell(test::clinic_bin() + " diagnose " + d.file("toy") + " --out " +
+                                d.file("report"),
+                            &out),
+            0)
+      << out;
+  EXPECT_TRUE(std::filesystem::exists(d.file("report/report.md"))) << out;
+  EXPECT_TRUE(std::filesystem::exists(d.file("report/curves.png"))) << out;
+  EXPECT_FALSE(std::filesystem::exists(d.file("report/output_change.png"))) << out;
+  EXPECT_NE(out.find("toy (causal_lm post_ln, 0 layers):"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace clinic
