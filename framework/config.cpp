@@ -677,17 +677,6 @@ void validate(const RunConfig& c) {
     throw ConfigError(fmt::format("{}: train.eval_bleu needs a corpus (data.source = fixed_batch "
                                   "has no text to translate)",
                                   loc("train.eval_bleu")));
-  // causal_lm rules out clinic's special ids 0-3 with -1e9 logits (models/cases.h):
-  // smoothing mass there would add ~1e8 nats to every loss and drown the spike
-  // detector in float noise. Case B's smoothing cure is measured with
-  // scripts/case_b_reference.py --label-smoothing instead.
-  if (m.arch == "causal_lm" && cfg.train.criterion == "label_smoothed_cross_entropy" &&
-      cfg.train.label_smoothing > 0)
-    throw ConfigError(fmt::format(
-        "{}: train.label_smoothing = {} with model.arch = causal_lm: the smoothing mass would go "
-        "to the 4 special ids the model rules out (logit -1e9) and the loss would be ~1e8; use "
-        "0 (scripts/case_b_reference.py --label-smoothing measures smoothing on this toy)",
-        loc("train.label_smoothing"), cfg.train.label_smoothing));
   if (cfg.eval.nbest > cfg.eval.beam)
     throw ConfigError(fmt::format("{}: eval.nbest = {} exceeds eval.beam = {}: a beam of "
                                   "k holds at most k hypotheses",

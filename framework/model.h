@@ -97,6 +97,11 @@ struct VocabInfo {
 struct DecoderFeatures {
   torch::Tensor hidden;  // [B, T, d]; the logits [B, T, V] when weight is undefined
   torch::Tensor weight;  // [V, d], or undefined: no linear projection to split off
+  // [V] bool: the columns the model can output at all, or undefined (every
+  // one). A model that rules ids out with -1e9 logits (causal_lm: clinic's
+  // special ids 0-3) says so here, so that label smoothing spreads its mass
+  // over the columns it can output, not onto log p = -1e9.
+  torch::Tensor allowed;
 };
 
 /// An encoder-decoder that maps (src, tgt_in) to next-token logits.

@@ -145,6 +145,14 @@ torch::Tensor CausalLmImpl::decode(const torch::Tensor&, const EncoderOut& enc, 
   return torch::cat({specials, real}, -1);
 }
 
+DecoderFeatures CausalLmImpl::decode_features(const torch::Tensor& tgt_in,
+                                              const EncoderOut& enc) {
+  DecoderFeatures f{decode(tgt_in, enc), torch::Tensor(), torch::Tensor()};
+  f.allowed = torch::arange(f.hidden.size(-1), torch::TensorOptions().device(f.hidden.device()))
+                  .ge(offset);
+  return f;
+}
+
 void register_case_models() {
   model_registry().add("encoder_tagger", [](const ModelConfig& c, const VocabInfo& v) {
     return std::make_shared<EncoderTaggerImpl>(c, v);

@@ -66,6 +66,9 @@ class CausalLmImpl : public EncoderOnlyModel {
   /// Logits [B, T, V] with the real tokens at ids 4..; tgt_in is not read.
   torch::Tensor decode(const torch::Tensor& tgt_in, const EncoderOut& enc,
                        DecoderCache* cache = nullptr) override;
+  /// decode()'s logits with `allowed` = the real ids: label smoothing then
+  /// spreads its mass over the real tokens only, as over the spec's 2 classes.
+  DecoderFeatures decode_features(const torch::Tensor& tgt_in, const EncoderOut& enc) override;
   torch::nn::Embedding tokens{nullptr}, positions{nullptr};
   torch::nn::LayerNorm embed_norm{nullptr};
   torch::nn::Linear head{nullptr};

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # docs/cases.md, case B: the 1-layer toy (recipes/cases/toy_loss_spikes.yaml)
 # for several seeds, as reported and with each single cure, then one
-# `clinic diagnose` report per setting. Label smoothing is not among them:
-# causal_lm rules out ids 0-3 with -1e9 logits, so clinic refuses it there;
-# `scripts/case_b_reference.py --label-smoothing 0.1` measures it. Resumable: a finished run dir is
+# `clinic diagnose` report per setting (label smoothing spreads its mass over
+# the 2 real tokens, as torch's label_smoothing over 2 classes; the reference
+# measures it with --label-smoothing 0.1). Resumable: a finished run dir is
 # resumed and stops at once. Budget: 100k updates each, ~1-3 min per run on
 # 2 cores.
 #   scripts/cases.sh            env: SEEDS ("1 2 3") OUT (runs/cases) CLINIC (build/bin/clinic)
@@ -18,11 +18,12 @@ declare -A SET=(
   [reported]=""
   [eps_1e-6]="--set optim.eps=1e-6"
   [lr_x0.1]="--set optim.lr=0.1"
+  [label_smoothing_0.1]="--set train.criterion=label_smoothed_cross_entropy --set train.label_smoothing=0.1"
   [adamw_wd_0.01]="--set optim.name=adamw --set optim.weight_decay=0.01"
   [dropout_0]="--set model.dropout=0 --set model.attention_dropout=0"
   [no_layer]="--set model.encoder_layers=0"
 )
-for setting in ${SETTINGS:-reported eps_1e-6 lr_x0.1 adamw_wd_0.01 dropout_0 no_layer}; do
+for setting in ${SETTINGS:-reported eps_1e-6 lr_x0.1 label_smoothing_0.1 adamw_wd_0.01 dropout_0 no_layer}; do
   for seed in ${SEEDS:-1 2 3}; do
     run="$OUT/toy-$setting-seed$seed"
     # shellcheck disable=SC2086

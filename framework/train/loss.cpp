@@ -173,6 +173,26 @@ LossOut label_smoothed_nll(const torch::Tensor& logits,
   return LossOut{out[0], out[1]};
 }
 
+LossOut label_smoothed_nll(const torch::Tensor& logits, const torch::Tensor& target,
+                           double eps, SmoothingMass mass, const torch::Tensor& allowed) {
+  const int64_t V = logits.size(-1);
+  TORCH_CHECK(allowed.dim() == 1 && allowed.size(0) == V, "label_smoothed_nll: allowed ",
+              allowed.sizes(), " does not match logits ", logits.sizes());
+  auto on = allowed.to(torch::TensorOptions().dtype(torch::kFloat).device(logits.device()));
+  const int64_t n_on = allowed.sum().item<int64_t>();
+  TORCH_CHECK(n_on > 0, "label_smoothed_nll: no allowed column");
+  auto [a, b] = smoothing_weights(eps, mass, n_on);
+  // Plain autograd: the models that rule columns out are small (causal_lm's
+  // 6 columns); a ruled-out column contributes 0 * (-1e9) = 0 to the sum.
+  auto lprobs = torch::log_softmax(logits.to(torch::kFloat), -1).view({-1, V});
+  auto tgt = target.reshape({-1, 1});
+  auto keep = tgt.ne(kPad).to(torch::kFloat);
+  auto nll = (lprobs.gather(1, tgt) * keep).sum().neg();
+  auto loss = a * nll;
+  if (b != 0) loss = loss - b * ((lprobs * on).sum(-1, /*keepdim=*/true) * keep).sum();
+  return LossOut{loss, nll.detach()};
+}
+
 LossOut fused_linear_label_smoothed_nll(const torch::Tensor& hidden,
                                         const torch::Tensor& weight,
                                         const torch::Tensor& target, double eps,
@@ -191,7 +211,9 @@ LossOut fused_linear_label_smoothed_nll(const torch::Tensor& hidden,
 
 LossOut Criterion::operator()(const DecoderFeatures& f, const torch::Tensor& target,
                               torch::ScalarType compute_dtype) const {
-  if (!f.weight.defined()) return on_logits(f.hidden, target);
+  if (!f.weight.defined())
+    return f.allowed.defined() && on_allowed ? on_allowed(f.hidden, target, f.allowed)
+                                             : on_logits(f.hidden, target);
   // fp16: the fused form forms d loss / d logits before the loss scale is
   // applied (backward), and fp16 would flush its small entries to zero.
   if (on_features && compute_dtype != torch::kHalf)
@@ -211,6 +233,10 @@ void register_builtin_losses() {
     c.on_features = [eps, mass](const torch::Tensor& h, const torch::Tensor& w,
                                 const torch::Tensor& t, torch::ScalarType cdt) {
       return fused_linear_label_smoothed_nll(h, w, t, eps, mass, cdt);
+    };
+    c.on_allowed = [eps, mass](const torch::Tensor& l, const torch::Tensor& t,
+                               const torch::Tensor& allowed) {
+      return label_smoothed_nll(l, t, eps, mass, allowed);
     };
     return c;
   };

@@ -31,6 +31,11 @@ using FeatureLossFn = std::function<LossOut(
 struct Criterion {
   LossFn on_logits;
   FeatureLossFn on_features;  // empty: the projection is applied first
+  // The loss over the columns `allowed` [V] bool only (DecoderFeatures::
+  // allowed); empty: on_logits sees every column, ruled-out ones included.
+  std::function<LossOut(const torch::Tensor& logits, const torch::Tensor& target,
+                        const torch::Tensor& allowed)>
+      on_allowed;
   LossOut operator()(const torch::Tensor& logits, const torch::Tensor& target) const {
     return on_logits(logits, target);
   }
@@ -48,6 +53,10 @@ enum class SmoothingMass { kEpsOverV, kEpsOverVMinus1 };
 LossOut label_smoothed_nll(const torch::Tensor& logits,
                            const torch::Tensor& target, double eps,
                            SmoothingMass mass);
+/// The same over the columns `allowed` [V] bool: V is their count and the
+/// smoothing term sums -log p_v over them only (-1e9 logits elsewhere).
+LossOut label_smoothed_nll(const torch::Tensor& logits, const torch::Tensor& target,
+                           double eps, SmoothingMass mass, const torch::Tensor& allowed);
 /// label_smoothed_nll(hidden · weightᵀ, ...) over chunks of `chunk_rows`
 /// tokens (0: sized so one chunk's fp32 logits are ~32 MB). Projection GEMMs
 /// run in compute_dtype (bf16 under autocast, else float), softmax in fp32.

@@ -177,23 +177,6 @@ TEST(Config, DifferencesListEveryChangedKey) {
   EXPECT_TRUE(config_differences(a, a).empty());
 }
 
-// causal_lm's -1e9 special columns would take label smoothing's mass.
-TEST(Config, CausalLmRefusesLabelSmoothing) {
-  std::string e = test::error_of<ConfigError>([] {
-    parse_recipe_text("model:\n  arch: causal_lm\ntrain:\n  criterion: label_smoothed_cross_entropy\n"
-                      "  label_smoothing: 0.1\n",
-                      "t.yaml");
-  });
-  EXPECT_NE(e.find("t.yaml:5: train.label_smoothing = 0.1 with model.arch = causal_lm"),
-            std::string::npos)
-      << e;
-  EXPECT_EQ(test::error_of<ConfigError>([] {
-              parse_recipe_text("model:\n  arch: causal_lm\ntrain:\n  criterion: cross_entropy\n",
-                                "t.yaml");
-            }),
-            "<no exception>");
-}
-
 TEST(Config, OptimGroupsAreTypedAndTypoSafe) {
   auto parse = [](const std::string& groups) {
     return parse_recipe_text("optim:\n  lr: 0.001\n  groups:\n" + groups, "g.yaml");

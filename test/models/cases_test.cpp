@@ -140,6 +140,26 @@ TEST(Cases, CausalLmMatchesTheReferenceProgram) {
   EXPECT_NEAR(loss.item<double>(), want["loss"].get<double>(), 1e-5 * want["loss"].get<double>());
   EXPECT_NEAR(std::sqrt(sq), want["grad_norm"].get<double>(), 1e-4 * want["grad_norm"].get<double>());
   EXPECT_GT(want["loss"].get<double>(), 0.01);  // not a trivially saturated batch
+  // Label smoothing 0.1 through clinic's criterion on the model's features:
+  // the mass goes to the 2 real tokens (DecoderFeatures::allowed), as torch's
+  // label_smoothing over 2 classes does, not to the -1e9 special ids.
+  TrainConfig tc;
+  tc.label_smoothing = 0.1;
+  Criterion crit = loss_registry().get("label_smoothed_cross_entropy")(tc);
+  m->zero_grad();
+  auto ls_out = crit(m->forward_features(src, src), torch::tensor({{4, 5}, {5, 4}}, torch::kLong),
+                  torch::kFloat);
+  auto ls = ls_out.loss / 4;  // the criterion sums over the 4 target tokens
+  ls.backward();
+  sq = 0;
+  for (const auto& p : m->parameters())
+    if (p.grad().defined()) sq += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
+  EXPECT_NEAR(ls.item<double>(), want["loss_ls01"].get<double>(),
+              1e-5 * want["loss_ls01"].get<double>());
+  EXPECT_NEAR(std::sqrt(sq), want["grad_norm_ls01"].get<double>(),
+              1e-4 * want["grad_norm_ls01"].get<double>());
+  EXPECT_NEAR(ls_out.nll.item<double>() / 4, loss.item<double>(), 1e-5 * loss.item<double>());
+  EXPECT_GT(std::abs(want["loss_ls01"].get<double>() - want["loss"].get<double>()), 1e-3);
 }
 
 // Case A's model and data: embeddings x sqrt(d) + the tutorial's positions,

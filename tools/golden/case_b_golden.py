@@ -9,7 +9,8 @@ Usage: /usr/bin/python3 tools/golden/case_b_golden.py PARAMS.pt
 Prints one JSON object for the toy batch (input [[1,0],[0,1]], target 1 - input),
 in eval mode (no dropout): "logits" [2][2][2] over the two tokens, "loss" (mean
 cross-entropy, nats) and "grad_norm" (global L2 norm of the loss's gradient over
-the reference's parameters).
+the reference's parameters), and "loss_ls01", "grad_norm_ls01" with label
+smoothing 0.1.
 """
 import json
 import os
@@ -47,10 +48,17 @@ def main():
     model.load_state_dict(mine, strict=True)
     ids = torch.tensor([[1, 0], [0, 1]])
     logits = model(ids)
-    loss = F.cross_entropy(logits.reshape(-1, 2), (1 - ids).reshape(-1))
-    loss.backward()
-    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
-    print(json.dumps({"logits": logits.tolist(), "loss": loss.item(), "grad_norm": norm.item()}))
+    out = {"logits": logits.tolist()}
+    # Plain cross-entropy, and with label smoothing 0.1 (torch's: eps/C to each
+    # of the C = 2 classes, the reference's --label-smoothing).
+    for key, eps in (("", 0.0), ("_ls01", 0.1)):
+        model.zero_grad()
+        loss = F.cross_entropy(model(ids).reshape(-1, 2), (1 - ids).reshape(-1),
+                               label_smoothing=eps)
+        loss.backward()
+        norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
+        out["loss" + key], out["grad_norm" + key] = loss.item(), norm.item()
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
