@@ -36,6 +36,15 @@ std::string margin_text(const nlohmann::json* d) {
                      "nats (min / median / max)",
                      update_of(*d), q[0], q[2], q[4]);
 }
+
+// Label smoothing as a cure only for a run that does not smooth already: its
+// loss then has a floor above 0 and its logit margins a finite optimum.
+std::string smoothing_cure(const RunData& r) {
+  if (r.label_smoothing > 0)
+    return fmt::format(" (train.label_smoothing = {:g} already keeps the loss off 0)",
+                       r.label_smoothing);
+  return ", or keep the loss off 0 with label smoothing (train.label_smoothing)";
+}
 }  // namespace
 
 double amplification_index(const nlohmann::json& diag, const std::string& stack) {
@@ -254,8 +263,7 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
       f.cure = !eps_before.empty() && *std::max_element(eps_before.begin(), eps_before.end()) >=
                                           t.eps_dominated
                    ? "tiny gradients divided by a tiny second moment: raise optim.eps (e.g. "
-                     "1e-6), lower the peak lr (optim.lr), or add label smoothing "
-                     "(train.label_smoothing) so the loss cannot reach 0"
+                     "1e-6), lower the peak lr (optim.lr)" + smoothing_cure(r)
                    : "lower the peak lr (optim.lr), clip gradients (train.clip_norm), or a "
                      "longer warmup";
     } else {
@@ -276,7 +284,7 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
                               "gradient{}",
                               update_of(*d), json_num(*d, "adam_eps"), 100 * share,
                               margin_text(d));
-      f.cure = "raise optim.eps, or keep the loss off 0 (train.label_smoothing)";
+      f.cure = "raise optim.eps" + smoothing_cure(r);
     } else {
       f.checked = std::isfinite(share)
                       ? fmt::format("Adam eps: sqrt(v) below eps for {:.1f} % of entries "

@@ -122,6 +122,14 @@ TEST(Diagnose, EveryRuleFiresOnItsEvidence) {
             std::string::npos);
   EXPECT_TRUE(rule(fs, "loss_scale").fired);
   EXPECT_TRUE(fs.front().fired);  // fired rules come first
+  // Label smoothing is suggested only to a run that does not smooth already.
+  EXPECT_NE(rule(fs, "eps_dominated").cure.find("train.label_smoothing)"), std::string::npos);
+  run.label_smoothing = 0.1;
+  auto smoothed = diagnose(run);
+  EXPECT_EQ(rule(smoothed, "eps_dominated").cure,
+            "raise optim.eps (train.label_smoothing = 0.1 already keeps the loss off 0)");
+  EXPECT_EQ(rule(smoothed, "loss_spikes").cure.find("or keep the loss off 0"), std::string::npos)
+      << rule(smoothed, "loss_spikes").cure;
 }
 
 TEST(Diagnose, Base64) {
