@@ -337,6 +337,7 @@ void parse_groups(const YAML::Node& n, std::vector<OptimGroupConfig>& out,
     read_opt("eps", g.eps);
     read_opt("weight_decay", g.weight_decay);
     origin[p] = where(file, e);
+    g.where = origin[p];
     if (const YAML::Node sn = e["schedule"]) {
       if (!sn.IsMap())
         throw ConfigError(fmt::format("{}: {}.schedule must be a mapping like {{name: noam, "

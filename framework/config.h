@@ -234,6 +234,9 @@ struct OptimGroupConfig {
   std::optional<double> lr, eps, weight_decay;
   std::optional<std::vector<double>> betas;
   std::optional<ScheduleConfig> schedule;
+  // "file:line" of the group in its recipe, for errors found once the model's
+  // parameter names are known ("" for a group built in code).
+  std::string where;
 };
 
 struct OptimConfig {

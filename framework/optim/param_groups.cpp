@@ -8,6 +8,10 @@
 #include "framework/errors.h"
 
 namespace clinic {
+namespace {
+// "recipe.yaml:7: " before an error about a group read from a recipe.
+std::string at(const OptimGroupConfig& g) { return g.where.empty() ? "" : g.where + ": "; }
+}  // namespace
 
 std::vector<ParamPlacement> place_parameters(
     const std::vector<std::pair<std::string, torch::Tensor>>& named, const OptimConfig& cfg,
@@ -29,9 +33,10 @@ std::vector<ParamPlacement> place_parameters(
       if (!matches(i, name)) continue;
       if (pl.group >= 0)
         throw ConfigError(fmt::format(
-            "optim.groups: parameter {} is matched by group '{}' and by group '{}'; a parameter "
-            "belongs to one group (`clinic params RECIPE` lists where each lands)",
-            name, groups[pl.group].name, groups[i].name));
+            "{}optim.groups: parameter {} is matched by group '{}' and by group '{}'{}; a "
+            "parameter belongs to one group (`clinic params RECIPE` lists where each lands)",
+            at(groups[i]), name, groups[pl.group].name, groups[i].name,
+            groups[pl.group].where.empty() ? "" : " (" + groups[pl.group].where + ")"));
       pl.group = static_cast<int>(i);
       ++hits[i];
     }
@@ -40,9 +45,9 @@ std::vector<ParamPlacement> place_parameters(
   for (size_t i = 0; i < groups.size(); ++i)
     if (hits[i] == 0)
       throw ConfigError(fmt::format(
-          "optim.groups[{}] '{}' ({} '{}') matches no trainable parameter (`clinic params "
+          "{}optim.groups[{}] '{}' ({} '{}') matches no trainable parameter (`clinic params "
           "RECIPE` lists the names)",
-          i, groups[i].name, groups[i].match.empty() ? "glob" : "match",
+          at(groups[i]), i, groups[i].name, groups[i].match.empty() ? "glob" : "match",
           groups[i].match.empty() ? groups[i].glob : groups[i].match));
   return out;
 }

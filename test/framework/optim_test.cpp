@@ -147,12 +147,14 @@ TEST(OptimGroups, PlacementErrorsNameGroupsAndParameters) {
                      nullptr);
   });
   EXPECT_NE(e.find("encoder.w"), std::string::npos) << e;
+  EXPECT_EQ(e.rfind("g.yaml:2: optim.groups: parameter encoder.w", 0), 0u) << e;  // recipe line
   EXPECT_NE(e.find("'enc'"), std::string::npos) << e;
   EXPECT_NE(e.find("'w'"), std::string::npos) << e;
   // A group matching nothing is named with its pattern.
   e = test::error_of<ConfigError>(
       [&] { place_parameters(named, cfg_of("[{name: ghost, match: 'embed.*'}]"), nullptr); });
   EXPECT_NE(e.find("ghost"), std::string::npos) << e;
+  EXPECT_EQ(e.rfind("g.yaml:2: optim.groups[0] 'ghost'", 0), 0u) << e;
   EXPECT_NE(e.find("embed.*"), std::string::npos) << e;
   // Unmatched parameters keep the top-level settings; no_decay splits a group.
   OptimConfig c = cfg_of("[{name: enc, match: 'encoder\\..*', weight_decay: 0.5}]");
