@@ -82,7 +82,7 @@ class Toy(nn.Module):
         if self.typ is not None:
             x = x + self.typ(torch.zeros_like(ids))
         x = F.dropout(self.ln(x), self.p, self.training)
-        mask = torch.full((t, t), torch.finfo(x.dtype).min).triu(1)
+        mask = torch.full((t, t), torch.finfo(x.dtype).min, dtype=x.dtype).triu(1)
         for layer in self.layers:
             x = layer(x, mask)
         if self.head_dropout:  # as HF's BertForTokenClassification: dropout, then the classifier
@@ -105,6 +105,9 @@ def main():
     ap.add_argument("--label-smoothing", type=float, default=0.0,
                     help="F.cross_entropy's label_smoothing over the 2 classes")
     ap.add_argument("--eps", type=float, default=1e-9)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                    help="the whole model, its gradients and Adam's state in this dtype "
+                         "(model.to(dtype), no autocast, no loss scaling)")
     ap.add_argument("--factor", type=float, default=1.0, help="Noam's factor (Adam's lr)")
     ap.add_argument("--warmup", type=int, default=3000)
     ap.add_argument("--dropout", type=float, default=0.1)
@@ -117,6 +120,7 @@ def main():
     torch.manual_seed(a.seed)
     model = Toy(layers=a.layers, token_type=a.token_type, p=a.dropout,
                 padding_idx=0 if a.pad_zero else None, bert_init=not a.torch_init, head_dropout=a.head_dropout)
+    model.to(getattr(torch, a.dtype))
     ids = torch.tensor([[1, 0], [0, 1]])
     target = 1 - ids
     opt = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=a.eps)
@@ -142,7 +146,7 @@ def main():
         if step % 10000 == 0 or step == a.steps:
             windows = [sum(1 for s in spikes if w * 10000 < s <= (w + 1) * 10000)
                        for w in range((step + 9999) // 10000)]
-            print(json.dumps({"seed": a.seed, "layers": a.layers, "token_type": a.token_type, "pad_zero": a.pad_zero, "torch_init": a.torch_init, "label_smoothing": a.label_smoothing, "head_dropout": a.head_dropout,
+            print(json.dumps({"seed": a.seed, "layers": a.layers, "token_type": a.token_type, "pad_zero": a.pad_zero, "torch_init": a.torch_init, "label_smoothing": a.label_smoothing, "head_dropout": a.head_dropout, "dtype": a.dtype,
                               "eps": a.eps, "dropout": a.dropout, "factor": a.factor,
                               "warmup": a.warmup, "steps": step,
                               "done": step == a.steps, "first_zero_loss_step": first_zero,
