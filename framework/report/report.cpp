@@ -184,12 +184,16 @@ class Plots {
       const auto& r = runs_[k];
       if (!has(r)) continue;
       s << "$h" << k << " << EOD\n";
+      size_t rows = 1;
       for (const auto& d : r.diag) {
         auto v = json_nums(d, stack + "_" + field);
+        rows = std::max(rows, v.size());
         for (size_t i = 0; i < v.size(); ++i) s << upd(d) << " " << i + 1 << " " << num(v[i]) << "\n";
         s << "\n";
       }
-      s << "EOD\nset title " << quote(r.label) << "\nplot $h" << k
+      // Sublayers are whole numbers: ticks at 1, 1 + step, ... (about 12 at most).
+      s << "EOD\nset ytics 1," << (rows + 11) / 12 << "\nset yrange [0.5:" << rows + 0.5
+        << "]\nset title " << quote(r.label) << "\nplot $h" << k
         << " using 1:2:3 with image notitle\n";
     }
     s << "unset multiplot\n";
