@@ -100,6 +100,19 @@ EncoderOut EncoderTaggerImpl::encode(const torch::Tensor& src) {
   return out;
 }
 
+EncoderOut EncoderTaggerRowPeImpl::encode(const torch::Tensor& src) {
+  EncoderOut out;
+  out.pad_mask = src.eq(kPad);
+  const int64_t B = src.size(0);
+  TORCH_CHECK(B <= positions.size(0), "batch of ", B, " rows exceeds model.max_source_positions");
+  // pe[:B] of shape [B, 1, d]: row b's positional vector, the same at every position.
+  auto x = embed(src) * std::sqrt(static_cast<double>(config_.d_model)) +
+           positions.narrow(0, 0, B).unsqueeze(1);
+  x = apply_dropout(x, config_.dropout, is_training());
+  out.out = run_layers(x, out.pad_mask);
+  return out;
+}
+
 torch::Tensor EncoderTaggerImpl::decode(const torch::Tensor&, const EncoderOut& enc,
                                         DecoderCache*) {
   return head(enc.out);
@@ -156,6 +169,9 @@ DecoderFeatures CausalLmImpl::decode_features(const torch::Tensor& tgt_in,
 void register_case_models() {
   model_registry().add("encoder_tagger", [](const ModelConfig& c, const VocabInfo& v) {
     return std::make_shared<EncoderTaggerImpl>(c, v);
+  });
+  model_registry().add("encoder_tagger_row_pe", [](const ModelConfig& c, const VocabInfo& v) {
+    return std::make_shared<EncoderTaggerRowPeImpl>(c, v);
   });
   model_registry().add("causal_lm", [](const ModelConfig& c, const VocabInfo& v) {
     return std::make_shared<CausalLmImpl>(c, v);

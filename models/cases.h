@@ -59,6 +59,19 @@ class EncoderTaggerImpl : public EncoderOnlyModel {
   torch::Tensor positions;  // [max_source_positions, d], the tutorial's table
 };
 
+/// encoder_tagger_row_pe: case A with the tutorial's PositionalEncoding fed
+/// batch-first tensors. The tutorial's module is sequence-first (x + pe[:x.size(0)]
+/// on [S, B, d]); on [B, S, d] it adds pe[b] to every position of row b, so the
+/// encoder sees a bag of source tokens with no position. A hypothesis for the
+/// report's plateau near the input-independent baseline (docs/cases.md) and
+/// the worked example of subclassing a model for an experiment: only encode()
+/// changes.
+class EncoderTaggerRowPeImpl : public EncoderTaggerImpl {
+ public:
+  using EncoderTaggerImpl::EncoderTaggerImpl;
+  EncoderOut encode(const torch::Tensor& src) override;
+};
+
 class CausalLmImpl : public EncoderOnlyModel {
  public:
   CausalLmImpl(const ModelConfig& cfg, const VocabInfo& vocab);

@@ -199,6 +199,47 @@ TEST(Cases, EncoderTaggerMatchesTheReport) {
   EXPECT_EQ(pt->layers[0]->as<EncoderLayerImpl>()->attn_sublayer->position, NormPosition::kPre);
 }
 
+// encoder_tagger_row_pe: the tutorial's sequence-first PositionalEncoding on
+// batch-first input adds pe[b] to every position of row b. Checked with no
+// layer (encode's output is the embedding sum) against the tutorial's formula
+// written here, and by its consequence: a row's tokens carry no position.
+TEST(Cases, RowPositionalEncodingIsTheSequenceFirstTableOnBatchFirstInput) {
+  RunConfig a = case_recipe("cases/de_en_tagger",
+                            {"model.arch=encoder_tagger_row_pe", "model.d_model=16",
+                             "model.ffn_dim=32", "model.heads=2", "model.encoder_layers=0"});
+  torch::manual_seed(6);
+  auto m = build_model(a.model, VocabInfo{50, 50, false});
+  auto* t = dynamic_cast<EncoderTaggerRowPeImpl*>(m.get());
+  ASSERT_NE(t, nullptr);
+  m->eval();
+  auto src = torch::tensor({{7, 8, 9, 10}, {11, 12, 13, 3}, {20, 21, 3, 0}}, torch::kLong);
+  auto out = t->encode(src).out;
+  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{3, 4, 16}));
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t p = 0; p < 4; ++p)
+      for (int64_t i = 0; i < 8; ++i) {
+        double ang = b / std::pow(10000.0, 2.0 * i / 16);  // the row index, not p
+        double e0 = t->embed->weight[src[b][p].item<int64_t>()][2 * i].item<double>() * 4;
+        double e1 = t->embed->weight[src[b][p].item<int64_t>()][2 * i + 1].item<double>() * 4;
+        EXPECT_NEAR(out[b][p][2 * i].item<double>(), e0 + std::sin(ang), 1e-5);
+        EXPECT_NEAR(out[b][p][2 * i + 1].item<double>(), e1 + std::cos(ang), 1e-5);
+      }
+  // With layers: reversing a row's tokens reverses its outputs (a bag of
+  // words: no position), which the correct table does not do.
+  auto with_layers = [&](const std::string& arch) {
+    RunConfig c = case_recipe("cases/de_en_tagger", {"model.arch=" + arch, "model.d_model=16",
+                                                     "model.ffn_dim=32", "model.heads=2"});
+    torch::manual_seed(7);
+    auto mm = build_model(c.model, VocabInfo{50, 50, false});
+    mm->eval();
+    auto x = torch::tensor({{7, 8, 9, 10}}, torch::kLong);
+    auto y = mm->forward(x, x), yr = mm->forward(x.flip(1), x);
+    return (y - yr.flip(1)).abs().max().item<double>();
+  };
+  EXPECT_LT(with_layers("encoder_tagger_row_pe"), 1e-4);
+  EXPECT_GT(with_layers("encoder_tagger"), 1e-2);
+}
+
 // data.target_layout: source_aligned — the target token at each source
 // position, padded or truncated to the source length, padding ignored.
 TEST(Cases, SourceAlignedTargets) {
