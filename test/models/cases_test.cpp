@@ -204,9 +204,11 @@ TEST(Cases, EncoderTaggerMatchesTheReport) {
 // layer (encode's output is the embedding sum) against the tutorial's formula
 // written here, and by its consequence: a row's tokens carry no position.
 TEST(Cases, RowPositionalEncodingIsTheSequenceFirstTableOnBatchFirstInput) {
-  RunConfig a = case_recipe("cases/de_en_tagger",
-                            {"model.arch=encoder_tagger_row_pe", "model.d_model=16",
-                             "model.ffn_dim=32", "model.heads=2", "model.encoder_layers=0"});
+  RunConfig a = case_recipe("cases/de_en_tagger_row_positions",
+                            {"model.d_model=16", "model.ffn_dim=32", "model.heads=2",
+                             "model.encoder_layers=0"});
+  EXPECT_EQ(a.model.arch, "encoder_tagger_row_pe");
+  EXPECT_EQ(a.data.max_tokens, 1024);
   torch::manual_seed(6);
   auto m = build_model(a.model, VocabInfo{50, 50, false});
   auto* t = dynamic_cast<EncoderTaggerRowPeImpl*>(m.get());
