@@ -1,5 +1,8 @@
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <filesystem>
+
 #include "framework/config.h"
 #include "framework/errors.h"
 #include "framework/model.h"
@@ -105,7 +108,17 @@ TEST(Config, RecipeByNameAndPathAndMissing) {
   std::string e = error_of([] { load_recipe("multi30k/admn"); });
   EXPECT_NE(e.find("not found"), std::string::npos) << e;
   EXPECT_NE(e.find("did you mean 'multi30k/admin'"), std::string::npos) << e;
-  EXPECT_EQ(list_recipes().size(), 13u);
+  // Every .yaml under recipes/ (found here by walking the tree), by name.
+  std::vector<std::string> files;
+  const std::filesystem::path root = std::string(kSourceDir) + "/recipes";
+  for (const auto& f : std::filesystem::recursive_directory_iterator(root))
+    if (f.path().extension() == ".yaml")
+      files.push_back(f.path().lexically_relative(root).replace_extension().string());
+  std::sort(files.begin(), files.end());
+  auto names = list_recipes();
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, files);
+  EXPECT_GE(names.size(), 14u);  // multi30k, iwslt14, cases, examples
 }
 
 TEST(Config, EveryKeyIsDocumentedInRecipesReadme) {
