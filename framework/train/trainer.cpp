@@ -538,7 +538,7 @@ double Trainer::validate_bleu() {
   return corpus_bleu(best, {ref}, cfg_.eval.bleu_tokenize, cfg_.eval.lowercase).score;
 }
 
-void Trainer::save_checkpoint(const std::string& reason) {
+void Trainer::save_checkpoint(const std::string& reason, bool best) {
   // Data parallel: every rank's generator state goes into rank 0's file, so
   // a resume (same world size) continues each rank's dropout stream.
   std::vector<torch::Tensor> rank_rngs;
@@ -570,7 +570,7 @@ void Trainer::save_checkpoint(const std::string& reason) {
   if (reason == "epoch" && cfg_.train.keep_epoch_checkpoints)
     link_or_copy_atomic(last, fmt::format("{}/checkpoint_epoch{}.pt", run_dir_,
                                           state_.position.epoch - 1));
-  if (reason == "best") link_or_copy_atomic(last, run_dir_ + "/checkpoint_best.pt");
+  if (reason == "best" || best) link_or_copy_atomic(last, run_dir_ + "/checkpoint_best.pt");
 }
 
 bool Trainer::stop_now(std::string* why) const {
@@ -735,9 +735,11 @@ void Trainer::fit() {
         bool best = false;
         if (t.validate_interval > 0 && state_.update % t.validate_interval == 0)
           best = run_validation();
+        // One serialisation per update: a best interval save links both names.
         if (t.save_interval > 0 && state_.update % t.save_interval == 0)
-          save_checkpoint("interval");
-        if (best) save_checkpoint("best");
+          save_checkpoint("interval", best);
+        else if (best)
+          save_checkpoint("best");
       }
       if (stop_now(&why)) {
         stopped = true;
@@ -748,8 +750,7 @@ void Trainer::fit() {
     state_.position.epoch += 1;
     state_.position.batch = 0;
     bool best = run_validation();
-    save_checkpoint("epoch");
-    if (best) save_checkpoint("best");
+    save_checkpoint("epoch", best);
   }
   save_checkpoint("final");
   if (instruments_)

@@ -60,7 +60,9 @@ class Trainer {
   /// Corpus BLEU of the validation split decoded with the recipe's eval
   /// settings (train.eval_bleu).
   double validate_bleu();
-  void save_checkpoint(const std::string& reason);
+  /// Writes checkpoint_last.pt once and links the names `reason` adds
+  /// ("interval", "epoch", "best", "final"); `best`: also checkpoint_best.pt.
+  void save_checkpoint(const std::string& reason, bool best = false);
 
   /// Set up data, model, optimizer (called by fit; public for tests that
   /// drive train_update themselves).

@@ -475,6 +475,32 @@ TEST(Trainer, EvalBleuIsReportedAtValidation) {
   EXPECT_EQ(read_checkpoint_meta(d.file("run/checkpoint_best.pt")).state.update, best_update);
 }
 
+// An epoch-end validation that is the best so far is saved once: the epoch
+// checkpoint and checkpoint_best.pt are two names of one file (a second
+// serialisation would give best a file of its own).
+TEST(Trainer, BestAtAnEpochEndIsTheEpochCheckpointsFile) {
+  TempDir d;
+  Trainer t(copy_config(d, "post_ln", {"train.max_epochs=2", "train.max_updates=0",
+                                       "train.keep_epoch_checkpoints=true",
+                                       "train.validate_interval=0"}),
+            d.file("run"));
+  t.fit();
+  int64_t best_epoch = -1, epoch = 0;
+  for (const auto& line : read_lines(d.file("run/metrics.jsonl")))
+    if (line.find("\"event\": \"valid\"") != std::string::npos) {
+      ++epoch;
+      if (line.find("\"best\": 1") != std::string::npos) best_epoch = epoch;
+    }
+  ASSERT_GT(best_epoch, 0);
+  EXPECT_TRUE(std::filesystem::equivalent(
+      d.file("run/checkpoint_best.pt"),
+      d.file("run/checkpoint_epoch" + std::to_string(best_epoch) + ".pt")));
+  EXPECT_EQ(read_checkpoint_meta(d.file("run/checkpoint_best.pt")).state.update,
+            read_checkpoint_meta(d.file("run/checkpoint_epoch" + std::to_string(best_epoch) +
+                                        ".pt"))
+                .state.update);
+}
+
 // SIGTERM finishes the current update, checkpoints and exits 0.
 TEST(Trainer, SigtermCheckpointsAndExitsZero) {
   TempDir d;
