@@ -88,29 +88,25 @@ EncoderTaggerImpl::EncoderTaggerImpl(const ModelConfig& cfg, const VocabInfo& v)
   positions = register_buffer("positions", pe);
 }
 
+torch::Tensor EncoderTaggerImpl::position_term(const torch::Tensor& src) const {
+  const int64_t S = src.size(1);
+  TORCH_CHECK(S <= positions.size(0), "source of ", S, " tokens exceeds model.max_source_positions");
+  return positions.narrow(0, 0, S).unsqueeze(0);  // [1, S, d]
+}
+
 EncoderOut EncoderTaggerImpl::encode(const torch::Tensor& src) {
   EncoderOut out;
   out.pad_mask = src.eq(kPad);
-  const int64_t S = src.size(1);
-  TORCH_CHECK(S <= positions.size(0), "source of ", S, " tokens exceeds model.max_source_positions");
-  auto x = embed(src) * std::sqrt(static_cast<double>(config_.d_model)) +
-           positions.narrow(0, 0, S).unsqueeze(0);
+  auto x = embed(src) * std::sqrt(static_cast<double>(config_.d_model)) + position_term(src);
   x = apply_dropout(x, config_.dropout, is_training());
   out.out = run_layers(x, out.pad_mask);
   return out;
 }
 
-EncoderOut EncoderTaggerRowPeImpl::encode(const torch::Tensor& src) {
-  EncoderOut out;
-  out.pad_mask = src.eq(kPad);
+torch::Tensor EncoderTaggerRowPeImpl::position_term(const torch::Tensor& src) const {
   const int64_t B = src.size(0);
   TORCH_CHECK(B <= positions.size(0), "batch of ", B, " rows exceeds model.max_source_positions");
-  // pe[:B] of shape [B, 1, d]: row b's positional vector, the same at every position.
-  auto x = embed(src) * std::sqrt(static_cast<double>(config_.d_model)) +
-           positions.narrow(0, 0, B).unsqueeze(1);
-  x = apply_dropout(x, config_.dropout, is_training());
-  out.out = run_layers(x, out.pad_mask);
-  return out;
+  return positions.narrow(0, 0, B).unsqueeze(1);  // pe[:B] as [B, 1, d]: row b's vector everywhere
 }
 
 torch::Tensor EncoderTaggerImpl::decode(const torch::Tensor&, const EncoderOut& enc,

@@ -57,6 +57,11 @@ class EncoderTaggerImpl : public EncoderOnlyModel {
   torch::nn::Embedding embed{nullptr};
   torch::nn::Linear head{nullptr};
   torch::Tensor positions;  // [max_source_positions, d], the tutorial's table
+
+ protected:
+  /// What encode() adds to the scaled embeddings of src [B, S]: the table's
+  /// first S rows, [1, S, d].
+  virtual torch::Tensor position_term(const torch::Tensor& src) const;
 };
 
 /// encoder_tagger_row_pe: case A with the tutorial's PositionalEncoding fed
@@ -64,12 +69,15 @@ class EncoderTaggerImpl : public EncoderOnlyModel {
 /// on [S, B, d]); on [B, S, d] it adds pe[b] to every position of row b, so the
 /// encoder sees a bag of source tokens with no position. A hypothesis for the
 /// report's plateau near the input-independent baseline (docs/cases.md) and
-/// the worked example of subclassing a model for an experiment: only encode()
-/// changes.
+/// the worked example of subclassing a model for an experiment: only the
+/// position term changes.
 class EncoderTaggerRowPeImpl : public EncoderTaggerImpl {
  public:
   using EncoderTaggerImpl::EncoderTaggerImpl;
-  EncoderOut encode(const torch::Tensor& src) override;
+
+ protected:
+  /// pe[:B] as [B, 1, d]: row b's vector at every position.
+  torch::Tensor position_term(const torch::Tensor& src) const override;
 };
 
 class CausalLmImpl : public EncoderOnlyModel {
