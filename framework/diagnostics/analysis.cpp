@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 
 #include <cmath>
-#include <map>
 
 #include "framework/amp/autocast.h"
 #include "framework/diagnostics/instruments.h"
@@ -15,48 +14,42 @@ namespace clinic {
 
 GrowthFit fit_growth(const std::vector<double>& x, const std::vector<double>& y) {
   GrowthFit f;
-  auto fit = [&](auto transform, double* slope) {
+  // Least squares of ys on transform(x): R^2, and the slope in *slope.
+  auto fit = [&](auto transform, const std::vector<double>& ys, double* slope) {
     const double n = static_cast<double>(x.size());
     double sx = 0, sy = 0, sxx = 0, sxy = 0;
     for (size_t i = 0; i < x.size(); ++i) {
       double t = transform(x[i]);
       sx += t;
-      sy += y[i];
+      sy += ys[i];
       sxx += t * t;
-      sxy += t * y[i];
+      sxy += t * ys[i];
     }
     double b = (n * sxy - sx * sy) / std::max(n * sxx - sx * sx, 1e-300);
     double a = (sy - b * sx) / n, mean = sy / n, ss_res = 0, ss_tot = 0;
     for (size_t i = 0; i < x.size(); ++i) {
-      double e = y[i] - (a + b * transform(x[i]));
+      double e = ys[i] - (a + b * transform(x[i]));
       ss_res += e * e;
-      ss_tot += (y[i] - mean) * (y[i] - mean);
+      ss_tot += (ys[i] - mean) * (ys[i] - mean);
     }
     *slope = b;
     return ss_tot > 0 ? 1 - ss_res / ss_tot : 1.0;
   };
   if (x.size() < 2) return f;
-  f.r2_linear = fit([](double v) { return v; }, &f.slope_linear);
-  f.r2_log = fit([](double v) { return std::log(v); }, &f.slope_log);
+  auto ln = [](double v) { return std::log(v); };
+  f.r2_linear = fit([](double v) { return v; }, y, &f.slope_linear);
+  f.r2_log = fit(ln, y, &f.slope_log);
   // Power law: the slope of ln y on ln x, for the data and for c ln x.
-  auto loglog = [&](auto value) {
-    std::vector<double> ly;
-    for (double v : x) ly.push_back(std::log(value(v)));
-    double mx = 0, my = 0, sxy = 0, sxx = 0;
-    for (size_t i = 0; i < x.size(); ++i) mx += std::log(x[i]) / x.size(), my += ly[i] / x.size();
-    for (size_t i = 0; i < x.size(); ++i) {
-      sxy += (std::log(x[i]) - mx) * (ly[i] - my);
-      sxx += (std::log(x[i]) - mx) * (std::log(x[i]) - mx);
-    }
-    return sxx > 0 ? sxy / sxx : NAN;
-  };
   bool positive = true;
   for (size_t i = 0; i < x.size(); ++i) positive = positive && x[i] > 1 && y[i] > 0;
   if (positive) {
-    std::map<double, double> at;
-    for (size_t i = 0; i < x.size(); ++i) at[x[i]] = y[i];
-    f.exponent = loglog([&](double v) { return at[v]; });
-    f.exponent_of_log = loglog([](double v) { return std::log(v); });
+    std::vector<double> ln_y, ln_ln_x;
+    for (size_t i = 0; i < x.size(); ++i) {
+      ln_y.push_back(std::log(y[i]));
+      ln_ln_x.push_back(std::log(std::log(x[i])));
+    }
+    fit(ln, ln_y, &f.exponent);
+    fit(ln, ln_ln_x, &f.exponent_of_log);
   }
   size_t lo = 0, hi = 0;
   for (size_t i = 0; i < x.size(); ++i) {
