@@ -15,43 +15,58 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // loss = sum_i keep_i (a nll_i + b smooth_i), nll_i = -log p_{i,t_i},
-// smooth_i = -sum_v log p_{i,v}. Its gradient in closed form,
-//   d loss / d logit_{i,v} = keep_i ((a + b V) p_{i,v} - b - a [v = t_i]),
+// smooth_i = -sum_v on_v log p_{i,v} over the V' = sum_v on_v columns the
+// model can output (on: [1, V] 0/1, DecoderFeatures::allowed; undefined or
+// empty = all, V' = V). Its gradient in closed form,
+//   d loss / d logit_{i,v} = keep_i ((a + b V') p_{i,v} - b on_v - a [v = t_i]),
 // replaces autograd's gather/sum backward (a zero-filled [N, V] scatter, a
 // broadcast [N, V] add, then log_softmax's backward): one exp pass and two
 // in-place passes over the largest tensor of the step. lprobs: [N, V] fp32,
-// kept for backward, as log_softmax's own backward would keep it.
+// kept for backward, as log_softmax's own backward would keep it. A
+// ruled-out column (logit -1e9) has p = 0 and on = 0: no gradient, and it
+// adds 0 * (-1e9) = 0 to the smoothing sum.
 // {a nll + b smooth, nll} summed over rows with weight keep [N, 1], from
 // lprobs [N, V] fp32 and target ids [N, 1].
 std::pair<torch::Tensor, torch::Tensor> smoothed_terms(const torch::Tensor& lprobs,
                                                        const torch::Tensor& tgt,
                                                        const torch::Tensor& keep, double a,
-                                                       double b) {
+                                                       double b,
+                                                       const torch::Tensor& on = {}) {
   auto nll = (lprobs.gather(1, tgt) * keep).sum().neg_();
   auto loss = a * nll;
-  if (b != 0) loss.sub_((lprobs.sum(-1, /*keepdim=*/true) * keep).sum(), b);
+  const bool masked = on.defined() && on.numel() > 0;
+  if (b != 0)
+    loss.sub_(((masked ? lprobs * on : lprobs).sum(-1, /*keepdim=*/true) * keep).sum(), b);
   return {loss, nll};
 }
 
-// The gradient above, in place in probs = exp(lprobs) [N, V], row weights w [N, 1].
+// The gradient above, in place in probs = exp(lprobs) [N, V], row weights w
+// [N, 1]; n_on = V' (the count of on's ones, or V).
 torch::Tensor smoothed_grad_(torch::Tensor probs, const torch::Tensor& tgt,
-                             const torch::Tensor& w, double a, double b) {
-  probs.mul_(w * (a + b * probs.size(1)));
-  if (b != 0) probs.sub_(w * b);
+                             const torch::Tensor& w, double a, double b,
+                             const torch::Tensor& on = {}, double n_on = -1) {
+  const bool masked = on.defined() && on.numel() > 0;
+  probs.mul_(w * (a + b * (masked ? n_on : static_cast<double>(probs.size(1)))));
+  if (b != 0) probs.sub_(masked ? w * b * on : w * b);
   return probs.scatter_add_(1, tgt, w * -a);
 }
 
 struct SmoothedNll : public torch::autograd::Function<SmoothedNll> {
+  /// on: [1, V] float 0/1 over the allowed columns, or empty (all columns;
+  /// an autograd Function's tensor argument must be defined).
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& logits,
-                               const torch::Tensor& target, double a, double b) {
+                               const torch::Tensor& target, double a, double b,
+                               const torch::Tensor& on, double n_on) {
     const int64_t V = logits.size(-1);
     auto lprobs = torch::log_softmax(logits.to(torch::kFloat), -1).view({-1, V});
     auto tgt = target.reshape({-1, 1});
     auto keep = tgt.ne(kPad).to(torch::kFloat);                 // [N, 1]
-    auto [loss, nll] = smoothed_terms(lprobs, tgt, keep, a, b);
+    auto [loss, nll] = smoothed_terms(lprobs, tgt, keep, a, b, on);
     ctx->save_for_backward({lprobs, tgt, keep});
     ctx->saved_data["a"] = a;
     ctx->saved_data["b"] = b;
+    ctx->saved_data["on"] = on;
+    ctx->saved_data["n_on"] = n_on;
     ctx->saved_data["dtype"] = static_cast<int64_t>(logits.scalar_type());
     ctx->saved_data["sizes"] = logits.sizes().vec();
     ctx->mark_non_differentiable({nll});
@@ -62,10 +77,12 @@ struct SmoothedNll : public torch::autograd::Function<SmoothedNll> {
     const auto& lprobs = saved[0];
     const auto& tgt = saved[1];
     const double a = ctx->saved_data["a"].toDouble(), b = ctx->saved_data["b"].toDouble();
-    auto grad = smoothed_grad_(lprobs.exp(), tgt, saved[2] * g[0], a, b);
+    auto grad = smoothed_grad_(lprobs.exp(), tgt, saved[2] * g[0], a, b,
+                               ctx->saved_data["on"].toTensor(),
+                               ctx->saved_data["n_on"].toDouble());
     auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
     return {grad.view(ctx->saved_data["sizes"].toIntVector()).to(dtype), torch::Tensor(),
-            torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -169,7 +186,7 @@ LossOut label_smoothed_nll(const torch::Tensor& logits,
                            const torch::Tensor& target, double eps,
                            SmoothingMass mass) {
   auto [a, b] = smoothing_weights(eps, mass, logits.size(-1));
-  auto out = SmoothedNll::apply(logits, target, a, b);
+  auto out = SmoothedNll::apply(logits, target, a, b, torch::empty({0}), -1.0);
   return LossOut{out[0], out[1]};
 }
 
@@ -178,19 +195,13 @@ LossOut label_smoothed_nll(const torch::Tensor& logits, const torch::Tensor& tar
   const int64_t V = logits.size(-1);
   TORCH_CHECK(allowed.dim() == 1 && allowed.size(0) == V, "label_smoothed_nll: allowed ",
               allowed.sizes(), " does not match logits ", logits.sizes());
-  auto on = allowed.to(torch::TensorOptions().dtype(torch::kFloat).device(logits.device()));
   const int64_t n_on = allowed.sum().item<int64_t>();
   TORCH_CHECK(n_on > 0, "label_smoothed_nll: no allowed column");
+  auto on = allowed.to(torch::TensorOptions().dtype(torch::kFloat).device(logits.device()))
+                .unsqueeze(0);  // [1, V]
   auto [a, b] = smoothing_weights(eps, mass, n_on);
-  // Plain autograd: the models that rule columns out are small (causal_lm's
-  // 6 columns); a ruled-out column contributes 0 * (-1e9) = 0 to the sum.
-  auto lprobs = torch::log_softmax(logits.to(torch::kFloat), -1).view({-1, V});
-  auto tgt = target.reshape({-1, 1});
-  auto keep = tgt.ne(kPad).to(torch::kFloat);
-  auto nll = (lprobs.gather(1, tgt) * keep).sum().neg();
-  auto loss = a * nll;
-  if (b != 0) loss = loss - b * ((lprobs * on).sum(-1, /*keepdim=*/true) * keep).sum();
-  return LossOut{loss, nll.detach()};
+  auto out = SmoothedNll::apply(logits, target, a, b, on, static_cast<double>(n_on));
+  return LossOut{out[0], out[1]};
 }
 
 LossOut fused_linear_label_smoothed_nll(const torch::Tensor& hidden,
