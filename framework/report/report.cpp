@@ -165,37 +165,33 @@ class Plots {
   /// cbrange "[0:1]" (one colour scale for every run) or "[*:*]".
   void heatmap(const std::string& stack, const std::string& field, const std::string& title,
                const std::string& caption, const std::string& cbrange = "[*:*]") {
-    std::ostringstream s;
-    // A run without this stack (an encoder-only model has no decoder) gets
-    // no panel; with no panel at all there is no figure.
+    // One panel per run that has this stack (an encoder-only model has no
+    // decoder): its data block and row count, from one pass over its records.
     const std::string key = stack + "_" + field;
-    auto has = [&](const RunData& r) {
-      for (const auto& d : r.diag)
-        if (!json_nums(d, key).empty()) return true;
-      return false;
-    };
-    int panels = 0;
-    for (const auto& r : runs_) panels += has(r) ? 1 : 0;
-    if (panels == 0) return;
-    s << "# tall\nset multiplot layout " << panels << ",1 title '" << title << " (" << stack
+    std::vector<std::string> panels;
+    for (size_t k = 0; k < runs_.size(); ++k) {
+      std::ostringstream data;
+      size_t rows = 0;
+      for (const auto& d : runs_[k].diag) {
+        auto v = json_nums(d, key);
+        rows = std::max(rows, v.size());
+        for (size_t i = 0; i < v.size(); ++i) data << upd(d) << " " << i + 1 << " " << num(v[i]) << "\n";
+        data << "\n";
+      }
+      if (rows == 0) continue;
+      // Sublayers are whole numbers: ticks at 1, 1 + step, ... (about 12 at most).
+      panels.push_back(fmt::format("$h{0} << EOD\n{1}EOD\nset ytics 1,{2}\nset yrange "
+                                         "[0.5:{3}]\nset title {4}\nplot $h{0} using 1:2:3 with "
+                                         "image notitle\n",
+                                         k, data.str(), (rows + 11) / 12, rows + 0.5,
+                                         quote(runs_[k].label)));
+    }
+    if (panels.empty()) return;  // no panel at all: no figure
+    std::ostringstream s;
+    s << "# tall\nset multiplot layout " << panels.size() << ",1 title '" << title << " (" << stack
       << ")'\nset xlabel 'update'\nset ylabel 'sublayer'\nset palette rgb 33,13,10\n"
          "set cbrange " << cbrange << "\n";
-    for (size_t k = 0; k < runs_.size(); ++k) {
-      const auto& r = runs_[k];
-      if (!has(r)) continue;
-      s << "$h" << k << " << EOD\n";
-      size_t rows = 1;
-      for (const auto& d : r.diag) {
-        auto v = json_nums(d, stack + "_" + field);
-        rows = std::max(rows, v.size());
-        for (size_t i = 0; i < v.size(); ++i) s << upd(d) << " " << i + 1 << " " << num(v[i]) << "\n";
-        s << "\n";
-      }
-      // Sublayers are whole numbers: ticks at 1, 1 + step, ... (about 12 at most).
-      s << "EOD\nset ytics 1," << (rows + 11) / 12 << "\nset yrange [0.5:" << rows + 0.5
-        << "]\nset title " << quote(r.label) << "\nplot $h" << k
-        << " using 1:2:3 with image notitle\n";
-    }
+    for (const auto& p : panels) s << p;
     s << "unset multiplot\n";
     draw(field + "_" + stack, s.str(), caption);
   }
