@@ -24,6 +24,12 @@ RunConfig case_recipe(const std::string& name, const std::vector<std::string>& o
 // Case A: Adam at 1/5 of Attention-Is-All-You-Need's schedule,
 // 0.2 * 512^-0.5 * min(step^-0.5, step * 4000^-1.5), step k from 1; update k
 // runs with schedule(k - 1) (fairseq timing).
+// `clinic diagnose D/RUN --out D/report`: its exit status, its output in *out.
+int diagnose_into_report(const test::TempDir& d, const std::string& run, std::string* out) {
+  return test::run_shell(
+      test::clinic_bin() + " diagnose " + d.file(run) + " --out " + d.file("report"), out);
+}
+
 TEST(Cases, NoamScheduleValuesAtGivenSteps) {
   RunConfig a = case_recipe("cases/de_en_tagger");
   Schedule s = build_schedule(a);
@@ -306,11 +312,7 @@ TEST(Cases, BothCasesTrainAndResume) {
   // failed drawing the decoder's empty heatmap), with the per-layer norms of
   // its "layers.N" stack.
   std::string out;
-  ASSERT_EQ(test::run_shell(test::clinic_bin() + " diagnose " + d.file("tagger") + " --out " +
-                                d.file("report"),
-                            &out),
-            0)
-      << out;
+  ASSERT_EQ(diagnose_into_report(d, "tagger", &out), 0) << out;
   EXPECT_TRUE(std::filesystem::exists(d.file("report/dependency_encoder.png"))) << out;
   EXPECT_FALSE(std::filesystem::exists(d.file("report/dependency_decoder.png"))) << out;
   EXPECT_TRUE(std::filesystem::exists(d.file("report/layer_norms.png"))) << out;
@@ -341,11 +343,7 @@ TEST(Cases, DiagnoseReadsARunWithNoLayer) {
   t.fit();
   ASSERT_EQ(t.state().update, 100);
   std::string out;
-  ASSERT_EQ(test::run_shell(test::clinic_bin() + " diagnose " + d.file("toy") + " --out " +
-                                d.file("report"),
-                            &out),
-            0)
-      << out;
+  ASSERT_EQ(diagnose_into_report(d, "toy", &out), 0) << out;
   EXPECT_TRUE(std::filesystem::exists(d.file("report/report.md"))) << out;
   EXPECT_TRUE(std::filesystem::exists(d.file("report/curves.png"))) << out;
   EXPECT_FALSE(std::filesystem::exists(d.file("report/output_change.png"))) << out;
