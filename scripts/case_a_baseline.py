@@ -53,10 +53,12 @@ def main():
     by_pos = collections.defaultdict(collections.Counter)
     for i, t in split["train"]:
         by_pos[i][t] += 1
+    totals = {i: sum(c.values()) for i, c in by_pos.items()}
     h_pos = 0.0
     for i, t in split["val"]:
-        c = by_pos[i] if by_pos[i] else uni
-        h_pos -= math.log((c[t] + V_SMOOTH) / (sum(c.values()) + V_SMOOTH * V))
+        # A position never seen in train falls back to the unigram.
+        c, total = (by_pos[i], totals[i]) if i in totals else (uni, n)
+        h_pos -= math.log((c[t] + V_SMOOTH) / (total + V_SMOOTH * V))
     m = len(split["val"])
     print(json.dumps({"valid_target_tokens": m, "vocab": V,
                       "unigram_bits": round(h_uni / m / math.log(2), 3),
