@@ -121,7 +121,7 @@ class Seq2SeqModel : public torch::nn::Module {
   /// splits nothing: hidden holds decode()'s logits.
   virtual DecoderFeatures decode_features(const torch::Tensor& tgt_in,
                                           const EncoderOut& enc) {
-    return {decode(tgt_in, enc), torch::Tensor()};
+    return {decode(tgt_in, enc), torch::Tensor(), torch::Tensor()};
   }
   DecoderFeatures forward_features(const torch::Tensor& src, const torch::Tensor& tgt_in) {
     return decode_features(tgt_in, encode(src));

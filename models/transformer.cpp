@@ -202,7 +202,7 @@ bool TransformerImpl::linear_output() const {
 DecoderFeatures TransformerImpl::decode_features(const torch::Tensor& tgt_in,
                                                  const EncoderOut& enc) {
   if (!linear_output()) return Seq2SeqModel::decode_features(tgt_in, enc);
-  return {decode_hidden(tgt_in, enc, nullptr), output_weight};
+  return {decode_hidden(tgt_in, enc, nullptr), output_weight, torch::Tensor()};
 }
 
 torch::Tensor TransformerImpl::decode(const torch::Tensor& tgt_in,

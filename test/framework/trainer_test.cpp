@@ -396,13 +396,13 @@ TEST(Trainer, FusedLinearLossMatchesTheLogitsPath) {
   // before it is rounded to fp16): Criterion gives exactly label_smoothed_nll.
   Criterion crit = loss_registry().get("label_smoothed_cross_entropy")(TrainConfig{});
   auto h = torch::randn({B, T, d}), w = torch::randn({V, d});
-  auto via = crit(DecoderFeatures{h, w}, target, torch::kFloat).loss.item<double>();
+  auto via = crit(DecoderFeatures{h, w, torch::Tensor()}, target, torch::kFloat).loss.item<double>();
   auto fused = fused_linear_label_smoothed_nll(h, w, target, TrainConfig{}.label_smoothing,
                                                SmoothingMass::kEpsOverV, torch::kFloat)
                    .loss.item<double>();
   EXPECT_EQ(via, fused);
   auto logits = torch::nn::functional::linear(h, w);
-  EXPECT_EQ(crit(DecoderFeatures{logits, torch::Tensor()}, target, torch::kFloat).loss.item<double>(),
+  EXPECT_EQ(crit(DecoderFeatures{logits, torch::Tensor(), torch::Tensor()}, target, torch::kFloat).loss.item<double>(),
             crit(logits, target).loss.item<double>());
 }
 
