@@ -304,6 +304,7 @@ struct TrainConfig {
   bool keep_epoch_checkpoints = false;
   int64_t patience = 0;
   int64_t max_bad_steps = 5;
+  bool zero_grad = true;
   bool eval_bleu = false;
   std::string tensorboard = "tensorboard";
 
@@ -366,6 +367,11 @@ struct TrainConfig {
       at_least(0));
     v("max_bad_steps", max_bad_steps,
       "consecutive non-finite steps before the run stops", at_least(1));
+    v("zero_grad", zero_grad,
+      "false: gradients are never zeroed between updates, so each optimizer step sees the sum "
+      "of all gradients so far (clipped), as a training loop without optimizer.zero_grad() "
+      "does; only for reproducing such loops (docs/cases.md, case B)",
+      any());
     v("eval_bleu", eval_bleu,
       "validation also decodes and reports BLEU; best checkpoint by BLEU",
       any());

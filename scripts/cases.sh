@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# docs/cases.md, case B: the 1-layer toy (recipes/cases/toy_loss_spikes.yaml)
-# for several seeds, as reported and with each single cure, then one
+# docs/cases.md, case B: the 1-layer toy (recipes/cases/toy_loss_spikes.yaml,
+# or RECIPE=cases/toy_loss_spikes_no_zero_grad: the report's loop, which never
+# zeroes the gradients) for several seeds, as reported and with each single
+# change, then one
 # `clinic diagnose` report per setting (label smoothing spreads its mass over
 # the 2 real tokens, as torch's label_smoothing over 2 classes; the reference
 # measures it with --label-smoothing 0.1). Resumable: a finished run dir is
@@ -8,12 +10,17 @@
 # 2 cores.
 #   scripts/cases.sh            env: SEEDS ("1 2 3") OUT (runs/cases) CLINIC (build/bin/clinic)
 #                                    SETTINGS (all below) UPDATES (100000)
+#                                    RECIPE (cases/toy_loss_spikes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLINIC=${CLINIC:-build/bin/clinic}
 OUT=${OUT:-runs/cases}
 [ -x "$CLINIC" ] || { scripts/install-deps.sh; scripts/build.sh -DCLINIC_BUILD_TESTS=OFF; }
 mkdir -p "$OUT"
+RECIPE=${RECIPE:-cases/toy_loss_spikes}
+# Run dirs: toy-SETTING-seedN for the default recipe, NAME-SETTING-seedN else.
+TAG=toy
+[ "$RECIPE" = cases/toy_loss_spikes ] || TAG=${RECIPE#cases/}
 declare -A SET=(
   [reported]=""
   [eps_1e-6]="--set optim.eps=1e-6"
@@ -22,20 +29,25 @@ declare -A SET=(
   [adamw_wd_0.01]="--set optim.name=adamw --set optim.weight_decay=0.01"
   [dropout_0]="--set model.dropout=0 --set model.attention_dropout=0"
   [no_layer]="--set model.encoder_layers=0"
+  [zero_grad]="--set train.zero_grad=true"
 )
-for setting in ${SETTINGS:-reported eps_1e-6 lr_x0.1 label_smoothing_0.1 adamw_wd_0.01 dropout_0 no_layer}; do
+for setting in ${SETTINGS:-reported zero_grad eps_1e-6 lr_x0.1 label_smoothing_0.1 adamw_wd_0.01 dropout_0 no_layer}; do
   for seed in ${SEEDS:-1 2 3}; do
-    run="$OUT/toy-$setting-seed$seed"
+    run="$OUT/$TAG-$setting-seed$seed"
     # shellcheck disable=SC2086
-    "$CLINIC" train cases/toy_loss_spikes --run-dir "$run" --set train.seed="$seed" \
+    "$CLINIC" train "$RECIPE" --run-dir "$run" --set train.seed="$seed" \
       --set train.max_updates="${UPDATES:-100000}" ${SET[$setting]} > "$run.log" 2>&1 \
       || echo "$run: clinic train exited with $?" | tee -a "$OUT/failures.txt"
-    # Spike counts per 10k-update window (abs rule: a jump >= 10 nats).
-    echo "$setting seed $seed: $(grep -c '"event": "spike", "update": [0-9]*, .*"rule": "abs' "$run/metrics.jsonl" || true) abs spikes"
+    # Spike counts (abs rule: a jump >= 10 nats), in all and per 10k-update window.
+    windows=$({ grep '"event": "spike", "update": [0-9]*, .*"rule": "abs' "$run/metrics.jsonl" || true; } |
+      sed 's/.*"update": \([0-9]*\),.*/\1/' |
+      awk -v n="${UPDATES:-100000}" '{ c[int(($1 - 1) / 10000)]++ }
+        END { for (w = 0; w * 10000 < n; w++) printf "%s%d", (w ? " " : ""), c[w] + 0 }')
+    echo "$setting seed $seed: $(grep -c '"event": "spike", "update": [0-9]*, .*"rule": "abs' "$run/metrics.jsonl" || true) abs spikes; per 10k updates: $windows"
   done
   # The setting's report: its diagnosis (spikes, Adam's eps, logit margins) per seed.
   runs=()
-  for seed in ${SEEDS:-1 2 3}; do runs+=("$OUT/toy-$setting-seed$seed"); done
+  for seed in ${SEEDS:-1 2 3}; do runs+=("$OUT/$TAG-$setting-seed$seed"); done
   "$CLINIC" diagnose "${runs[@]}" --out "$OUT/diagnose-$setting" | grep -v '^report:' \
     || echo "$setting: clinic diagnose exited with $?" | tee -a "$OUT/failures.txt"
 done

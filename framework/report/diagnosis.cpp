@@ -231,6 +231,55 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
     out.push_back(f);
   }
 
+  // Stale gradients: a cross-entropy gradient vanishes with its loss (its
+  // logit part is p - y, of size <= sqrt(2) * (1 - p_y) <= sqrt(2) * loss in
+  // nats), so a gradient norm that stays near its starting size while the loss
+  // is ~0 is not the gradient of this loss: earlier updates' gradients are
+  // still in it (a loop without zero_grad(); docs/cases.md, case B).
+  bool stale = false;
+  {
+    Finding f;
+    f.rule = "stale_gradient";
+    std::vector<double> start, at_zero;
+    int64_t first_zero = -1;
+    for (const auto& p : r.train) {
+      double g = json_num(p, "grad_norm"), loss = json_num(p, "loss");
+      if (!std::isfinite(g) || !std::isfinite(loss)) continue;
+      if (start.size() < 5) start.push_back(g);
+      if (loss < t.zero_loss_bits) {
+        if (first_zero < 0) first_zero = update_of(p);
+        at_zero.push_back(g);
+      }
+    }
+    auto median = [](std::vector<double> v) {
+      std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
+      return v[v.size() / 2];
+    };
+    if (at_zero.size() >= 3 && !start.empty()) {
+      double g0 = median(start), gz = median(at_zero);
+      if (gz >= t.stale_gradient * g0) {
+        f.fired = stale = true;
+        f.summary = fmt::format(
+            "the loss was below {:g} bits in {} of {} logged intervals (from update {}), yet "
+            "the gradient norm there stayed at {:.3g} (median; {:.3g} over the first logged "
+            "updates): a cross-entropy gradient vanishes with its loss, so the optimizer is "
+            "stepping on earlier updates' gradients, accumulated without being zeroed",
+            t.zero_loss_bits, at_zero.size(), r.train.size(), first_zero, gz, g0);
+        f.cure = "zero the gradients before each backward (optimizer.zero_grad(); in clinic, "
+                 "train.zero_grad: true)";
+      } else {
+        f.checked = fmt::format("stale gradients: at a loss below {:g} bits the gradient norm "
+                                "fell to {:.3g} ({:.3g} at the start)",
+                                t.zero_loss_bits, gz, g0);
+      }
+    } else {
+      f.checked = fmt::format("stale gradients: the loss was not below {:g} bits in 3 logged "
+                              "intervals",
+                              t.zero_loss_bits);
+    }
+    out.push_back(f);
+  }
+
   {  // Loss spikes and Adam's eps.
     Finding f;
     f.rule = "loss_spikes";
@@ -260,7 +309,10 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
                               "only: {}), the largest +{:.1f} bits{}{}",
                               r.spikes.size(), n_abs, n_robust, max_jump, eps,
                               margin_text(diag_before(r, update_of(r.spikes.front()) - 1)));
-      f.cure = !eps_before.empty() && *std::max_element(eps_before.begin(), eps_before.end()) >=
+      f.cure = stale ? "zero the gradients before each backward (see stale_gradient): the "
+                       "carried gradient keeps Adam's steps full-size at a loss of 0, the weights "
+                       "and logits grow, and a dropout mask turns them into a spike"
+               : !eps_before.empty() && *std::max_element(eps_before.begin(), eps_before.end()) >=
                                           t.eps_dominated
                    ? "tiny gradients divided by a tiny second moment: raise optim.eps (e.g. "
                      "1e-6), lower the peak lr (optim.lr)" + smoothing_cure(r)

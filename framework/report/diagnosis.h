@@ -25,6 +25,9 @@ struct DiagnoseThresholds {
   double vanishing_ratio = 0.01;       // first-layer / largest layer grad norm at or below
   double eps_dominated = 0.5;          // share of Adam entries with sqrt(v) < eps
   double collapse_fraction = 0.9;      // as diag.collapse_fraction
+  double zero_loss_bits = 1e-3;        // a logged loss below this counts as ~0...
+  double stale_gradient = 0.1;         // ...and a gradient norm there at or above this
+                                       // fraction of the first updates' is stale
 };
 
 /// Every rule, in a fixed order; fired ones first in the report.

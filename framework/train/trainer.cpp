@@ -80,6 +80,7 @@ CheckpointMeta Trainer::make_meta() const {
     m.tgt_vocab = vocab_.joint ? m.src_vocab : read_file(vocab_.tgt->path());
   }
   m.rng_state = capture_rng_state();
+  carry_.save(m.extras);
   if (instruments_) {
     const Batch& p = instruments_->probe();
     m.extras["diag_probe_src"] = p.src;
@@ -241,6 +242,7 @@ void Trainer::setup() {
                 g.schedule ? g.schedule->name : cfg_.schedule.name + ", the recipe's");
   }
   loss_fn_ = loss_registry().get(cfg_.train.criterion)(cfg_.train);
+  carry_ = GradientCarry(!cfg_.train.zero_grad);
   scaler_ = std::make_unique<LossScaler>(
       cfg_.train.loss_scale_init, cfg_.train.loss_scale_window,
       cfg_.train.threshold_loss_scale, prec == "fp16");
@@ -283,6 +285,7 @@ void Trainer::setup() {
           "{}: the checkpoint was trained with a different vocabulary than {}",
           last, vocab_.src->path()));
     resume->load_into(*model_, optimizer_.get());
+    carry_.restore(meta.extras, params_, last);
     state_ = meta.state;
     scaler_->state() = meta.scaler;
     if (restore_rng_state(meta.rng_state) == 0 && device_.is_cuda())
@@ -469,9 +472,13 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
     return s;
   }
   bad_in_a_row_ = 0;
+  // train.zero_grad: false; the instruments then see the summed gradient the
+  // optimizer steps on.
+  s.grad_norm = carry_.add_to(params_, s.grad_norm);
   const bool measure = instruments_ && instruments_->due(state_.update + 1);
   if (measure) instruments_->before_step(state_.update + 1);
   clip_grads(params_, cfg_.train.clip_norm, s.grad_norm);
+  carry_.keep(params_);
   // fairseq calls lr_scheduler.step_update(0) before the first step and
   // step_update(k) after update k: update k runs with schedule(k - 1), so
   // update 1 uses warmup_init_lr exactly.

@@ -22,6 +22,7 @@
 #include "framework/model.h"
 #include "framework/optim/schedule.h"
 #include "framework/train/checkpoint.h"
+#include "framework/train/gradient_carry.h"
 #include "framework/train/loss.h"
 #include "framework/train/run_dir.h"
 
@@ -107,6 +108,7 @@ class Trainer {
   std::unique_ptr<LossScaler> scaler_;
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<Instruments> instruments_;
+  GradientCarry carry_{false};  // train.zero_grad: false
   TrainState state_;
   int64_t bad_in_a_row_ = 0;
   double start_wall_ = 0;

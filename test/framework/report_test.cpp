@@ -132,6 +132,44 @@ TEST(Diagnose, EveryRuleFiresOnItsEvidence) {
       << rule(smoothed, "loss_spikes").cure;
 }
 
+// Case B's signature (docs/cases.md): the loss is ~0 but the gradient keeps
+// its starting size, which no cross-entropy gradient of that loss can have.
+TEST(Diagnose, StaleGradientFiresWhenTheGradientOutlivesItsLoss) {
+  auto records = [](double g_at_zero) {
+    std::vector<std::string> r;
+    for (int u = 1; u <= 5; ++u)  // the start: grad norms 2, 3, 4, 3, 3 (median 3)
+      r.push_back(fmt::format(R"j({{"update": {}, "loss": {}, "grad_norm": {}}})j", 10 * u,
+                              1.0 / u, u == 1 ? 2 : u == 3 ? 4 : 3));
+    for (int u = 6; u <= 9; ++u)
+      r.push_back(fmt::format(R"j({{"update": {}, "loss": {}, "grad_norm": {}}})j", 10 * u,
+                              u == 7 ? 2e-3 : 1e-9, g_at_zero));
+    r.push_back(R"j({"event": "spike", "update": 85, "loss": 30, "prev_loss": 0, "jump": 30, "rule": "abs+robust"})j");
+    return r;
+  };
+  TempDir d;
+  auto fs = diagnose(synthetic(d, records(1.0)));
+  const auto& st = rule(fs, "stale_gradient");
+  ASSERT_TRUE(st.fired);
+  EXPECT_NE(st.summary.find("the loss was below 0.001 bits in 3 of 9 logged intervals (from "
+                            "update 60), yet the gradient norm there stayed at 1 (median; 3 over "
+                            "the first logged updates)"),
+            std::string::npos)
+      << st.summary;
+  EXPECT_NE(st.cure.find("train.zero_grad: true"), std::string::npos);
+  EXPECT_NE(rule(fs, "loss_spikes").cure.find("see stale_gradient"), std::string::npos);
+  // The threshold is 0.1 of the start's median, 0.3: a gradient norm of
+  // 0.29 at the ~0 losses counts as vanished, 0.31 as stale.
+  TempDir e;
+  auto healthy = diagnose(synthetic(e, records(0.29)));
+  EXPECT_FALSE(rule(healthy, "stale_gradient").fired);
+  EXPECT_EQ(rule(healthy, "stale_gradient").checked,
+            "stale gradients: at a loss below 0.001 bits the gradient norm fell to 0.29 (3 at "
+            "the start)");
+  EXPECT_EQ(rule(healthy, "loss_spikes").cure.find("stale_gradient"), std::string::npos);
+  TempDir f;
+  EXPECT_TRUE(rule(diagnose(synthetic(f, records(0.31))), "stale_gradient").fired);
+}
+
 TEST(Diagnose, Base64) {
   EXPECT_EQ(base64(""), "");
   EXPECT_EQ(base64("f"), "Zg==");

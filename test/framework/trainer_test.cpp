@@ -438,7 +438,7 @@ TEST(Trainer, GroupAtLrZeroIsFrozen) {
     RunConfig cfg = copy_config(
         d, "post_ln",
         {std::string("optim.name=") + opt, "optim.weight_decay=0.1", "train.max_updates=5",
-         "optim.groups=[{name: frozen, match: 'encoder_layers\.0\..*\.norm\.bias', lr: 0}]"});
+         "optim.groups=[{name: frozen, match: 'encoder_layers\\.0\\..*\\.norm\\.bias', lr: 0}]"});
     Trainer t(cfg, d.file("run"));
     t.setup();
     std::map<std::string, torch::Tensor> init;

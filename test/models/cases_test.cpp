@@ -350,5 +350,38 @@ TEST(Cases, DiagnoseReadsARunWithNoLayer) {
   EXPECT_NE(out.find("toy (causal_lm post_ln, 0 layers):"), std::string::npos) << out;
 }
 
+// Case B as the report's loop trained it (gradients never zeroed): loss
+// spikes of >= 10 nats come, and clinic diagnose names the stale gradient;
+// the same toy with zeroed gradients (the recipe's cure) stays at 0.
+TEST(Cases, ToyWithoutZeroGradSpikesAndDiagnoseNamesIt) {
+  test::TempDir d;
+  auto spikes = [&](const std::string& run) {
+    int64_t n = 0;
+    std::ifstream in(d.file(run + "/metrics.jsonl"));
+    std::string line;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      if (j.value("event", "") == "spike" &&
+          j.value("rule", "").find("abs") != std::string::npos)
+        ++n;
+    }
+    return n;
+  };
+  for (const char* zero : {"false", "true"}) {
+    RunConfig b = case_recipe("cases/toy_loss_spikes_no_zero_grad",
+                              {"train.max_updates=6000", "diag.interval=1000",
+                               std::string("train.zero_grad=") + zero});
+    Trainer t(b, d.file(std::string("toy-") + zero));
+    t.fit();
+  }
+  EXPECT_GE(spikes("toy-false"), 3);
+  EXPECT_EQ(spikes("toy-true"), 0);
+  std::string out;
+  ASSERT_EQ(diagnose_into_report(d, "toy-false", &out), 0) << out;
+  EXPECT_NE(out.find("[stale_gradient] the loss was below 0.001 bits"), std::string::npos) << out;
+  ASSERT_EQ(diagnose_into_report(d, "toy-true", &out), 0) << out;
+  EXPECT_EQ(out.find("[stale_gradient]"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace clinic

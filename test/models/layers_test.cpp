@@ -133,7 +133,9 @@ TEST(HeadBmm, MatchesTorchBmmForwardAndBackward) {
       if (ours) {
         auto p = torch::softmax(head_bmm(q, k.transpose(2, 3), 0.5), -1);
         ctx = head_bmm(p, v, 1.0, q);
-        if (head_bmm_uses_blas()) EXPECT_TRUE(ctx.transpose(1, 2).is_contiguous());
+        if (head_bmm_uses_blas()) {
+          EXPECT_TRUE(ctx.transpose(1, 2).is_contiguous());
+        }
       } else {
         auto p = torch::softmax(torch::matmul(q, k.transpose(2, 3)) * 0.5, -1);
         ctx = torch::matmul(p, v);
