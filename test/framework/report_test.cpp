@@ -35,6 +35,11 @@ const Finding& rule(const std::vector<Finding>& fs, const std::string& name) {
   throw std::runtime_error("no rule " + name);
 }
 
+// `text` holds `part` (on failure the message shows the whole text).
+void expect_contains(const std::string& text, const std::string& part) {
+  EXPECT_NE(text.find(part), std::string::npos) << "missing: " << part << "\nin: " << text;
+}
+
 std::string array(const std::vector<double>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + fmt::format("{}", v[i]);
@@ -150,12 +155,10 @@ TEST(Diagnose, StaleGradientFiresWhenTheGradientOutlivesItsLoss) {
   auto fs = diagnose(synthetic(d, records(1.0)));
   const auto& st = rule(fs, "stale_gradient");
   ASSERT_TRUE(st.fired);
-  EXPECT_NE(st.summary.find("the loss was below 0.001 bits in 3 of 9 logged intervals (from "
-                            "update 60), yet the gradient norm there stayed at 1 (median; 3 over "
-                            "the first logged updates)"),
-            std::string::npos)
-      << st.summary;
-  EXPECT_NE(st.cure.find("train.zero_grad: true"), std::string::npos);
+  expect_contains(st.summary, "the loss was below 0.001 bits in 3 of 9 logged intervals (from "
+                              "update 60), yet the gradient norm there stayed at 1 (median; 3 "
+                              "over the first logged updates)");
+  expect_contains(st.cure, "train.zero_grad: true");
   EXPECT_NE(rule(fs, "loss_spikes").cure.find("see stale_gradient"), std::string::npos);
   // The threshold is 0.1 of the start's median, 0.3: a gradient norm of
   // 0.29 at the ~0 losses counts as vanished, 0.31 as stale.
