@@ -10,7 +10,6 @@ std::string Spike::rule() const {
   return abs ? "abs" : robust ? "robust" : "";
 }
 
-namespace {
 double median_of(std::vector<double> v) {
   size_t n = v.size(), h = n / 2;
   std::nth_element(v.begin(), v.begin() + h, v.end());
@@ -18,7 +17,6 @@ double median_of(std::vector<double> v) {
   if (n % 2) return hi;
   return 0.5 * (hi + *std::max_element(v.begin(), v.begin() + h));
 }
-}  // namespace
 
 Spike SpikeDetector::observe(double loss) {
   Spike s;

@@ -14,6 +14,10 @@
 
 namespace clinic {
 
+/// The median of v (the mean of the two middle values for an even count);
+/// v must not be empty.
+double median_of(std::vector<double> v);
+
 struct Spike {
   bool abs = false, robust = false;
   double loss = 0, previous = 0, median = 0, mad = 0;

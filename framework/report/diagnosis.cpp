@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "framework/diagnostics/probe.h"
+#include "framework/diagnostics/spikes.h"
 
 namespace clinic {
 
@@ -251,12 +252,8 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
         at_zero.push_back(g);
       }
     }
-    auto median = [](std::vector<double> v) {
-      std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
-      return v[v.size() / 2];
-    };
     if (at_zero.size() >= 3 && !start.empty()) {
-      double g0 = median(start), gz = median(at_zero);
+      double g0 = median_of(start), gz = median_of(at_zero);
       if (gz >= t.stale_gradient * g0) {
         f.fired = stale = true;
         f.summary = fmt::format(

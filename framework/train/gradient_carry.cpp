@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "framework/amp/grad_scaler.h"
 #include "framework/errors.h"
 
 namespace clinic {
@@ -9,18 +10,15 @@ namespace clinic {
 double GradientCarry::add_to(const std::vector<torch::Tensor>& params, double norm) const {
   if (!on_ || kept_.empty()) return norm;
   torch::NoGradGuard g;
-  std::vector<torch::Tensor> norms;
   for (size_t i = 0; i < params.size(); ++i) {
     const auto& p = params[i];
-    if (kept_[i].defined()) {
-      if (p.grad().defined())
-        p.mutable_grad().add_(kept_[i]);
-      else
-        p.mutable_grad() = kept_[i].clone();  // no gradient this update: the kept one alone
-    }
-    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(torch::kDouble));
+    if (!kept_[i].defined()) continue;
+    if (p.grad().defined())
+      p.mutable_grad().add_(kept_[i]);
+    else
+      p.mutable_grad() = kept_[i].clone();  // no gradient this update: the kept one alone
   }
-  return norms.empty() ? 0.0 : torch::stack(norms).norm(2).item<double>();
+  return scale_grads_and_norm(params, 1.0).item<double>();  // factor 1: the norm only
 }
 
 void GradientCarry::keep(const std::vector<torch::Tensor>& params) {
