@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <string>
 #include <unistd.h>
 
@@ -55,6 +56,14 @@ inline void expect_close(const torch::Tensor& a, const torch::Tensor& b,
   auto diff = (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
   EXPECT_TRUE(torch::allclose(a.to(torch::kDouble), b.to(torch::kDouble), rtol, atol))
       << "max |a - b| = " << diff;
+}
+
+/// A copy of every parameter of m by name (a snapshot that later training
+/// does not change).
+inline std::map<std::string, torch::Tensor> named_weights(const torch::nn::Module& m) {
+  std::map<std::string, torch::Tensor> w;
+  for (const auto& p : m.named_parameters()) w[p.key()] = p.value().detach().clone();
+  return w;
 }
 
 /// Tiny model config for fast tests.

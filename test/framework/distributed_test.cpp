@@ -41,9 +41,7 @@ struct Job {
     auto m = build_model(cfg.model, VocabInfo{16, 16, true});
     auto meta = load_checkpoint(dir.file(run + "/checkpoint_last.pt"), *m, nullptr);
     if (update) *update = meta.state.update;
-    std::map<std::string, torch::Tensor> out;
-    for (const auto& p : m->named_parameters()) out[p.key()] = p.value().clone();
-    return out;
+    return test::named_weights(*m);
   }
 };
 

@@ -20,20 +20,16 @@ RunConfig toy(bool zero_grad, int64_t updates) {
   return load_recipe("cases/toy_loss_spikes_no_zero_grad",
                      {"model.dropout=0", "model.attention_dropout=0", "diag.interval=0",
                       "schedule.name=constant", "schedule.warmup_updates=0", "optim.lr=0.01",
-                      "optim.eps=1e-4", std::string("train.zero_grad=") + (zero_grad ? "true" : "false"),
+                      "optim.eps=1e-4",
+                      std::string("train.zero_grad=") + (zero_grad ? "true" : "false"),
                       "train.max_updates=" + std::to_string(updates), "train.log_interval=1"});
-}
-
-std::map<std::string, torch::Tensor> weights(Seq2SeqModel& m) {
-  std::map<std::string, torch::Tensor> w;
-  for (const auto& p : m.named_parameters()) w[p.key()] = p.value().detach().clone();
-  return w;
 }
 
 double max_difference(const std::map<std::string, torch::Tensor>& a,
                       const std::map<std::string, torch::Tensor>& b) {
   double worst = 0;
-  for (const auto& [name, t] : a) worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
+  for (const auto& [name, t] : a)
+    worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
   return worst;
 }
 
@@ -48,7 +44,7 @@ TEST(GradientCarry, TrainerStepsLikeALoopThatNeverZeroesGradients) {
   auto ref = build_model(cfg.model, VocabInfo{6, 6, true});
   {
     torch::NoGradGuard g;
-    auto init = weights(t.model());
+    auto init = test::named_weights(t.model());
     for (auto& p : ref->named_parameters()) p.value().copy_(init.at(p.key()));
   }
   std::vector<torch::Tensor> rp;
@@ -66,14 +62,14 @@ TEST(GradientCarry, TrainerStepsLikeALoopThatNeverZeroesGradients) {
     // The logged gradient norm is the carried sum's, the one the clip saw.
     EXPECT_NEAR(s.grad_norm, norm, 1e-4 * norm) << "update " << k + 1;
   }
-  EXPECT_LT(max_difference(weights(t.model()), weights(*ref)), 2e-5);
+  EXPECT_LT(max_difference(test::named_weights(t.model()), test::named_weights(*ref)), 2e-5);
 
   // The default loop zeroes: its weights are not the reference's.
   test::TempDir z;
   Trainer zt(toy(true, K), z.file("zero"));
   zt.setup();
   for (int64_t k = 0; k < K; ++k) zt.train_update({b});
-  EXPECT_GT(max_difference(weights(zt.model()), weights(*ref)), 1e-3);
+  EXPECT_GT(max_difference(test::named_weights(zt.model()), test::named_weights(*ref)), 1e-3);
 }
 
 // A resumed run carries the gradients the interrupted one had kept.
@@ -88,7 +84,8 @@ TEST(GradientCarry, ResumeCarriesTheKeptGradients) {
   Trainer second(toy(false, 8), d.file("halves"));
   second.fit();
   ASSERT_EQ(second.state().update, 8);
-  EXPECT_LT(max_difference(weights(second.model()), weights(whole.model())), 1e-6);
+  const auto whole_w = test::named_weights(whole.model());
+  EXPECT_LT(max_difference(test::named_weights(second.model()), whole_w), 1e-6);
   // Without the kept gradients (a checkpoint of the first half, stripped of
   // them, as train.zero_grad: true writes none) the second half differs.
   {
@@ -97,7 +94,7 @@ TEST(GradientCarry, ResumeCarriesTheKeptGradients) {
   }
   Trainer other(toy(false, 8), d.file("zeroed"));
   other.fit();
-  EXPECT_GT(max_difference(weights(other.model()), weights(whole.model())), 1e-4);
+  EXPECT_GT(max_difference(test::named_weights(other.model()), whole_w), 1e-4);
 }
 
 }  // namespace

@@ -441,8 +441,7 @@ TEST(Trainer, GroupAtLrZeroIsFrozen) {
          "optim.groups=[{name: frozen, match: 'encoder_layers\\.0\\..*\\.norm\\.bias', lr: 0}]"});
     Trainer t(cfg, d.file("run"));
     t.setup();
-    std::map<std::string, torch::Tensor> init;
-    for (const auto& p : t.model().named_parameters()) init[p.key()] = p.value().detach().clone();
+    auto init = test::named_weights(t.model());
     t.fit();
     int frozen = 0;
     for (const auto& p : t.model().named_parameters()) {
