@@ -39,11 +39,12 @@ for setting in ${SETTINGS:-reported zero_grad eps_1e-6 lr_x0.1 label_smoothing_0
       --set train.max_updates="${UPDATES:-100000}" ${SET[$setting]} > "$run.log" 2>&1 \
       || echo "$run: clinic train exited with $?" | tee -a "$OUT/failures.txt"
     # Spike counts (abs rule: a jump >= 10 nats), in all and per 10k-update window.
-    windows=$({ grep '"event": "spike", "update": [0-9]*, .*"rule": "abs' "$run/metrics.jsonl" || true; } |
+    counts=$({ grep '"event": "spike", "update": [0-9]*, .*"rule": "abs' "$run/metrics.jsonl" || true; } |
       sed 's/.*"update": \([0-9]*\),.*/\1/' |
       awk -v n="${UPDATES:-100000}" '{ c[int(($1 - 1) / 10000)]++ }
-        END { for (w = 0; w * 10000 < n; w++) printf "%s%d", (w ? " " : ""), c[w] + 0 }')
-    echo "$setting seed $seed: $(grep -c '"event": "spike", "update": [0-9]*, .*"rule": "abs' "$run/metrics.jsonl" || true) abs spikes; per 10k updates: $windows"
+        END { printf "%d abs spikes; per 10k updates:", NR
+              for (w = 0; w * 10000 < n; w++) printf " %d", c[w] + 0 }')
+    echo "$setting seed $seed: $counts"
   done
   # The setting's report: its diagnosis (spikes, Adam's eps, logit margins) per seed.
   runs=()
