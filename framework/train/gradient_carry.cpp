@@ -40,7 +40,11 @@ void GradientCarry::restore(const std::map<std::string, torch::Tensor>& extras,
   bool any = false;
   for (const auto& [key, t] : extras) {
     if (key.rfind("grad_carry/", 0) != 0) continue;
-    size_t i = std::stoul(key.substr(11));
+    const std::string index = key.substr(11);
+    size_t i = params.size();  // not a parameter index: refused below
+    if (!index.empty() && index.find_first_not_of("0123456789") == std::string::npos &&
+        index.size() < 10)
+      i = std::stoul(index);
     if (i >= params.size() || !t.sizes().equals(params[i].sizes()))
       throw CheckpointError(fmt::format(
           "{}: its carried gradient {} does not fit this model's parameter (train.zero_grad: "

@@ -97,5 +97,25 @@ TEST(GradientCarry, ResumeCarriesTheKeptGradients) {
   EXPECT_GT(max_difference(test::named_weights(other.model()), whole_w), 1e-4);
 }
 
+// Kept gradients that do not fit the model (a damaged or foreign checkpoint)
+// are refused with the checkpoint's path and the key.
+TEST(GradientCarry, RestoreRefusesGradientsThatDoNotFit) {
+  std::vector<torch::Tensor> params{torch::zeros({2, 3}), torch::zeros({4})};
+  GradientCarry carry(true);
+  for (const auto& [key, t] : std::vector<std::pair<std::string, torch::Tensor>>{
+           {"grad_carry/1", torch::zeros({5})},      // wrong shape
+           {"grad_carry/2", torch::zeros({4})},      // no such parameter
+           {"grad_carry/x1", torch::zeros({4})},     // not an index
+           {"grad_carry/", torch::zeros({4})}}) {
+    std::string e = test::error_of<CheckpointError>(
+        [&] { carry.restore({{key, t}}, params, "run/checkpoint_last.pt"); });
+    EXPECT_NE(e.find("run/checkpoint_last.pt: its carried gradient " + key + " does not fit"),
+              std::string::npos)
+        << e;
+  }
+  carry.restore({{"grad_carry/1", torch::ones({4})}}, params, "ok.pt");  // fits
+  EXPECT_DOUBLE_EQ(carry.add_to(params, 0.0), 2.0);  // the kept ones as the gradient: norm 2
+}
+
 }  // namespace
 }  // namespace clinic
