@@ -235,7 +235,8 @@ void Instruments::after_step() {
     pending_.add("adam_eps", sm.eps)
         .add("adam_eps_dominated", sm.eps_dominated)
         .add("adam_sqrt_v_quantiles", sm.sqrt_v_quantiles)
-        .add("adam_tensor_eps_dominated", sm.tensor_eps_dominated);
+        .add("adam_tensor_eps_dominated", sm.tensor_eps_dominated)
+        .add("adam_first_moment_ratio", sm.first_moment_ratio);
   metrics_.write(pending_);
   base_.reset();
   random_.reset();

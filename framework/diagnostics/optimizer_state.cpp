@@ -13,9 +13,11 @@ namespace clinic {
 
 namespace {
 // v, and the divisor the optimizer applies to it before the sqrt.
+// m and its bias correction 1 - beta1^t, for the first-moment ratio.
 struct MomentView {
-  torch::Tensor v;
+  torch::Tensor v, m;
   double v_scale = 1, eps = 0;
+  double v_correction = 1, m_correction = 1;  // 1 - beta2^t, 1 - beta1^t
 };
 
 template <class State, class Options>
@@ -24,9 +26,13 @@ bool adam_like(torch::optim::OptimizerParamState* st, const torch::optim::Optimi
   auto* s = dynamic_cast<State*>(st);
   auto* opt = dynamic_cast<const Options*>(&o);
   if (!s || !opt || !s->exp_avg_sq().defined()) return false;
-  double beta2 = std::get<1>(opt->betas());
+  double beta1 = std::get<0>(opt->betas()), beta2 = std::get<1>(opt->betas());
+  const auto t = static_cast<double>(s->step());
   out->v = s->exp_avg_sq();
-  out->v_scale = 1 - std::pow(beta2, static_cast<double>(s->step()));
+  out->m = s->exp_avg();
+  out->v_scale = 1 - std::pow(beta2, t);
+  out->v_correction = out->v_scale;
+  out->m_correction = 1 - std::pow(beta1, t);
   out->eps = opt->eps();
   return true;
 }
@@ -42,6 +48,7 @@ SecondMomentSummary summarize_second_moments(torch::optim::Optimizer& optimizer,
     for (auto& p : group.params()) options_of[p.unsafeGetTensorImpl()] = &group.options();
   auto& state = optimizer.state();
   int64_t total = 0, dominated = 0;
+  double m_sq = 0, v_sum = 0;  // sum of m_hat^2 and of v_hat
   std::vector<torch::Tensor> sqrt_vs;
   for (const auto& p : params) total += p.numel();
   const int64_t stride = std::max<int64_t>(1, total / (1 << 20));
@@ -58,8 +65,12 @@ SecondMomentSummary summarize_second_moments(torch::optim::Optimizer& optimizer,
       auto* s = dynamic_cast<RAdamParamState*>(it->second.get());
       auto* opt = o != options_of.end() ? dynamic_cast<const RAdamOptions*>(o->second) : nullptr;
       if (s && opt && s->exp_avg_sq().defined()) {
+        const auto t = static_cast<double>(s->step());
         m.v = s->exp_avg_sq();
-        m.v_scale = 1;
+        m.m = s->exp_avg();
+        m.v_scale = 1;  // eps is added to sqrt(v) itself
+        m.v_correction = 1 - std::pow(std::get<1>(opt->betas()), t);
+        m.m_correction = 1 - std::pow(std::get<0>(opt->betas()), t);
         m.eps = opt->eps();
         ok = true;
       }
@@ -75,9 +86,14 @@ SecondMomentSummary summarize_second_moments(torch::optim::Optimizer& optimizer,
     dominated += d;
     out.tensor_eps_dominated.push_back(static_cast<double>(d) / std::max<int64_t>(1, sq.numel()));
     sqrt_vs.push_back(sq.slice(0, 0, sq.numel(), stride).to(torch::kCPU));
+    if (m.m.defined() && m.m_correction > 0 && m.v_correction > 0) {
+      m_sq += m.m.detach().to(torch::kDouble).div(m.m_correction).pow(2).sum().item<double>();
+      v_sum += m.v.detach().to(torch::kDouble).sum().item<double>() / m.v_correction;
+    }
   }
   if (!out.available) return out;
   out.eps_dominated = static_cast<double>(dominated) / std::max<int64_t>(1, total);
+  if (v_sum > 0) out.first_moment_ratio = std::sqrt(m_sq / v_sum);
   auto all = std::get<0>(torch::cat(sqrt_vs).to(torch::kDouble).sort());
   const int64_t n = all.numel();
   for (double q : {0.01, 0.1, 0.5, 0.9, 0.99})

@@ -21,6 +21,15 @@ struct SecondMomentSummary {
   std::vector<double> sqrt_v_quantiles;
   double eps_dominated = 0;             // share of entries with sqrt(v) < eps (exact)
   std::vector<double> tensor_eps_dominated;  // the same per parameter tensor
+  /// |m_hat| / |sqrt(v_hat)| over all entries (L2 norms, both moments bias-
+  /// corrected): how much of the gradient's size survives Adam's averaging.
+  /// A gradient that is the same every update gives 1 (m_hat = g, v_hat =
+  /// g^2); zero-mean noise with beta1 = 0.9 gives about
+  /// sqrt((1 - beta1) / (1 + beta1)) = 0.23. Mini-batch training sits well
+  /// below 1; a gradient that is never zeroed (a running sum that each update
+  /// changes by one step's gradient) stays near 1 - the stale-gradient
+  /// symptom that does not need the loss to reach 0 (docs/diagnose.md).
+  double first_moment_ratio = NAN;
 };
 
 /// For `params` (in that order; entries without state count as 0 and NaN).

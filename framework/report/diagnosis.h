@@ -28,6 +28,8 @@ struct DiagnoseThresholds {
   double zero_loss_bits = 1e-3;        // a logged loss below this counts as ~0...
   double stale_gradient = 0.1;         // ...and a gradient norm there at or above this
                                        // fraction of the first updates' is stale
+  double stale_first_moment = 0.95;    // Adam |m_hat| / |sqrt(v_hat)| at or above: the
+                                       // gradient repeats (in >= 3 and >= half the records)
 };
 
 /// Every rule, in a fixed order; fired ones first in the report.

@@ -86,6 +86,7 @@ RunData read_run(const std::string& run_dir) {
       RunConfig cfg = parse_recipe_text(read_file(recipe), recipe);
       const auto& m = cfg.model;
       r.residual = m.residual;
+      r.fixed_batch = cfg.data.source == "fixed_batch";
       if (cfg.train.criterion == "label_smoothed_cross_entropy")
         r.label_smoothing = cfg.train.label_smoothing;
       std::string enc = m.encoder_residual.empty() ? m.residual : m.encoder_residual;

@@ -17,6 +17,7 @@ struct RunData {
   std::string label;        // "post_ln", "enc post_ln / dec pre_ln", ...
   std::string residual;     // model.residual of the run's recipe ("" when unknown)
   double label_smoothing = 0;  // the recipe's, when its criterion smooths (0 when unknown)
+  bool fixed_batch = false;    // data.source: fixed_batch (one batch every update)
   std::vector<nlohmann::json> train, valid, diag, spikes, nonfinite;
   std::string init_summary;
   int64_t skipped_lines = 0;  // unreadable lines (a killed run's last one)

@@ -2,6 +2,7 @@
 // independent computation.
 #include <cmath>
 #include <fstream>
+#include <memory>
 #include <regex>
 #include <sstream>
 
@@ -10,6 +11,7 @@
 #include "framework/diagnostics/probe.h"
 #include "framework/diagnostics/spikes.h"
 #include "framework/diagnostics/tensorboard.h"
+#include "framework/optim/radam.h"
 #include "framework/optim/state_key.h"
 #include "framework/train/trainer.h"
 #include "test/support.h"
@@ -377,6 +379,44 @@ TEST(Instruments, SecondMomentSummaryAgainstEps) {
   ASSERT_EQ(s.sqrt_v_quantiles.size(), 5u);
   EXPECT_NEAR(s.sqrt_v_quantiles[2], 500e-8, 2e-8);  // median
   EXPECT_NEAR(s.sqrt_v_quantiles[4], 989e-8, 2e-8);  // 99 %
+}
+
+// |m_hat| / |sqrt(v_hat)| against the moments recomputed by hand: a gradient
+// that never changes gives exactly 1 (Adam and clinic's RAdam), one that
+// flips sign every update gives the ratio of the two bias-corrected EMAs.
+TEST(Instruments, FirstMomentRatioIsOneForAGradientThatNeverChanges) {
+  auto g = torch::linspace(-2, 3, 64);
+  for (int kind = 0; kind < 2; ++kind) {
+    auto p = torch::zeros({64}, torch::requires_grad());
+    std::unique_ptr<torch::optim::Optimizer> opt;
+    if (kind == 0)
+      opt = std::make_unique<torch::optim::Adam>(
+          std::vector<torch::Tensor>{p}, torch::optim::AdamOptions(1e-3).betas({0.9, 0.98}));
+    else
+      opt = std::make_unique<RAdam>(std::vector<torch::Tensor>{p},
+                                    RAdamOptions(1e-3).betas({0.9, 0.98}));
+    for (int t = 0; t < 7; ++t) {
+      p.mutable_grad() = g.clone();
+      opt->step();
+    }
+    EXPECT_NEAR(summarize_second_moments(*opt, {p}).first_moment_ratio, 1.0, 1e-5) << kind;
+  }
+  // +g, -g, +g, ...: m_t = sum_k (1-b1) b1^(t-k) (-1)^(k+1) g, v_t = (1-b2^t) g^2.
+  auto p = torch::zeros({64}, torch::requires_grad());
+  torch::optim::Adam adam({p}, torch::optim::AdamOptions(1e-3).betas({0.9, 0.98}));
+  double m = 0, v = 0;
+  const int steps = 9;
+  for (int t = 1; t <= steps; ++t) {
+    double sign = t % 2 ? 1.0 : -1.0;
+    p.mutable_grad() = g * sign;
+    adam.step();
+    m = 0.9 * m + 0.1 * sign;
+    v = 0.98 * v + 0.02;
+  }
+  double expected = std::abs(m / (1 - std::pow(0.9, steps))) / std::sqrt(v / (1 - std::pow(0.98, steps)));
+  auto s = summarize_second_moments(adam, {p});
+  EXPECT_NEAR(s.first_moment_ratio, expected, 1e-5);
+  EXPECT_LT(s.first_moment_ratio, 0.5);
 }
 
 }  // namespace

@@ -167,10 +167,55 @@ TEST(Diagnose, StaleGradientFiresWhenTheGradientOutlivesItsLoss) {
   EXPECT_FALSE(rule(healthy, "stale_gradient").fired);
   EXPECT_EQ(rule(healthy, "stale_gradient").checked,
             "stale gradients: at a loss below 0.001 bits the gradient norm fell to 0.29 (3 at "
-            "the start)");
+            "the start); no Adam first-moment ratio recorded");
   EXPECT_EQ(rule(healthy, "loss_spikes").cure.find("stale_gradient"), std::string::npos);
   TempDir f;
   EXPECT_TRUE(rule(diagnose(synthetic(f, records(0.31))), "stale_gradient").fired);
+}
+
+// The stale gradient at a loss far from 0 (case A with gradients never
+// zeroed): Adam's |m_hat| / |sqrt(v_hat)| stays at ~1 in most diag records.
+// Measured: 1.00-1.27 with the gradients carried, 0.26-0.80 zeroed.
+TEST(Diagnose, StaleGradientFiresWhenAdamsFirstMomentMatchesItsSecond) {
+  auto records = [](const std::vector<double>& ratios) {
+    std::vector<std::string> r;
+    for (size_t i = 0; i < ratios.size(); ++i) {
+      r.push_back(fmt::format(R"j({{"update": {}, "loss": 8.{}, "grad_norm": {}}})j",
+                              50 * (i + 1), i, 100 + 50 * i));
+      r.push_back(fmt::format(R"j({{"event": "diag", "update": {}, "adam_first_moment_ratio": {}}})j",
+                              50 * (i + 1), ratios[i]));
+    }
+    return r;
+  };
+  TempDir d;
+  auto carried = diagnose(synthetic(d, records({0.8, 0.96, 1.2, 1.0, 0.99})));
+  const auto& st = rule(carried, "stale_gradient");
+  ASSERT_TRUE(st.fired);
+  expect_contains(st.summary, "Adam's |m_hat| / |sqrt(v_hat)| was >= 0.95 in 4 of 5 diag "
+                              "records (from update 100, median 0.995");
+  expect_contains(st.cure, "train.zero_grad: true");
+  // Three of seven at the threshold is under half: not fired; two of two is
+  // under three records: not fired.
+  TempDir e;
+  const Finding minority =
+      rule(diagnose(synthetic(e, records({0.96, 0.5, 0.95, 0.4, 1.0, 0.3, 0.3}))),
+           "stale_gradient");
+  EXPECT_FALSE(minority.fired);
+  expect_contains(minority.checked, "Adam's |m_hat| / |sqrt(v_hat)| >= 0.95 in 3 of 7 diag "
+                                    "records (median 0.500)");
+  TempDir f;
+  EXPECT_FALSE(rule(diagnose(synthetic(f, records({1.0, 1.0}))), "stale_gradient").fired);
+  // One fixed batch every update repeats its gradient by design.
+  TempDir g;
+  std::filesystem::create_directories(g.file("run"));
+  test::write_text(g.file("run/recipe.yaml"),
+                   "data:\n  source: fixed_batch\n  fixed_input: \"1 0; 0 1\"\n"
+                   "  fixed_target: \"0 1; 1 0\"\n  fixed_vocab: 2\n");
+  auto fixed = synthetic(g, records({0.8, 0.96, 1.2, 1.0, 0.99}));
+  ASSERT_TRUE(fixed.fixed_batch);
+  const Finding fx = rule(diagnose(fixed), "stale_gradient");
+  EXPECT_FALSE(fx.fired);
+  expect_contains(fx.checked, "one fixed batch repeats its gradient by design");
 }
 
 TEST(Diagnose, Base64) {
