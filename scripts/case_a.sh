@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# docs/cases.md, case A with the report's (hypothesised) loop: the De-En
+# encoder + linear head with gradients never zeroed
+# (recipes/cases/de_en_tagger_no_zero_grad.yaml, 1,000 updates of 1024-token
+# batches), for several seeds, as reported and with each single change, then
+# one `clinic diagnose` report per setting and the cure table
+# (scripts/case_a_table.py). Resumable: a finished run dir is resumed and
+# stops at once. Budget: ~13 min per run alone on 2 cores (two at a time with
+# train.threads=1: ~14 min per pair).
+#   scripts/case_a.sh          env: SEEDS ("1 2") OUT (runs/case-a) CLINIC (build/bin/clinic)
+#                                   SETTINGS (all below) UPDATES (1000) JOBS (2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLINIC=${CLINIC:-build/bin/clinic}
+OUT=${OUT:-runs/case-a}
+[ -x "$CLINIC" ] || { scripts/install-deps.sh; scripts/build.sh -DCLINIC_BUILD_TESTS=OFF; }
+mkdir -p "$OUT"
+declare -A SET=(
+  [reported]=""
+  [zero_grad]="--set train.zero_grad=true"
+  [pre_ln]="--set model.residual=pre_ln"
+  [admin]="--set model.residual=admin"
+  [warmup_x2]="--set schedule.warmup_updates=8000"
+)
+SETTINGS=${SETTINGS:-reported zero_grad pre_ln admin warmup_x2}
+jobs_=()
+for setting in $SETTINGS; do
+  for seed in ${SEEDS:-1 2}; do
+    run="$OUT/tagger-$setting-seed$seed"
+    # shellcheck disable=SC2086
+    nice "$CLINIC" train cases/de_en_tagger_no_zero_grad --run-dir "$run" \
+      --set train.seed="$seed" --set train.threads=1 \
+      --set train.max_updates="${UPDATES:-1000}" ${SET[$setting]} > "$run.log" 2>&1 \
+      || echo "$run: clinic train exited with $?" >> "$OUT/failures.txt" &
+    jobs_+=($!)
+    if [ ${#jobs_[@]} -ge "${JOBS:-2}" ]; then wait "${jobs_[0]}"; jobs_=("${jobs_[@]:1}"); fi
+  done
+done
+wait
+for setting in $SETTINGS; do
+  runs=()
+  for seed in ${SEEDS:-1 2}; do runs+=("$OUT/tagger-$setting-seed$seed"); done
+  "$CLINIC" diagnose "${runs[@]}" --out "$OUT/diagnose-$setting" | grep -v '^report:' \
+    || echo "$setting: clinic diagnose exited with $?" | tee -a "$OUT/failures.txt"
+done
+python3 scripts/case_a_table.py "$OUT"
+[ ! -s "$OUT/failures.txt" ] || { cat "$OUT/failures.txt"; exit 1; }
