@@ -21,19 +21,21 @@ declare -A SET=(
   [pre_ln]="--set model.residual=pre_ln"
   [admin]="--set model.residual=admin"
   [warmup_x2]="--set schedule.warmup_updates=8000"
+  # The report's suspicion: the first layer's LayerNorm and attention biases
+  # held at their init (a parameter group at lr 0).
+  [frozen_biases]="--set \"optim.groups=[{name: frozen, match: 'layers\\.0\\.(.*norm.*\\.bias|self_attn\\..*bias)', lr: 0}]\""
 )
-SETTINGS=${SETTINGS:-reported zero_grad pre_ln admin warmup_x2}
-jobs_=()
+SETTINGS=${SETTINGS:-reported zero_grad pre_ln admin warmup_x2 frozen_biases}
 for setting in $SETTINGS; do
   for seed in ${SEEDS:-1 2}; do
     run="$OUT/tagger-$setting-seed$seed"
-    # shellcheck disable=SC2086
+    eval "extra=(${SET[$setting]})"  # a value may hold quoted spaces
     nice "$CLINIC" train cases/de_en_tagger_no_zero_grad --run-dir "$run" \
       --set train.seed="$seed" --set train.threads=1 \
-      --set train.max_updates="${UPDATES:-1000}" ${SET[$setting]} > "$run.log" 2>&1 \
+      --set train.max_updates="${UPDATES:-1000}" "${extra[@]}" > "$run.log" 2>&1 \
       || echo "$run: clinic train exited with $?" >> "$OUT/failures.txt" &
-    jobs_+=($!)
-    if [ ${#jobs_[@]} -ge "${JOBS:-2}" ]; then wait "${jobs_[0]}"; jobs_=("${jobs_[@]:1}"); fi
+    # At most JOBS runs at a time: wait for any one to end.
+    while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-2}" ]; do wait -n || true; done
   done
 done
 wait

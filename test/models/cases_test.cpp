@@ -30,6 +30,18 @@ int diagnose_into_report(const test::TempDir& d, const std::string& run, std::st
       test::clinic_bin() + " diagnose " + d.file(run) + " --out " + d.file("report"), out);
 }
 
+// The records of one event ("diag", "spike", ...) in D/RUN/metrics.jsonl.
+std::vector<nlohmann::json> events(const test::TempDir& d, const std::string& run,
+                                   const std::string& event) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(d.file(run + "/metrics.jsonl"));
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.value("event", "") == event) out.push_back(std::move(j));
+  }
+  return out;
+}
+
 TEST(Cases, NoamScheduleValuesAtGivenSteps) {
   RunConfig a = case_recipe("cases/de_en_tagger");
   Schedule s = build_schedule(a);
@@ -317,17 +329,12 @@ TEST(Cases, BothCasesTrainAndResume) {
   EXPECT_FALSE(std::filesystem::exists(d.file("report/dependency_decoder.png"))) << out;
   EXPECT_TRUE(std::filesystem::exists(d.file("report/layer_norms.png"))) << out;
   EXPECT_NE(out.find("tagger (encoder_tagger post_ln, 2 layers):"), std::string::npos) << out;
-  std::ifstream metrics(d.file("tagger/metrics.jsonl"));
-  std::string line;
-  size_t layer_norm_records = 0;
-  while (std::getline(metrics, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.value("event", "") != "diag") continue;
-    ASSERT_TRUE(j.contains("encoder_layer_grad_norm")) << line.substr(0, 200);
+  auto diag = events(d, "tagger", "diag");
+  EXPECT_EQ(diag.size(), 3u);  // updates 50, 100, 150
+  for (const auto& j : diag) {
+    ASSERT_TRUE(j.contains("encoder_layer_grad_norm")) << j.dump().substr(0, 200);
     EXPECT_EQ(j["encoder_layer_grad_norm"].size(), 2u);  // the recipe's 2 layers
-    ++layer_norm_records;
   }
-  EXPECT_EQ(layer_norm_records, 3u);  // updates 50, 100, 150
 }
 
 // The toy without its layer (scripts/cases.sh's no_layer setting): the output
@@ -357,14 +364,8 @@ TEST(Cases, ToyWithoutZeroGradSpikesAndDiagnoseNamesIt) {
   test::TempDir d;
   auto spikes = [&](const std::string& run) {
     int64_t n = 0;
-    std::ifstream in(d.file(run + "/metrics.jsonl"));
-    std::string line;
-    while (std::getline(in, line)) {
-      auto j = nlohmann::json::parse(line);
-      if (j.value("event", "") == "spike" &&
-          j.value("rule", "").find("abs") != std::string::npos)
-        ++n;
-    }
+    for (const auto& j : events(d, run, "spike"))
+      n += j.value("rule", "").find("abs") != std::string::npos;
     return n;
   };
   for (const char* zero : {"false", "true"}) {
@@ -406,11 +407,7 @@ TEST(Cases, TaggerWithoutZeroGradIsNamedByAdamsFirstMoment) {
   test::write_copy_corpus(d.file("c"), 300, 20);
   auto ratios = [&](const std::string& run) {
     std::vector<double> r;
-    std::ifstream in(d.file(run + "/metrics.jsonl"));
-    for (std::string line; std::getline(in, line);) {
-      auto j = nlohmann::json::parse(line);
-      if (j.value("event", "") == "diag") r.push_back(j.value("adam_first_moment_ratio", -1.0));
-    }
+    for (const auto& j : events(d, run, "diag")) r.push_back(j.value("adam_first_moment_ratio", -1.0));
     return r;
   };
   for (const char* zero : {"false", "true"}) {
