@@ -10,28 +10,24 @@ metrics.jsonl (stdlib only).
 
   python3 scripts/case_a_table.py runs/case-a
 """
-import json
 import os
 import re
 import statistics
 import sys
 
+from run_metrics import records
+
 
 def summarize(run_dir):
     train, valid, diag = [], [], []
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue  # a killed run's last line
-            ev = r.get("event")
-            if ev is None and isinstance(r.get("loss"), float):
-                train.append((r["update"], r["loss"]))
-            elif ev == "valid" and isinstance(r.get("valid_loss"), float):
-                valid.append((r["update"], r["valid_loss"]))
-            elif ev == "diag":
-                diag.append(r)
+    for r in records(run_dir):
+        ev = r.get("event")
+        if ev is None and isinstance(r.get("loss"), float):
+            train.append((r["update"], r["loss"]))
+        elif ev == "valid" and isinstance(r.get("valid_loss"), float):
+            valid.append((r["update"], r["valid_loss"]))
+        elif ev == "diag":
+            diag.append(r)
     if not train:
         return None
     low = min(train, key=lambda p: p[1])

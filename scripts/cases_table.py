@@ -8,33 +8,29 @@ tokens' median logit margin. Reads only metrics.jsonl (stdlib only).
   python3 scripts/cases_table.py runs/cases-nzg [PREFIX]
 PREFIX: the run dirs' name before "-SETTING-seedN" (default: any).
 """
-import json
 import math
 import os
 import re
 import sys
 from collections import defaultdict
 
+from run_metrics import records
+
 LN2 = math.log(2)
 
 
 def summarize(run_dir):
     spikes, largest, zero_from, last_diag = 0, 0.0, None, None
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue  # a killed run's last line
-            ev = r.get("event")
-            if ev == "spike":
-                if "abs" in r.get("rule", ""):
-                    spikes += 1
-                largest = max(largest, r.get("jump", 0.0))
-            elif ev == "diag":
-                last_diag = r
-            elif ev is None and "loss" in r and zero_from is None and r["loss"] < 1e-3:
-                zero_from = r["update"]
+    for r in records(run_dir):
+        ev = r.get("event")
+        if ev == "spike":
+            if "abs" in r.get("rule", ""):
+                spikes += 1
+            largest = max(largest, r.get("jump", 0.0))
+        elif ev == "diag":
+            last_diag = r
+        elif ev is None and "loss" in r and zero_from is None and r["loss"] < 1e-3:
+            zero_from = r["update"]
     out = {"spikes": spikes, "largest_nats": largest * LN2, "zero_from": zero_from}
     if last_diag:
         out["update"] = last_diag["update"]
