@@ -52,6 +52,14 @@ void EncoderOnlyModel::set_observer(SublayerObserver* observer) {
   }
 }
 
+std::string EncoderOnlyModel::initialize_from_batch(const Batch& batch) {
+  if (!variant->needs_profiling()) return "";
+  auto omegas = admin_profile(*this, batch, /*profile_encoder=*/true, /*profile_decoder=*/false);
+  std::string s = "admin omega per sublayer (1..2N):";
+  for (size_t i = 0; i < omegas.size(); ++i) s += fmt::format(" {}:{:.4f}", i + 1, omegas[i]);
+  return s;
+}
+
 torch::jit::Module EncoderOnlyModel::to_torchscript() const {
   throw ConfigError(fmt::format("model.arch = {}: TorchScript export covers the translation "
                                 "Transformer only",

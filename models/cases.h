@@ -37,6 +37,9 @@ class CausalEncoderLayerImpl : public EncoderLayerImpl {
 class EncoderOnlyModel : public Seq2SeqModel {
  public:
   void set_observer(SublayerObserver* observer) override;
+  /// model.residual: admin - Admin's profiling of the one stack (without it
+  /// omega stays 1 and the model is Post-LN).
+  std::string initialize_from_batch(const Batch& batch) override;
   torch::jit::Module to_torchscript() const override;
   torch::nn::ModuleList layers{nullptr};
   std::shared_ptr<ResidualVariant> variant;

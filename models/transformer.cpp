@@ -317,6 +317,16 @@ std::string TransformerImpl::initialize_from_batch(const Batch& batch) {
 
 std::vector<double> admin_initialize(TransformerImpl& model,
                                      const Batch& batch) {
+  // With per-stack variants only the Admin stack(s) are profiled; a model
+  // built in code without per-stack variants profiles both.
+  if (model.encoder_variant && model.decoder_variant)
+    return admin_profile(model, batch, model.encoder_variant->needs_profiling(),
+                         model.decoder_variant->needs_profiling());
+  return admin_profile(model, batch, true, true);
+}
+
+std::vector<double> admin_profile(Seq2SeqModel& model, const Batch& batch, bool profile_encoder,
+                                  bool profile_decoder) {
   struct Profiler : SublayerObserver {
     double running[2] = {1.0, 1.0};  // encoder, decoder
     bool profile[2] = {true, true};  // stacks whose variant is profiled
@@ -336,12 +346,8 @@ std::vector<double> admin_initialize(TransformerImpl& model,
       r = std::sqrt(var_x + var_f);
     }
   } profiler;
-  // With per-stack variants only the Admin stack(s) are profiled; a model
-  // built in code without per-stack variants profiles both.
-  if (model.encoder_variant && model.decoder_variant) {
-    profiler.profile[0] = model.encoder_variant->needs_profiling();
-    profiler.profile[1] = model.decoder_variant->needs_profiling();
-  }
+  profiler.profile[0] = profile_encoder;
+  profiler.profile[1] = profile_decoder;
   bool was_training = model.is_training();
   model.train(true);
   model.set_observer(&profiler);

@@ -134,6 +134,11 @@ class TransformerImpl : public Seq2SeqModel {
 /// r <- sqrt(Var(omega_k ⊙ x) + Var(f_k(x))) over all elements (padding
 /// included). Returns per-sublayer omega values, encoder first.
 std::vector<double> admin_initialize(TransformerImpl& model, const Batch& batch);
+/// The same profiling for any model whose sublayers report to its observer
+/// (an encoder-only model profiles its one stack): only the stacks flagged
+/// are profiled.
+std::vector<double> admin_profile(Seq2SeqModel& model, const Batch& batch, bool profile_encoder,
+                                  bool profile_decoder);
 
 /// Rewrite an admin (scalar omega), admin_closed_form (scalar) or deepnorm
 /// model as plain Post-LN: LN(w x + f) = LN(x + f / w) up to LayerNorm's eps,

@@ -217,6 +217,55 @@ TEST(Cases, EncoderTaggerMatchesTheReport) {
   EXPECT_EQ(pt->layers[0]->as<EncoderLayerImpl>()->attn_sublayer->position, NormPosition::kPre);
 }
 
+// model.residual: admin on the encoder-only models runs Admin's profiling
+// (it once did not: omega stayed 1 and "admin" trained as Post-LN). The
+// recursion is recomputed from the sublayer inputs and branch outputs of a
+// second forward with the profiled omegas (dropout 0 in case A: the same
+// tensors as the profiling pass).
+TEST(Cases, AdminOnTheEncoderOnlyModelsIsProfiled) {
+  RunConfig a = case_recipe("cases/de_en_tagger", {"model.d_model=64", "model.ffn_dim=128",
+                                                   "model.residual=admin",
+                                                   "model.encoder_layers=3"});
+  torch::manual_seed(5);
+  auto m = build_model(a.model, VocabInfo{100, 100, false});
+  const int e = static_cast<int>(kEos);
+  Batch b;
+  b.src = torch::tensor({{7, 8, 9, e}, {10, e, 0, 0}}, torch::kLong);
+  b.tgt_in = b.src;
+  std::string summary = m->initialize_from_batch(b);
+  EXPECT_NE(summary.find("admin omega per sublayer (1..2N): 1:1.0000 2:"), std::string::npos)
+      << summary;
+  struct Recorder : SublayerObserver {
+    std::vector<torch::Tensor> x, fx;
+    std::vector<double> omega;
+    void on_branch(SublayerView& v) override {
+      omega.push_back(v.omega.mean().item<double>());
+      x.push_back(v.x.clone());
+      fx.push_back(v.fx.clone());
+    }
+  } rec;
+  m->set_observer(&rec);
+  {
+    torch::NoGradGuard g;
+    m->forward(b.src, b.tgt_in);
+  }
+  m->set_observer(nullptr);
+  ASSERT_EQ(rec.omega.size(), 6u);
+  double r = 1;
+  for (size_t k = 0; k < rec.omega.size(); ++k) {
+    EXPECT_NEAR(rec.omega[k], r, 1e-5) << "sublayer " << k;
+    r = std::sqrt((rec.x[k] * rec.omega[k]).var(false).item<double>() +
+                  rec.fx[k].var(false).item<double>());
+  }
+  // Not the unprofiled 1 (with the tutorial's small-variance branches and
+  // input, Admin's omegas stay near 1 here: 0.99-1.01).
+  EXPECT_GT(std::abs(rec.omega[1] - 1.0), 1e-3);
+  EXPECT_GT(std::abs(rec.omega[5] - 1.0), 1e-3);
+  // Post-LN has nothing to profile.
+  RunConfig post = case_recipe("cases/de_en_tagger", {"model.d_model=64", "model.ffn_dim=128"});
+  EXPECT_EQ(build_model(post.model, VocabInfo{100, 100, false})->initialize_from_batch(b), "");
+}
+
 // encoder_tagger_row_pe: the tutorial's sequence-first PositionalEncoding on
 // batch-first input adds pe[b] to every position of row b. Checked with no
 // layer (encode's output is the embedding sum) against the tutorial's formula
