@@ -185,7 +185,7 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
   //     is not the gradient of this loss;
   // (b) at any loss: Adam's |m_hat| / |sqrt(v_hat)| near 1 says the gradient is
   //     the same from update to update (a running sum that each update changes
-  //     by one step's gradient); mini-batch gradients sit well below (0.2-0.8
+  //     by one step's gradient); mini-batch gradients sit well below (0.15-0.8
   //     measured), and one fixed batch repeats its gradient by design, so (b)
   //     is not applied to data.source: fixed_batch.
   bool stale = false;
@@ -239,7 +239,7 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
     } else if (high.size() >= 3 && 2 * high.size() >= ratios.size()) {
       evidence.push_back(fmt::format(
           "Adam's |m_hat| / |sqrt(v_hat)| was >= {:g} in {} of {} diag records (from update "
-          "{}, median {:.3f}; mini-batch gradients give 0.2-0.8): the gradient is the same from "
+          "{}, median {:.3f}; mini-batch gradients give 0.15-0.8): the gradient is the same from "
           "update to update",
           t.stale_first_moment, high.size(), ratios.size(), first_high, median_of(high)));
     } else {
