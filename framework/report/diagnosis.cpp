@@ -188,7 +188,7 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
   //     by one step's gradient); mini-batch gradients sit well below (0.15-0.8
   //     measured), and one fixed batch repeats its gradient by design, so (b)
   //     is not applied to data.source: fixed_batch.
-  bool stale = false;
+  bool stale = false, stale_at_zero = false;  // any form; form (a)
   {
     Finding f;
     f.rule = "stale_gradient";
@@ -206,7 +206,7 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
     std::vector<std::string> evidence, checked;
     if (at_zero.size() >= 3 && !start.empty()) {
       double g0 = median_of(start), gz = median_of(at_zero);
-      if (gz >= t.stale_gradient * g0)
+      if ((stale_at_zero = gz >= t.stale_gradient * g0))
         evidence.push_back(fmt::format(
             "the loss was below {:g} bits in {} of {} logged intervals (from update {}), yet "
             "the gradient norm there stayed at {:.3g} (median; {:.3g} over the first logged "
@@ -349,9 +349,12 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
                               "only: {}), the largest +{:.1f} bits{}{}",
                               r.spikes.size(), n_abs, n_robust, max_jump, eps,
                               margin_text(diag_before(r, update_of(r.spikes.front()) - 1)));
-      f.cure = stale ? "zero the gradients before each backward (see stale_gradient): the "
-                       "carried gradient keeps Adam's steps full-size at a loss of 0, the weights "
-                       "and logits grow, and a dropout mask turns them into a spike"
+      f.cure = stale_at_zero
+                   ? "zero the gradients before each backward (see stale_gradient): the "
+                     "carried gradient keeps Adam's steps full-size at a loss of 0, the weights "
+                     "and logits grow, and a dropout mask turns them into a spike"
+               : stale ? "zero the gradients before each backward (see stale_gradient): every "
+                         "update steps on the sum of the earlier gradients"
                : !eps_before.empty() && *std::max_element(eps_before.begin(), eps_before.end()) >=
                                           t.eps_dominated
                    ? "tiny gradients divided by a tiny second moment: raise optim.eps (e.g. "

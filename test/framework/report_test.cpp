@@ -188,12 +188,19 @@ TEST(Diagnose, StaleGradientFiresWhenAdamsFirstMomentMatchesItsSecond) {
     return r;
   };
   TempDir d;
-  auto carried = diagnose(synthetic(d, records({0.8, 0.96, 1.2, 1.0, 0.99})));
+  auto lines = records({0.8, 0.96, 1.2, 1.0, 0.99});
+  lines.push_back(R"j({"event": "spike", "update": 260, "loss": 9, "prev_loss": 8.5, "jump": 0.5, "rule": "robust"})j");
+  auto carried = diagnose(synthetic(d, lines));
   const auto& st = rule(carried, "stale_gradient");
   ASSERT_TRUE(st.fired);
   expect_contains(st.summary, "Adam's |m_hat| / |sqrt(v_hat)| was >= 0.95 in 4 of 5 diag "
                               "records (from update 100, median 0.995");
   expect_contains(st.cure, "train.zero_grad: true");
+  // A spike far from loss 0: the zero-loss explanation (case B) is not given.
+  expect_contains(rule(carried, "loss_spikes").cure,
+                  "zero the gradients before each backward (see stale_gradient): every update "
+                  "steps on the sum of the earlier gradients");
+  EXPECT_EQ(rule(carried, "loss_spikes").cure.find("at a loss of 0"), std::string::npos);
   // Three of seven at the threshold is under half: not fired; two of two is
   // under three records: not fired.
   TempDir e;
