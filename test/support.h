@@ -13,6 +13,7 @@
 
 #include "framework/config.h"
 #include "framework/data/text.h"
+#include "framework/model.h"
 #include "test_paths.h"
 
 namespace clinic::test {
@@ -64,6 +65,31 @@ inline std::map<std::string, torch::Tensor> named_weights(const torch::nn::Modul
   std::map<std::string, torch::Tensor> w;
   for (const auto& p : m.named_parameters()) w[p.key()] = p.value().detach().clone();
   return w;
+}
+
+/// Each sublayer's input x, branch output f(x) and mean omega, in order, from
+/// one no-grad forward of m on b (in m's current train/eval mode): the
+/// tensors an Admin profiling test recomputes the omega recursion from.
+struct BranchRecord {
+  std::vector<torch::Tensor> x, fx;
+  std::vector<double> omega;
+};
+inline BranchRecord record_branches(Seq2SeqModel& m, const Batch& b) {
+  struct Recorder : SublayerObserver {
+    BranchRecord rec;
+    void on_branch(SublayerView& v) override {
+      rec.omega.push_back(v.omega.mean().item<double>());
+      rec.x.push_back(v.x.clone());
+      rec.fx.push_back(v.fx.clone());
+    }
+  } recorder;
+  m.set_observer(&recorder);
+  {
+    torch::NoGradGuard g;
+    m.forward(b.src, b.tgt_in);
+  }
+  m.set_observer(nullptr);
+  return std::move(recorder.rec);
 }
 
 /// Tiny model config for fast tests.

@@ -235,21 +235,7 @@ TEST(Cases, AdminOnTheEncoderOnlyModelsIsProfiled) {
   std::string summary = m->initialize_from_batch(b);
   EXPECT_NE(summary.find("admin omega per sublayer (1..2N): 1:1.0000 2:"), std::string::npos)
       << summary;
-  struct Recorder : SublayerObserver {
-    std::vector<torch::Tensor> x, fx;
-    std::vector<double> omega;
-    void on_branch(SublayerView& v) override {
-      omega.push_back(v.omega.mean().item<double>());
-      x.push_back(v.x.clone());
-      fx.push_back(v.fx.clone());
-    }
-  } rec;
-  m->set_observer(&rec);
-  {
-    torch::NoGradGuard g;
-    m->forward(b.src, b.tgt_in);
-  }
-  m->set_observer(nullptr);
+  auto rec = test::record_branches(*m, b);
   ASSERT_EQ(rec.omega.size(), 6u);
   double r = 1;
   for (size_t k = 0; k < rec.omega.size(); ++k) {

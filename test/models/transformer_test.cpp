@@ -113,33 +113,20 @@ TEST(Transformer, AdminProfilingFollowsTheClinicRecursion) {
   b.tgt_in = ids({{kBos, 4, 5, 6}, {kBos, 7}});
   // Recompute the recursion independently from the sublayer inputs and
   // branch outputs of the same forward (same dropout draws).
-  struct Recorder : SublayerObserver {
-    std::vector<std::pair<torch::Tensor, torch::Tensor>> seen;
-    std::vector<double> omega;
-    void on_branch(SublayerView& v) override {
-      omega.push_back(v.omega.mean().item<double>());
-      seen.emplace_back(v.x.clone(), v.fx.clone());
-    }
-  };
   torch::manual_seed(3);
   auto omegas = admin_initialize(*m, b);
   ASSERT_EQ(omegas.size(), 6u + 9u);
-  Recorder rec;
-  m->set_observer(&rec);
   m->train();
   torch::manual_seed(3);
-  {
-    torch::NoGradGuard g;
-    m->forward(b.src, b.tgt_in);
-  }
-  m->set_observer(nullptr);
+  auto rec = test::record_branches(*m, b);
+  ASSERT_EQ(rec.omega.size(), omegas.size());
   double r_enc = 1, r_dec = 1;
   for (size_t k = 0; k < omegas.size(); ++k) {
     double& r = k < 6 ? r_enc : r_dec;
     EXPECT_NEAR(omegas[k], r, 1e-5) << "sublayer " << k;
     EXPECT_NEAR(rec.omega[k], omegas[k], 1e-6) << "stored omega " << k;
-    auto& [x, fx] = rec.seen[k];
-    r = std::sqrt((x * omegas[k]).var(false).item<double>() + fx.var(false).item<double>());
+    r = std::sqrt((rec.x[k] * omegas[k]).var(false).item<double>() +
+                  rec.fx[k].var(false).item<double>());
   }
   EXPECT_DOUBLE_EQ(omegas[0], 1.0);
   EXPECT_DOUBLE_EQ(omegas[6], 1.0);  // each stack starts at 1
