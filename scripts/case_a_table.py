@@ -4,9 +4,9 @@ writes (OUT/tagger-SETTING-seedN): per run, the lowest logged training loss
 and where, the last one, the best and last validation loss (bits per target
 token), the first diag record where a head of the first encoder layer had
 collapsed (the instruments' flag: >= 90 % of the queries on one key), the
-first layer's lowest head entropy in the last diag record, and the median of
-Adam's |m_hat| / |sqrt(v_hat)| over the diag records. Reads only
-metrics.jsonl (stdlib only).
+first layer's mean and lowest head entropy in the last diag record, and the
+median and range of Adam's |m_hat| / |sqrt(v_hat)| over the diag records.
+Reads only metrics.jsonl (stdlib only).
 
   python3 scripts/case_a_table.py runs/case-a
 """
@@ -42,18 +42,26 @@ def summarize(run_dir):
             collapse = d["update"]
         ent = d.get("encoder_attn_entropy") or []
         if ent:
-            entropy_last = min(ent[0])
+            entropy_last = (sum(ent[0]) / len(ent[0]), min(ent[0]))
         q = d.get("adam_first_moment_ratio")
         if isinstance(q, float):
             ratios.append(q)
     out["collapse"] = collapse
     out["entropy_last"] = entropy_last
-    out["ratio"] = statistics.median(ratios) if ratios else None
+    out["ratio"] = (statistics.median(ratios), min(ratios), max(ratios)) if ratios else None
     return out
 
 
 def fmt(v, spec=".2f"):
     return "-" if v is None else format(v, spec)
+
+
+def entropy(e):
+    return "-" if e is None else f"{e[0]:.2f} / {e[1]:.2f}"
+
+
+def ratio(q):
+    return "-" if q is None else f"{q[0]:.3f} ({q[1]:.2f}-{q[2]:.2f})"
 
 
 def main():
@@ -68,14 +76,15 @@ def main():
             rows.append((m.group(1), int(m.group(2)), s))
     print("| setting | seed | updates | lowest train loss (update) | last train loss | "
           "best valid (update) | last valid | first-layer collapse from | "
-          "first-layer lowest head entropy, last diag (nats) | Adam m/sqrt(v), median |")
+          "first-layer head entropy, last diag: mean / lowest (nats) | "
+          "Adam m/sqrt(v): median (range) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for setting, seed, s in sorted(rows, key=lambda r: (r[0], r[1])):
         bv = s.get("best_valid")
         print(f"| {setting} | {seed} | {s['updates']} | {s['low'][1]:.2f} ({s['low'][0]}) | "
               f"{s['last']:.2f} | {fmt(bv and bv[1])} ({bv[0] if bv else '-'}) | "
               f"{fmt(s.get('last_valid'))} | {s['collapse'] if s['collapse'] else 'never'} | "
-              f"{fmt(s['entropy_last'])} | {fmt(s['ratio'], '.3f')} |")
+              f"{entropy(s['entropy_last'])} | {ratio(s['ratio'])} |")
 
 
 if __name__ == "__main__":
