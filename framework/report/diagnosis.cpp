@@ -46,6 +46,78 @@ std::string smoothing_cure(const RunData& r) {
                        r.label_smoothing);
   return ", or keep the loss off 0 with label smoothing (train.label_smoothing)";
 }
+
+// One form of a rule: the evidence when it fired, else what was checked.
+struct Symptom {
+  bool fired = false;
+  std::string text;
+};
+
+// Stale gradients (rule stale_gradient), two symptoms of one bug (a loop
+// without zero_grad(); docs/cases.md, cases A and B):
+// (a) a cross-entropy gradient vanishes with its loss (its logit part is
+//     p - y, of size <= sqrt(2) * (1 - p_y) <= sqrt(2) * loss in nats), so a
+//     gradient norm that stays near its starting size while the loss is ~0
+//     is not the gradient of this loss;
+// (b) at any loss: Adam's |m_hat| / |sqrt(v_hat)| near 1 says the gradient is
+//     the same from update to update (a running sum that each update changes
+//     by one step's gradient); mini-batch gradients sit well below (0.15-0.8
+//     measured), and one fixed batch repeats its gradient by design, so (b)
+//     is not applied to data.source: fixed_batch.
+Symptom stale_at_zero_loss(const RunData& r, const DiagnoseThresholds& t) {  // form (a)
+  std::vector<double> start, at_zero;
+  int64_t first_zero = -1;
+  for (const auto& p : r.train) {
+    double g = json_num(p, "grad_norm"), loss = json_num(p, "loss");
+    if (!std::isfinite(g) || !std::isfinite(loss)) continue;
+    if (start.size() < 5) start.push_back(g);
+    if (loss < t.zero_loss_bits) {
+      if (first_zero < 0) first_zero = update_of(p);
+      at_zero.push_back(g);
+    }
+  }
+  if (at_zero.size() < 3 || start.empty())
+    return {false, fmt::format("the loss was not below {:g} bits in 3 logged intervals",
+                               t.zero_loss_bits)};
+  double g0 = median_of(start), gz = median_of(at_zero);
+  if (gz >= t.stale_gradient * g0)
+    return {true, fmt::format("the loss was below {:g} bits in {} of {} logged intervals (from "
+                              "update {}), yet the gradient norm there stayed at {:.3g} (median; "
+                              "{:.3g} over the first logged updates): a cross-entropy gradient "
+                              "vanishes with its loss",
+                              t.zero_loss_bits, at_zero.size(), r.train.size(), first_zero, gz,
+                              g0)};
+  return {false, fmt::format("at a loss below {:g} bits the gradient norm fell to {:.3g} ({:.3g} "
+                             "at the start)",
+                             t.zero_loss_bits, gz, g0)};
+}
+
+Symptom stale_first_moment(const RunData& r, const DiagnoseThresholds& t) {  // form (b)
+  if (r.fixed_batch)
+    return {false, "Adam's first-moment ratio not used: one fixed batch repeats its gradient by "
+                   "design"};
+  std::vector<double> ratios, high;
+  int64_t first_high = -1;
+  for (const auto& d : r.diag) {
+    double q = json_num(d, "adam_first_moment_ratio");
+    if (!std::isfinite(q)) continue;
+    ratios.push_back(q);
+    if (q >= t.stale_first_moment) {
+      if (first_high < 0) first_high = update_of(d);
+      high.push_back(q);
+    }
+  }
+  if (ratios.empty()) return {false, "no Adam first-moment ratio recorded"};
+  if (high.size() >= 3 && 2 * high.size() >= ratios.size())
+    return {true, fmt::format("Adam's |m_hat| / |sqrt(v_hat)| was >= {:g} in {} of {} diag "
+                              "records (from update {}, median {:.3f}; mini-batch gradients give "
+                              "0.15-0.8): the gradient is the same from update to update",
+                              t.stale_first_moment, high.size(), ratios.size(), first_high,
+                              median_of(high))};
+  return {false, fmt::format("Adam's |m_hat| / |sqrt(v_hat)| >= {:g} in {} of {} diag records "
+                             "(median {:.3f})",
+                             t.stale_first_moment, high.size(), ratios.size(), median_of(ratios))};
+}
 }  // namespace
 
 double amplification_index(const nlohmann::json& diag, const std::string& stack) {
@@ -177,79 +249,16 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
     out.push_back(f);
   }
 
-  // Stale gradients, two symptoms of one bug (a loop without zero_grad();
-  // docs/cases.md, cases A and B):
-  // (a) a cross-entropy gradient vanishes with its loss (its logit part is
-  //     p - y, of size <= sqrt(2) * (1 - p_y) <= sqrt(2) * loss in nats), so a
-  //     gradient norm that stays near its starting size while the loss is ~0
-  //     is not the gradient of this loss;
-  // (b) at any loss: Adam's |m_hat| / |sqrt(v_hat)| near 1 says the gradient is
-  //     the same from update to update (a running sum that each update changes
-  //     by one step's gradient); mini-batch gradients sit well below (0.15-0.8
-  //     measured), and one fixed batch repeats its gradient by design, so (b)
-  //     is not applied to data.source: fixed_batch.
-  bool stale = false, stale_at_zero = false;  // any form; form (a)
+  const Symptom at_zero = stale_at_zero_loss(r, t), first_moment = stale_first_moment(r, t);
+  const bool stale_at_zero = at_zero.fired, stale = at_zero.fired || first_moment.fired;
   {
     Finding f;
     f.rule = "stale_gradient";
-    std::vector<double> start, at_zero;
-    int64_t first_zero = -1;
-    for (const auto& p : r.train) {
-      double g = json_num(p, "grad_norm"), loss = json_num(p, "loss");
-      if (!std::isfinite(g) || !std::isfinite(loss)) continue;
-      if (start.size() < 5) start.push_back(g);
-      if (loss < t.zero_loss_bits) {
-        if (first_zero < 0) first_zero = update_of(p);
-        at_zero.push_back(g);
-      }
-    }
     std::vector<std::string> evidence, checked;
-    if (at_zero.size() >= 3 && !start.empty()) {
-      double g0 = median_of(start), gz = median_of(at_zero);
-      if ((stale_at_zero = gz >= t.stale_gradient * g0))
-        evidence.push_back(fmt::format(
-            "the loss was below {:g} bits in {} of {} logged intervals (from update {}), yet "
-            "the gradient norm there stayed at {:.3g} (median; {:.3g} over the first logged "
-            "updates): a cross-entropy gradient vanishes with its loss",
-            t.zero_loss_bits, at_zero.size(), r.train.size(), first_zero, gz, g0));
-      else
-        checked.push_back(fmt::format("at a loss below {:g} bits the gradient norm fell to "
-                                      "{:.3g} ({:.3g} at the start)",
-                                      t.zero_loss_bits, gz, g0));
-    } else {
-      checked.push_back(fmt::format("the loss was not below {:g} bits in 3 logged intervals",
-                                    t.zero_loss_bits));
-    }
-    std::vector<double> ratios, high;
-    int64_t first_high = -1;
-    for (const auto& d : r.diag) {
-      double q = json_num(d, "adam_first_moment_ratio");
-      if (!std::isfinite(q)) continue;
-      ratios.push_back(q);
-      if (q >= t.stale_first_moment) {
-        if (first_high < 0) first_high = update_of(d);
-        high.push_back(q);
-      }
-    }
-    if (r.fixed_batch) {
-      checked.push_back("Adam's first-moment ratio not used: one fixed batch repeats its "
-                        "gradient by design");
-    } else if (ratios.empty()) {
-      checked.push_back("no Adam first-moment ratio recorded");
-    } else if (high.size() >= 3 && 2 * high.size() >= ratios.size()) {
-      evidence.push_back(fmt::format(
-          "Adam's |m_hat| / |sqrt(v_hat)| was >= {:g} in {} of {} diag records (from update "
-          "{}, median {:.3f}; mini-batch gradients give 0.15-0.8): the gradient is the same from "
-          "update to update",
-          t.stale_first_moment, high.size(), ratios.size(), first_high, median_of(high)));
-    } else {
-      checked.push_back(fmt::format("Adam's |m_hat| / |sqrt(v_hat)| >= {:g} in {} of {} diag "
-                                    "records (median {:.3f})",
-                                    t.stale_first_moment, high.size(), ratios.size(),
-                                    median_of(ratios)));
-    }
-    if (!evidence.empty()) {
-      f.fired = stale = true;
+    for (const Symptom* s : {&at_zero, &first_moment})
+      (s->fired ? evidence : checked).push_back(s->text);
+    if (stale) {
+      f.fired = true;
       f.summary = fmt::format("{}: the optimizer is stepping on earlier updates' gradients, "
                               "accumulated without being zeroed",
                               fmt::join(evidence, "; and "));
