@@ -55,9 +55,7 @@ void EncoderOnlyModel::set_observer(SublayerObserver* observer) {
 std::string EncoderOnlyModel::initialize_from_batch(const Batch& batch) {
   if (!variant->needs_profiling()) return "";
   auto omegas = admin_profile(*this, batch, /*profile_encoder=*/true, /*profile_decoder=*/false);
-  std::string s = "admin omega per sublayer (1..2N):";
-  for (size_t i = 0; i < omegas.size(); ++i) s += fmt::format(" {}:{:.4f}", i + 1, omegas[i]);
-  return s;
+  return admin_omega_summary(omegas, omegas.size());
 }
 
 torch::jit::Module EncoderOnlyModel::to_torchscript() const {

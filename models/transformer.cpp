@@ -307,11 +307,17 @@ bool TransformerImpl::is_no_decay(const std::string& name) const {
 std::string TransformerImpl::initialize_from_batch(const Batch& batch) {
   if (!encoder_variant->needs_profiling() && !decoder_variant->needs_profiling()) return "";
   auto omegas = admin_initialize(*this, batch);
-  std::string s = "admin omega per sublayer (encoder 1..2N, decoder 1..3M):";
-  size_t n_enc = 2 * config.encoder_layers;
+  // admin_initialize() profiles only the Admin stack(s); the encoder's come first.
+  const bool encoder = !encoder_variant || encoder_variant->needs_profiling();
+  return admin_omega_summary(omegas, encoder ? 2 * config.encoder_layers : 0);
+}
+
+std::string admin_omega_summary(const std::vector<double>& omegas, size_t n_encoder) {
+  std::string s = "admin omega per sublayer:";
   for (size_t i = 0; i < omegas.size(); ++i)
-    s += fmt::format("{}{}:{:.4f}", i == n_enc ? " | dec " : (i == 0 ? " enc " : " "),
-                     i < n_enc ? i + 1 : i - n_enc + 1, omegas[i]);
+    s += fmt::format("{}{}:{:.4f}", i == 0 ? (n_encoder > 0 ? " enc " : " dec ")
+                                           : (i == n_encoder ? " | dec " : " "),
+                     i < n_encoder ? i + 1 : i - n_encoder + 1, omegas[i]);
   return s;
 }
 

@@ -139,6 +139,10 @@ std::vector<double> admin_initialize(TransformerImpl& model, const Batch& batch)
 /// are profiled.
 std::vector<double> admin_profile(Seq2SeqModel& model, const Batch& batch, bool profile_encoder,
                                   bool profile_decoder);
+/// The `[init]` log line of a profiling: "admin omega per sublayer: enc 1:w
+/// 2:w ... | dec 1:w ...", the first `n_encoder` values the encoder's (0 when
+/// only the decoder was profiled), the rest the decoder's.
+std::string admin_omega_summary(const std::vector<double>& omegas, size_t n_encoder);
 
 /// Rewrite an admin (scalar omega), admin_closed_form (scalar) or deepnorm
 /// model as plain Post-LN: LN(w x + f) = LN(x + f / w) up to LayerNorm's eps,

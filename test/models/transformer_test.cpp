@@ -1,5 +1,7 @@
 #include "models/transformer.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include "framework/amp/autocast.h"
@@ -195,9 +197,18 @@ TEST(Transformer, PerStackResidualVariants) {
   Batch b;
   b.src = ids({{5, 6, 7, kEos}});
   b.tgt_in = ids({{kBos, 8, 9}});
-  EXPECT_NE(a->initialize_from_batch(b), "");
-  for (const auto& s : a->sublayers())
+  const std::string summary = a->initialize_from_batch(b);
+  // The log line labels the profiled values by the stack they belong to (it
+  // once numbered decoder-only omegas as the encoder's): each decoder
+  // sublayer's stored omega, 1..3M, and no encoder part.
+  std::string expected = "admin omega per sublayer: dec";
+  int k = 0;
+  for (const auto& s : a->sublayers()) {
     EXPECT_EQ(s->residual->omega.defined(), s->site.decoder);
+    if (s->site.decoder)
+      expected += fmt::format(" {}:{:.4f}", ++k, s->residual->omega.mean().item<double>());
+  }
+  EXPECT_EQ(summary, expected);
   EXPECT_GT(a->sublayers().back()->residual->omega.mean().item<double>(), 1.0);
 }
 
