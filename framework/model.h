@@ -131,6 +131,11 @@ class Seq2SeqModel : public torch::nn::Module {
   virtual std::string initialize_from_batch(const Batch&) { return ""; }
   /// nullptr detaches. The observer must outlive its use.
   virtual void set_observer(SublayerObserver* observer) = 0;
+  /// Whether decode() reads a source through encode() (an encoder-decoder).
+  /// The instruments' source-swap probe (probe_nll_rotated_source) is
+  /// measured only then: a causal LM has no source, and a tagger's source is
+  /// its input, not a condition.
+  virtual bool conditions_on_source() const { return true; }
   /// Parameters that must not be weight-decayed when that option is on.
   virtual bool is_no_decay(const std::string& param_name) const {
     return param_name.find("bias") != std::string::npos;

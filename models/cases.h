@@ -40,6 +40,7 @@ class EncoderOnlyModel : public Seq2SeqModel {
   /// model.residual: admin - Admin's profiling of the one stack (without it
   /// omega stays 1 and the model is Post-LN).
   std::string initialize_from_batch(const Batch& batch) override;
+  bool conditions_on_source() const override { return false; }
   torch::jit::Module to_torchscript() const override;
   torch::nn::ModuleList layers{nullptr};
   std::shared_ptr<ResidualVariant> variant;

@@ -84,6 +84,21 @@ torch::Tensor logit_margins(const torch::Tensor& logits, const torch::Tensor& ta
   return correct - std::get<0>(rest.max(1));
 }
 
+namespace {
+// The logits [N, V] of the real target tokens (N = rows kept by `keep`).
+torch::Tensor kept_logits(const DecoderFeatures& dec, const torch::Tensor& keep) {
+  torch::Tensor h = keep_rows(dec.hidden, keep);
+  // hidden is [B, T, d] with the output projection split off, or the logits.
+  return dec.weight.defined()
+             ? torch::matmul(h, dec.weight.detach().to(torch::kCPU, torch::kFloat).t())
+             : h;
+}
+double mean_nll_bits(const torch::Tensor& logits, const torch::Tensor& target) {
+  auto lp = torch::log_softmax(logits.to(torch::kDouble), 1);
+  return -lp.gather(1, target.to(torch::kLong).unsqueeze(1)).mean().item<double>() / std::log(2.0);
+}
+}  // namespace
+
 ProbeOutputs probe_forward(Seq2SeqModel& model, const Batch& batch, bool stats) {
   ProbeOutputs f;
   StabilityProbe probe(/*keep_states=*/true);
@@ -99,13 +114,17 @@ ProbeOutputs probe_forward(Seq2SeqModel& model, const Batch& batch, bool stats) 
     f.encoder_out = keep_rows(enc.out, src_keep);
     f.decoder_out = keep_rows(dec.hidden, tgt_keep);
     if (stats) {
-      // hidden is [B, T, d] with the output projection split off, or the logits.
-      torch::Tensor logits = dec.weight.defined()
-                                 ? torch::matmul(f.decoder_out, dec.weight.detach().to(
-                                                                    torch::kCPU, torch::kFloat).t())
-                                 : f.decoder_out;
-      f.logit_margins = logit_margins(
-          logits, batch.tgt_out.to(torch::kCPU).masked_select(tgt_keep.to(torch::kCPU)));
+      torch::Tensor target = batch.tgt_out.to(torch::kCPU).masked_select(tgt_keep.to(torch::kCPU));
+      torch::Tensor logits = kept_logits(dec, tgt_keep);
+      f.logit_margins = logit_margins(logits, target);
+      if (model.conditions_on_source() && batch.src.size(0) >= 2) {
+        f.nll_bits = mean_nll_bits(logits, target);
+        // The same targets, each read against another sentence's source; no
+        // observer: this forward is not part of the stability probe.
+        model.set_observer(nullptr);
+        DecoderFeatures swapped = model.decode_features(batch.tgt_in, model.encode(batch.src.roll(1, 0)));
+        f.nll_rotated_source_bits = mean_nll_bits(kept_logits(swapped, tgt_keep), target);
+      }
     }
   } catch (...) {
     model.set_observer(nullptr);
@@ -230,6 +249,9 @@ void Instruments::after_step() {
     pending_.add("logit_margin_quantiles",
                  std::vector<double>(q.data_ptr<double>(), q.data_ptr<double>() + q.numel()));
   }
+  if (std::isfinite(base_->nll_rotated_source_bits))
+    pending_.add("probe_nll", base_->nll_bits)
+        .add("probe_nll_rotated_source", base_->nll_rotated_source_bits);
   SecondMomentSummary sm = summarize_second_moments(optimizer_, params_);
   if (sm.available)
     pending_.add("adam_eps", sm.eps)

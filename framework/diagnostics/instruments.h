@@ -44,6 +44,15 @@ struct ProbeOutputs {
   /// margin overturned to -J, so margins far above any jump rule out
   /// spikes from noise alone (docs/cases.md, case B).
   torch::Tensor logit_margins;
+  /// With stats, for a model that conditions on a source: the probe tokens'
+  /// mean NLL (bits, eval mode) with their own sources, and with each
+  /// sentence's source swapped for the previous probe sentence's (rows
+  /// rotated by one). A model that translates loses much to the swap; one
+  /// that learned a target-side language model (its decoder ignores the
+  /// encoder: Liu et al. 2020 Table 1's Post-LN encoder / Pre-LN decoder at
+  /// CPU scale, docs/analysis.md; or a misaligned corpus) loses nothing.
+  /// NaN when not measured.
+  double nll_bits = NAN, nll_rotated_source_bits = NAN;
 };
 /// The margins of `logits` [N, V] at `target` [N]: logit[target] - max of the rest.
 torch::Tensor logit_margins(const torch::Tensor& logits, const torch::Tensor& target);

@@ -249,6 +249,62 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
     out.push_back(f);
   }
 
+  {  // Source ignored: the decoder learned a target-side language model.
+    Finding f;
+    f.rule = "source_ignored";
+    std::vector<const nlohmann::json*> rec;  // diag records with the source-swap probe
+    for (const auto& d : r.diag)
+      if (std::isfinite(json_num(d, "probe_nll_rotated_source")) &&
+          std::isfinite(json_num(d, "probe_nll")))
+        rec.push_back(&d);
+    auto gain = [](const nlohmann::json* d) {
+      return json_num(*d, "probe_nll_rotated_source") - json_num(*d, "probe_nll");
+    };
+    if (rec.empty()) {
+      f.checked = "source use: not measured (no diag records of an encoder-decoder)";
+    } else {
+      const nlohmann::json* last = rec.back();
+      const nlohmann::json* best = *std::max_element(
+          rec.begin(), rec.end(), [&](auto* a, auto* b) { return gain(a) < gain(b); });
+      const double fell = json_num(*rec.front(), "probe_nll") - json_num(*last, "probe_nll");
+      if (gain(last) < t.source_gain_bits && fell >= t.source_learned_bits) {
+        f.fired = true;
+        f.summary = fmt::format(
+            "the model ignores its source at update {}: the probe sentences' loss is {:.2f} "
+            "bits with their own sources and {:.2f} with each source swapped for another "
+            "sentence's (gain {:+.3f} bits; threshold {:g}; the largest gain in the run {:+.3f} "
+            "at update {}), while the loss fell {:.1f} bits from update {}: the decoder learned "
+            "a target-side language model and takes nothing from the encoder",
+            update_of(*last), json_num(*last, "probe_nll"),
+            json_num(*last, "probe_nll_rotated_source"), gain(last), t.source_gain_bits,
+            gain(best), update_of(*best), fell, update_of(*rec.front()));
+        const nlohmann::json* d = diag_before(r, -1);
+        const bool encoder_amplifies = d && amplification_index(*d, "encoder") >= t.amplification;
+        auto g = d ? json_nums(*d, "encoder_layer_grad_norm") : std::vector<double>{};
+        const bool encoder_starves =
+            g.size() >= 2 && g.front() <= t.vanishing_ratio * *std::max_element(g.begin(), g.end());
+        f.cure = encoder_amplifies || encoder_starves
+                     ? fmt::format("the encoder {}: give it Admin or Pre-LN "
+                                   "(model.encoder_residual: admin | pre_ln). A Pre-LN decoder "
+                                   "alone does not fix a Post-LN encoder (Liu et al. 2020, "
+                                   "Table 1; docs/analysis.md)",
+                                   encoder_amplifies
+                                       ? "amplifies its updates (see amplification)"
+                                       : "barely learns (its first layer's gradient vanishes)")
+                     : "check that the source and target files are aligned line by line (a "
+                       "shuffled side gives this picture); otherwise train longer, or a lower "
+                       "peak lr (optim.lr)";
+      } else {
+        f.checked = fmt::format("source use: swapping the probe sentences' sources costs "
+                                "{:+.3f} bits at update {} (threshold {:g}; the loss fell {:.1f} "
+                                "bits since update {})",
+                                gain(last), update_of(*last), t.source_gain_bits, fell,
+                                update_of(*rec.front()));
+      }
+    }
+    out.push_back(f);
+  }
+
   const Symptom at_zero = stale_at_zero_loss(r, t), first_moment = stale_first_moment(r, t);
   const bool stale_at_zero = at_zero.fired, stale = at_zero.fired || first_moment.fired;
   {

@@ -30,6 +30,9 @@ struct DiagnoseThresholds {
                                        // fraction of the first updates' is stale
   double stale_first_moment = 0.95;    // Adam |m_hat| / |sqrt(v_hat)| at or above: the
                                        // gradient repeats (in >= 3 and >= half the records)
+  double source_gain_bits = 0.1;       // probe NLL with swapped sources minus with its own,
+                                       // below this in the last record: the source is ignored...
+  double source_learned_bits = 2.0;    // ...once the probe NLL fell this far from the first record
 };
 
 /// Every rule, in a fixed order; fired ones first in the report.

@@ -245,6 +245,37 @@ class Plots {
          "Fig. 4).");
   }
 
+  // The source-swap probe: the probe tokens' loss with their own sources
+  // and with each source swapped for another sentence's; where the two
+  // lines meet, the decoder takes nothing from the encoder.
+  void source_use() {
+    std::ostringstream s;
+    s << "set title 'probe loss with own vs swapped sources'\nset grid\nset xlabel 'update'\n"
+         "set ylabel 'bits per target token'\nset key top right\n";
+    std::string clauses;
+    for (size_t k = 0; k < runs_.size(); ++k) {
+      std::ostringstream rows;
+      for (const auto& d : runs_[k].diag) {
+        double own = json_num(d, "probe_nll"), swapped = json_num(d, "probe_nll_rotated_source");
+        if (std::isfinite(own) && std::isfinite(swapped))
+          rows << upd(d) << " " << num(own) << " " << num(swapped) << "\n";
+      }
+      if (rows.str().empty()) continue;
+      s << "$s" << k << " << EOD\n" << rows.str() << "EOD\n";
+      for (int col : {2, 3})
+        clauses += fmt::format("{}$s{} using 1:{} with linespoints lw 2 lc {} dt {} title {}",
+                               clauses.empty() ? "" : ", ", k, col, k + 1, col == 2 ? 1 : 2,
+                               quote(runs_[k].label + (col == 2 ? " own" : " swapped")));
+    }
+    if (clauses.empty()) return;  // no encoder-decoder run measured it
+    s << "plot " << clauses << "\n";
+    draw("source_use", s.str(),
+         "The probe sentences' loss with their own sources (solid) and with each source swapped "
+         "for another probe sentence's (dashed). A model that translates pays for the swap; "
+         "where the lines meet, its decoder is a target-side language model (rule "
+         "source_ignored).");
+  }
+
   // Values per layer (or sublayer) at each run's last diag record.
   void per_layer(const std::string& name, const std::vector<std::string>& fields,
                  const std::vector<std::string>& titles, bool logy, const std::string& caption) {
@@ -376,6 +407,7 @@ std::string write_diagnose_report(const std::vector<RunData>& runs, const std::s
                               stack));
   }
   plots.output_change();
+  plots.source_use();
   plots.per_layer("layer_norms", {"layer_grad_norm", "layer_update_norm"},
                   {"gradient norm per layer", "update norm per layer"}, true,
                   "Per-layer gradient and update norms at each run's last measurement "

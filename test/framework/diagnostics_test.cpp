@@ -362,6 +362,48 @@ TEST(Instruments, LogitMarginQuantilesMatchTheModelsLogits) {
   EXPECT_LT(q[0], q[4]);
 }
 
+// The source-swap probe against the model's full logits (decode(), not the
+// probe's split-off projection): the probe tokens' mean NLL in bits with
+// their own sources and with the sources rotated by one row, log-sum-exp by
+// hand.
+TEST(Instruments, SourceSwapLossMatchesTheModelsLoss) {
+  TempDir d;
+  Trainer t(diag_config(d, {"diag.interval=1", "diag.probe_sentences=5"}), d.file("run"));
+  t.setup();
+  ASSERT_TRUE(t.model().conditions_on_source());
+  const Batch& probe = t.instruments()->probe();
+  ASSERT_GE(probe.src.size(0), 2);
+  auto mean_nll_bits = [&](const torch::Tensor& src) {
+    torch::NoGradGuard g;
+    t.model().eval();
+    auto logits = t.model().decode(probe.tgt_in, t.model().encode(src)).to(torch::kDouble);
+    t.model().train();
+    double sum = 0;
+    int64_t n = 0;
+    for (int64_t b = 0; b < probe.tgt_in.size(0); ++b)
+      for (int64_t i = 0; i < probe.tgt_in.size(1); ++i) {
+        if (probe.tgt_in[b][i].item<int64_t>() == kPad) continue;
+        double mx = -1e300, z = 0;
+        for (int64_t v = 0; v < logits.size(2); ++v) mx = std::max(mx, logits[b][i][v].item<double>());
+        for (int64_t v = 0; v < logits.size(2); ++v) z += std::exp(logits[b][i][v].item<double>() - mx);
+        sum += mx + std::log(z) - logits[b][i][probe.tgt_out[b][i].item<int64_t>()].item<double>();
+        ++n;
+      }
+    return sum / n / std::log(2.0);
+  };
+  // Row b read against row b-1's source (row 0 against the last row's).
+  std::vector<torch::Tensor> rows;
+  const int64_t B = probe.src.size(0);
+  for (int64_t b = 0; b < B; ++b) rows.push_back(probe.src[(b + B - 1) % B]);
+  const double own = mean_nll_bits(probe.src), swapped = mean_nll_bits(torch::stack(rows));
+  t.train_update({t.train_data().make_batch({0, 1, 2, 3})});  // measured before this step
+  auto diag = event_lines(d.file("run/metrics.jsonl"), "diag");
+  ASSERT_EQ(diag.size(), 1u);
+  EXPECT_NEAR(json_value(diag[0], "probe_nll"), own, 1e-4);
+  EXPECT_NEAR(json_value(diag[0], "probe_nll_rotated_source"), swapped, 1e-4);
+  EXPECT_GT(std::abs(swapped - own), 1e-6);  // an encoder-decoder reads its source
+}
+
 // Second moments against eps, on an Adam state set by hand.
 TEST(Instruments, SecondMomentSummaryAgainstEps) {
   auto p = torch::zeros({1000}, torch::requires_grad());

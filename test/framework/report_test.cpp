@@ -1,10 +1,12 @@
 // clinic diagnose / analyze: the rules on synthetic metrics, the report on a
 // real diverging run, the growth fit on known curves.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <tuple>
 
 #include "framework/data/text.h"
 #include "framework/diagnostics/analysis.h"
@@ -176,6 +178,117 @@ TEST(Diagnose, StaleGradientFiresWhenTheGradientOutlivesItsLoss) {
 // The stale gradient at a loss far from 0 (case A with gradients never
 // zeroed): Adam's |m_hat| / |sqrt(v_hat)| stays at ~1 in most diag records.
 // Measured on case A: 0.99-1.27 with the gradients carried, 0.15-0.80 zeroed.
+// source_ignored: the probe's loss with swapped sources minus with its own,
+// in the last diag record, against the threshold, once the loss has fallen.
+TEST(Diagnose, SourceIgnoredWhenSwappingTheSourcesCostsNothing) {
+  // (update, probe_nll, probe_nll_rotated_source) per diag record, plus an
+  // encoder whose first layer gets `enc_ratio` of its largest layer's gradient.
+  auto records = [](const std::vector<std::array<double, 3>>& p, double enc_ratio) {
+    std::vector<std::string> r;
+    for (const auto& [u, own, swapped] : p) {
+      r.push_back(fmt::format(R"j({{"update": {}, "loss": {}, "grad_norm": 1}})j", u, own));
+      r.push_back(fmt::format(
+          R"j({{"event": "diag", "update": {}, "probe_nll": {}, "probe_nll_rotated_source": {}, "encoder_layer_grad_norm": [{}, 1, 0.5]}})j",
+          u, own, swapped, enc_ratio));
+    }
+    return r;
+  };
+  // Used its source (gain 0.8 bits at 200), then stopped: 0.03 bits at 400.
+  TempDir d;
+  const Finding lm = rule(diagnose(synthetic(d, records({{0, 13.0, 13.0}, {200, 8.0, 8.8},
+                                                          {400, 6.5, 6.53}}, 1e-4))),
+                          "source_ignored");
+  ASSERT_TRUE(lm.fired);
+  expect_contains(lm.summary, "the model ignores its source at update 400: the probe sentences' "
+                              "loss is 6.50 bits with their own sources and 6.53");
+  expect_contains(lm.summary, "gain +0.030 bits; threshold 0.1; the largest gain in the run "
+                              "+0.800 at update 200), while the loss fell 6.5 bits from update 0");
+  // Its encoder's first layer starves (1e-4 of the largest): the encoder is named.
+  expect_contains(lm.cure, "the encoder barely learns");
+  expect_contains(lm.cure, "model.encoder_residual: admin | pre_ln");
+  // A healthy encoder: the data is the first suspect.
+  TempDir e;
+  expect_contains(rule(diagnose(synthetic(e, records({{0, 13.0, 13.0}, {400, 6.5, 6.53}}, 0.5))),
+                       "source_ignored")
+                      .cure,
+                  "aligned line by line");
+  // Swapping costs 0.5 bits: the source is used.
+  TempDir f;
+  const Finding used = rule(
+      diagnose(synthetic(f, records({{0, 13.0, 13.0}, {400, 6.5, 7.0}}, 1e-4))), "source_ignored");
+  EXPECT_FALSE(used.fired);
+  expect_contains(used.checked, "swapping the probe sentences' sources costs +0.500 bits at "
+                                "update 400");
+  // Nothing learned yet (the loss fell 1 bit): too early to say.
+  TempDir g;
+  EXPECT_FALSE(rule(diagnose(synthetic(g, records({{0, 13.0, 13.0}, {20, 12.0, 12.0}}, 1e-4))),
+                    "source_ignored")
+                   .fired);
+  // Not measured (an encoder-only model, or an older run).
+  TempDir h;
+  expect_contains(rule(diagnose(synthetic(h, {R"j({"update": 10, "loss": 5, "grad_norm": 1})j"})),
+                       "source_ignored")
+                      .checked,
+                  "source use: not measured");
+}
+
+// End to end: a copy task whose sentences are runs of consecutive words
+// ("w5 w6 w7"), so a target-side language model alone learns most of it, once
+// aligned and once with each target paired with the next sentence's source (a
+// misaligned corpus). The misaligned model cannot use its source: the
+// instruments' source swap costs it nothing and the rule fires; the aligned
+// one pays bits for the swap.
+TEST(Diagnose, SourceIgnoredOnAMisalignedCorpus) {
+  TempDir d;
+  std::vector<std::string> lines;
+  uint64_t x = 5;
+  auto next = [&] {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<int>((x >> 33) % 1000000);
+  };
+  for (int i = 0; i < 320; ++i) {
+    int k = next() % 12, len = 2 + next() % 6;
+    std::string line;
+    for (int j = 0; j < len; ++j) line += (j ? " w" : "w") + std::to_string((k + j) % 12);
+    lines.push_back(line);
+  }
+  for (const char* dir : {"aligned", "misaligned"}) {
+    const bool rotate = std::string(dir) == "misaligned";
+    std::filesystem::create_directories(d.file(dir));
+    for (auto [split, from, to] : {std::tuple<const char*, int, int>{"train", 0, 300},
+                                   {"valid", 300, 320}}) {
+      std::string src, tgt;
+      for (int i = from; i < to; ++i) {
+        src += lines[i] + "\n";
+        tgt += lines[rotate ? from + (i - from + 1) % (to - from) : i] + "\n";
+      }
+      test::write_text(d.file(std::string(dir) + "/" + split + ".src"), src);
+      test::write_text(d.file(std::string(dir) + "/" + split + ".tgt"), tgt);
+    }
+    test::write_text(d.file(std::string(dir) + ".yaml"), test::copy_recipe(d.file(dir)));
+    std::string out;
+    ASSERT_EQ(test::run_shell(test::clinic_bin() + " train " + d.file(std::string(dir) + ".yaml") +
+                                  " --run-dir " + d.file(std::string(dir) + "-run") +
+                                  " --set train.max_updates=200 --set diag.interval=5",
+                              &out),
+              0)
+        << out;
+  }
+  const RunData mis = read_run(d.file("misaligned-run")), ok = read_run(d.file("aligned-run"));
+  const Finding ignored = rule(diagnose(mis), "source_ignored");
+  EXPECT_TRUE(ignored.fired) << ignored.checked;
+  expect_contains(ignored.summary, "the model ignores its source at update 200");
+  const Finding used = rule(diagnose(ok), "source_ignored");
+  EXPECT_FALSE(used.fired) << used.summary;
+  // The aligned model pays for the swap, the misaligned one does not.
+  const auto& last_ok = ok.diag.back();
+  const auto& last_mis = mis.diag.back();
+  EXPECT_GT(json_num(last_ok, "probe_nll_rotated_source") - json_num(last_ok, "probe_nll"), 1.0);
+  EXPECT_LT(std::abs(json_num(last_mis, "probe_nll_rotated_source") -
+                     json_num(last_mis, "probe_nll")),
+            0.1);
+}
+
 TEST(Diagnose, StaleGradientFiresWhenAdamsFirstMomentMatchesItsSecond) {
   auto records = [](const std::vector<double>& ratios) {
     std::vector<std::string> r;
@@ -264,7 +377,7 @@ TEST(Diagnose, ReportOnARealDivergingRun) {
   EXPECT_NE(md.find("### Checked, nothing found"), std::string::npos);
   for (const char* png : {"curves.png", "dependency_encoder.png", "output_change.png",
                           "layer_norms.png", "fig5_relative_norms.png",
-                          "attn_entropy_mean_decoder.png", "omega.png"}) {
+                          "attn_entropy_mean_decoder.png", "omega.png", "source_use.png"}) {
     ASSERT_TRUE(std::filesystem::exists(d.file(std::string("report/") + png))) << png;
     EXPECT_EQ(read_file(d.file(std::string("report/") + png)).substr(1, 3), "PNG") << png;
   }
