@@ -139,6 +139,55 @@ TEST(Diagnose, EveryRuleFiresOnItsEvidence) {
       << rule(smoothed, "loss_spikes").cure;
 }
 
+// Post-LN 18+18 at Adam 3e-3 (docs/analysis.md §2): the training loss stays
+// near 8.8 bits while the validation loss climbs from 9.1 to 13. The margin is
+// max(1 bit, 20 % of the minimum): from a minimum of 9.11 that is 1.822 bits.
+TEST(Diagnose, DivergenceOfTheValidationLossWhileTheTrainingLossHolds) {
+  auto run_with = [](const TempDir& d, const std::string& risen) {
+    return synthetic(d, {
+        R"j({"update": 100, "loss": 9.1, "loss_scale": 1, "skipped": 0})j",
+        R"j({"event": "valid", "update": 100, "valid_loss": 9.15})j",
+        R"j({"event": "valid", "update": 124, "valid_loss": 9.11})j",
+        R"j({"update": 150, "loss": 8.7, "loss_scale": 1, "skipped": 0})j",
+        R"j({"event": "valid", "update": 150, "valid_loss": 9.13})j",
+        R"j({"update": 186, "loss": 8.8, "loss_scale": 1, "skipped": 0})j",
+        R"j({"event": "valid", "update": 186, "valid_loss": )j" + risen + "}",
+        R"j({"event": "valid", "update": 200, "valid_loss": 13.06})j"});
+  };
+  {
+    TempDir d;  // 11.10 - 9.11 = 1.99 >= 1.822
+    const auto fs = diagnose(run_with(d, "11.10"));
+    const Finding f = rule(fs, "divergence");
+    ASSERT_TRUE(f.fired);
+    expect_contains(f.summary, "validation loss diverged at update 186: it rose from its minimum "
+                               "9.110 bits (update 124) to 11.100");
+    expect_contains(f.summary, "(last 8.800 bits)");
+    EXPECT_EQ(divergence_update(run_with(d, "11.10")), -1);  // the training loss held
+  }
+  {
+    TempDir d;  // 10.9 - 9.11 = 1.79: above 1 bit, below 20 %: the next record fires
+    const Finding f = rule(diagnose(run_with(d, "10.9")), "divergence");
+    ASSERT_TRUE(f.fired);
+    expect_contains(f.summary, "diverged at update 200: it rose from its minimum 9.110 bits "
+                               "(update 124) to 13.060");
+  }
+  {
+    TempDir d;  // a non-finite validation loss is a divergence at once
+    const Finding f = rule(diagnose(run_with(d, R"("nan")")), "divergence");
+    ASSERT_TRUE(f.fired);
+    expect_contains(f.summary, "validation loss diverged at update 186");
+  }
+  {
+    TempDir d;  // all within the margin: checked, nothing found
+    auto run = synthetic(d, {R"j({"update": 100, "loss": 9.1, "loss_scale": 1, "skipped": 0})j",
+                             R"j({"event": "valid", "update": 100, "valid_loss": 9.15})j",
+                             R"j({"event": "valid", "update": 200, "valid_loss": 10.9})j"});
+    const Finding f = rule(diagnose(run), "divergence");
+    EXPECT_FALSE(f.fired) << f.summary;
+    expect_contains(f.checked, "neither the training nor the validation loss");
+  }
+}
+
 // Case B's signature (docs/cases.md): the loss is ~0 but the gradient keeps
 // its starting size, which no cross-entropy gradient of that loss can have.
 TEST(Diagnose, StaleGradientFiresWhenTheGradientOutlivesItsLoss) {
