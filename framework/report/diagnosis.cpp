@@ -334,9 +334,10 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
                        "peak lr (optim.lr)";
       } else {
         f.checked = fmt::format("source use: swapping the probe sentences' sources costs "
-                                "{:+.3f} bits at update {} (threshold {:g}; the loss fell {:.1f} "
+                                "{:+.3f} bits at update {} (threshold {:g}; the loss {} {:.1f} "
                                 "bits since update {})",
-                                gain(last), update_of(*last), t.source_gain_bits, fell,
+                                gain(last), update_of(*last), t.source_gain_bits,
+                                fell >= 0 ? "fell" : "rose", std::fabs(fell),
                                 update_of(*rec.front()));
       }
     }

@@ -224,9 +224,6 @@ TEST(Diagnose, StaleGradientFiresWhenTheGradientOutlivesItsLoss) {
   EXPECT_TRUE(rule(diagnose(synthetic(f, records(0.31))), "stale_gradient").fired);
 }
 
-// The stale gradient at a loss far from 0 (case A with gradients never
-// zeroed): Adam's |m_hat| / |sqrt(v_hat)| stays at ~1 in most diag records.
-// Measured on case A: 0.99-1.27 with the gradients carried, 0.15-0.80 zeroed.
 // source_ignored: the probe's loss with swapped sources minus with its own,
 // in the last diag record, against the threshold, once the loss has fallen.
 TEST(Diagnose, SourceIgnoredWhenSwappingTheSourcesCostsNothing) {
@@ -267,7 +264,14 @@ TEST(Diagnose, SourceIgnoredWhenSwappingTheSourcesCostsNothing) {
       diagnose(synthetic(f, records({{0, 13.0, 13.0}, {400, 6.5, 7.0}}, 1e-4))), "source_ignored");
   EXPECT_FALSE(used.fired);
   expect_contains(used.checked, "swapping the probe sentences' sources costs +0.500 bits at "
-                                "update 400");
+                                "update 400 (threshold 0.1; the loss fell 6.5 bits since update 0)");
+  // A loss that rose (Post-LN 18+18 at Adam 3e-3) is said so, not "fell -3.6".
+  TempDir r;
+  expect_contains(
+      rule(diagnose(synthetic(r, records({{50, 9.0, 9.0}, {300, 12.6, 12.6}}, 1e-4))),
+           "source_ignored")
+          .checked,
+      "costs +0.000 bits at update 300 (threshold 0.1; the loss rose 3.6 bits since update 50)");
   // Nothing learned yet (the loss fell 1 bit): too early to say.
   TempDir g;
   EXPECT_FALSE(rule(diagnose(synthetic(g, records({{0, 13.0, 13.0}, {20, 12.0, 12.0}}, 1e-4))),
@@ -338,6 +342,9 @@ TEST(Diagnose, SourceIgnoredOnAMisalignedCorpus) {
             0.1);
 }
 
+// The stale gradient at a loss far from 0 (case A with gradients never
+// zeroed): Adam's |m_hat| / |sqrt(v_hat)| stays at ~1 in most diag records.
+// Measured on case A: 0.99-1.27 with the gradients carried, 0.15-0.80 zeroed.
 TEST(Diagnose, StaleGradientFiresWhenAdamsFirstMomentMatchesItsSecond) {
   auto records = [](const std::vector<double>& ratios) {
     std::vector<std::string> r;
