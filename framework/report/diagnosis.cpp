@@ -118,6 +118,50 @@ Symptom stale_first_moment(const RunData& r, const DiagnoseThresholds& t) {  // 
                              "(median {:.3f})",
                              t.stale_first_moment, high.size(), ratios.size(), median_of(ratios))};
 }
+
+// The divergence margin, shared by the training and the validation loss: a
+// loss above the running minimum by max(divergence_rise_bits, divergence_rise_frac
+// of the minimum).
+bool rose_past_margin(double loss, double lowest, const DiagnoseThresholds& t) {
+  return loss - lowest >= std::max(t.divergence_rise_bits, t.divergence_rise_frac * lowest);
+}
+
+// The first validation record whose loss rose past the margin over the
+// earlier ones' minimum (or is non-finite); at = -1 when none.
+struct ValidDivergence {
+  int64_t at = -1;
+  double loss = NAN, lowest = NAN;
+  int64_t lowest_at = -1;
+};
+ValidDivergence valid_divergence(const RunData& r, const DiagnoseThresholds& t) {
+  ValidDivergence v;
+  double lowest = std::numeric_limits<double>::infinity();
+  int64_t lowest_at = -1;
+  for (const auto& p : r.valid) {
+    if (!p.contains("valid_loss") || p["valid_loss"].is_null()) continue;  // says nothing
+    double loss = json_num(p, "valid_loss");  // "nan" / "inf" count as diverged
+    if (lowest_at >= 0 && (!std::isfinite(loss) || rose_past_margin(loss, lowest, t))) {
+      v.at = update_of(p);
+      v.loss = loss;
+      v.lowest = lowest;
+      v.lowest_at = lowest_at;
+      return v;
+    }
+    if (loss < lowest) {
+      lowest = loss;
+      lowest_at = update_of(p);
+    }
+  }
+  return v;
+}
+
+// A stack's first-layer gradient norm over its largest layer's (the
+// vanishing-gradient measure); NaN with fewer than 2 layers or no gradient.
+double first_layer_grad_share(const std::vector<double>& g) {
+  if (g.size() < 2) return NAN;
+  const double mx = *std::max_element(g.begin(), g.end());
+  return mx > 0 ? g.front() / mx : NAN;
+}
 }  // namespace
 
 double amplification_index(const nlohmann::json& diag, const std::string& stack) {
@@ -137,35 +181,10 @@ int64_t divergence_update(const RunData& r, const DiagnoseThresholds& t) {
     int64_t u = update_of(p);
     if (first_nonfinite >= 0 && u >= first_nonfinite) break;
     if (!std::isfinite(loss)) return u;
-    if (loss - lowest >= std::max(t.divergence_rise_bits, t.divergence_rise_frac * lowest))
-      return u;
+    if (rose_past_margin(loss, lowest, t)) return u;
     lowest = std::min(lowest, loss);
   }
   return first_nonfinite;
-}
-
-ValidDivergence valid_divergence(const RunData& r, const DiagnoseThresholds& t) {
-  ValidDivergence v;
-  double lowest = std::numeric_limits<double>::infinity();
-  int64_t lowest_at = -1;
-  for (const auto& p : r.valid) {
-    if (!p.contains("valid_loss") || p["valid_loss"].is_null()) continue;  // says nothing
-    double loss = json_num(p, "valid_loss");  // "nan" / "inf" count as diverged
-    if (lowest_at >= 0 &&
-        (!std::isfinite(loss) ||
-         loss - lowest >= std::max(t.divergence_rise_bits, t.divergence_rise_frac * lowest))) {
-      v.at = update_of(p);
-      v.loss = loss;
-      v.lowest = lowest;
-      v.lowest_at = lowest_at;
-      return v;
-    }
-    if (loss < lowest) {
-      lowest = loss;
-      lowest_at = update_of(p);
-    }
-  }
-  return v;
 }
 
 std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
@@ -264,13 +283,12 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
     for (const char* stack : kStacks) {
       if (!d) break;
       auto g = json_nums(*d, std::string(stack) + "_layer_grad_norm");
-      if (g.size() < 2) continue;
-      double mx = *std::max_element(g.begin(), g.end());
-      if (mx > 0 && g.front() / mx <= t.vanishing_ratio)
-        parts.push_back(fmt::format("{} layer 1 gradient norm {} is {}x smaller than the "
-                                    "largest ({} at layer {})",
-                                    stack, sci(g.front()), sci(mx / std::max(g.front(), 1e-300)),
-                                    sci(mx), std::max_element(g.begin(), g.end()) - g.begin() + 1));
+      if (!(first_layer_grad_share(g) <= t.vanishing_ratio)) continue;
+      const double mx = *std::max_element(g.begin(), g.end());
+      parts.push_back(fmt::format("{} layer 1 gradient norm {} is {}x smaller than the "
+                                  "largest ({} at layer {})",
+                                  stack, sci(g.front()), sci(mx / std::max(g.front(), 1e-300)),
+                                  sci(mx), std::max_element(g.begin(), g.end()) - g.begin() + 1));
     }
     if (!parts.empty()) {
       f.fired = true;
@@ -318,9 +336,9 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
             gain(best), update_of(*best), fell, update_of(*rec.front()));
         const nlohmann::json* d = diag_before(r, -1);
         const bool encoder_amplifies = d && amplification_index(*d, "encoder") >= t.amplification;
-        auto g = d ? json_nums(*d, "encoder_layer_grad_norm") : std::vector<double>{};
         const bool encoder_starves =
-            g.size() >= 2 && g.front() <= t.vanishing_ratio * *std::max_element(g.begin(), g.end());
+            d && first_layer_grad_share(json_nums(*d, "encoder_layer_grad_norm")) <=
+                     t.vanishing_ratio;
         f.cure = encoder_amplifies || encoder_starves
                      ? fmt::format("the encoder {}: give it Admin or Pre-LN "
                                    "(model.encoder_residual: admin | pre_ln). A Pre-LN decoder "

@@ -3,7 +3,6 @@
 // fired, with the evidence it used (update, stack/sublayer, value, threshold)
 // and the cure clinic offers. Thresholds and their reasons are in
 // docs/diagnose.md; the rules are unit-tested on synthetic metrics.
-#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -49,14 +48,5 @@ double amplification_index(const nlohmann::json& diag, const std::string& stack)
 /// first logged update whose loss rose above its running minimum by the
 /// thresholds), or -1.
 int64_t divergence_update(const RunData& run, const DiagnoseThresholds& t = {});
-
-/// The first validation record whose loss is above the running minimum of the
-/// earlier ones by the divergence margin (or non-finite); at = -1 when none.
-struct ValidDivergence {
-  int64_t at = -1;
-  double loss = NAN, lowest = NAN;
-  int64_t lowest_at = -1;
-};
-ValidDivergence valid_divergence(const RunData& run, const DiagnoseThresholds& t = {});
 
 }  // namespace clinic
