@@ -15,7 +15,7 @@ import re
 import statistics
 import sys
 
-from run_metrics import records
+from run_metrics import cell, records
 
 
 def summarize(run_dir):
@@ -52,10 +52,6 @@ def summarize(run_dir):
     return out
 
 
-def fmt(v, spec=".2f"):
-    return "-" if v is None else format(v, spec)
-
-
 def entropy(e):
     return "-" if e is None else f"{e[0]:.2f} / {e[1]:.2f}"
 
@@ -82,8 +78,8 @@ def main():
     for setting, seed, s in sorted(rows, key=lambda r: (r[0], r[1])):
         bv = s.get("best_valid")
         print(f"| {setting} | {seed} | {s['updates']} | {s['low'][1]:.2f} ({s['low'][0]}) | "
-              f"{s['last']:.2f} | {fmt(bv and bv[1])} ({bv[0] if bv else '-'}) | "
-              f"{fmt(s.get('last_valid'))} | {s['collapse'] if s['collapse'] else 'never'} | "
+              f"{s['last']:.2f} | {cell(bv and bv[1])} ({bv[0] if bv else '-'}) | "
+              f"{cell(s.get('last_valid'))} | {s['collapse'] if s['collapse'] else 'never'} | "
               f"{entropy(s['entropy_last'])} | {ratio(s['ratio'])} |")
 
 

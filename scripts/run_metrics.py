@@ -1,5 +1,6 @@
 """The records of a clinic run's metrics.jsonl, for the scripts that print
-docs tables from run dirs (cases_table.py, case_a_table.py). Stdlib only."""
+docs tables from run dirs (cases_table.py, case_a_table.py, table1_table.py),
+and their table cells. Stdlib only."""
 import json
 import os
 
@@ -13,3 +14,8 @@ def records(run_dir):
                 yield json.loads(line)
             except ValueError:
                 continue
+
+
+def cell(v, spec=".2f"):
+    """A table cell: v formatted by spec, "-" when absent."""
+    return "-" if v is None else format(v, spec)

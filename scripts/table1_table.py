@@ -16,7 +16,7 @@ import math
 import os
 import sys
 
-from run_metrics import records
+from run_metrics import cell, records
 
 NAMES = {"postpost": "Post-LN / Post-LN", "postpre": "Post-LN / Pre-LN",
          "prepre": "Pre-LN / Pre-LN"}
@@ -64,10 +64,6 @@ def translations(root, name):
     return bleu.get("real"), bleu.get("rotated"), len(set(hyps)), len(hyps)
 
 
-def num(v, spec):
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-
-
 def main():
     root = sys.argv[1]
     print("| encoder / decoder | updates | train loss, last (lowest) | valid loss at each validation "
@@ -86,11 +82,11 @@ def main():
         valid = " / ".join(f"{v:.2f} ({u})" for u, v in s["valid"]) or "-"
         d = s["diag"] or {}
         t = translations(root, name)
-        bleu = f"{num(t[0], '.2f')} / {num(t[1], '.2f')}" if t else "-"
+        bleu = f"{cell(t[0], '.2f')} / {cell(t[1], '.2f')}" if t else "-"
         distinct = f"{t[2]} of {t[3]}" if t else "-"
         print(f"| {label} | {last[0]} | {last[1]:.2f} ({low:.2f}) | {valid} | "
-              f"{num(amplification(d, 'encoder'), '.2f')} / {num(amplification(d, 'decoder'), '.2f')} | "
-              f"{num(grad_ratio(d, 'encoder'), '.1e')} / {num(grad_ratio(d, 'decoder'), '.1e')} | "
+              f"{cell(amplification(d, 'encoder'), '.2f')} / {cell(amplification(d, 'decoder'), '.2f')} | "
+              f"{cell(grad_ratio(d, 'encoder'), '.1e')} / {cell(grad_ratio(d, 'decoder'), '.1e')} | "
               f"{bleu} | {distinct} |")
 
 
