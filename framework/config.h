@@ -249,6 +249,7 @@ struct OptimConfig {
   bool degenerate_to_sgd = false;
   bool decoupled_weight_decay = false;
   bool no_decay_bias_norm = false;
+  bool foreach = true;
   std::vector<OptimGroupConfig> groups;
 
   template <class V>
@@ -269,6 +270,10 @@ struct OptimConfig {
       "radam torch flavour: AdamW-style decay instead of L2", any());
     v("no_decay_bias_norm", no_decay_bias_norm,
       "exclude biases, LayerNorm gains and omega from weight decay", any());
+    v("foreach", foreach,
+      "step all tensors of a parameter group with multi-tensor (_foreach_*) ops; false: one "
+      "tensor at a time (the same trajectory on CPU)",
+      any());
     v("groups", groups,
       "parameter groups, in order: [{name, match (regex) or glob, lr, betas, eps, "
       "weight_decay, schedule: {name, warmup_updates, ...}}]; a parameter in two groups or "

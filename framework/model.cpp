@@ -8,9 +8,16 @@ namespace clinic {
 
 Batch Batch::to(const torch::Device& d) const {
   Batch b = *this;
-  b.src = src.to(d, /*non_blocking=*/true);
-  b.tgt_in = tgt_in.to(d, true);
-  b.tgt_out = tgt_out.to(d, true);
+  // A non_blocking copy from pageable memory is a synchronous one: to a GPU
+  // the rows go through page-locked memory, so the copy queues behind the
+  // running update instead of waiting for it.
+  auto move = [&](const torch::Tensor& t) {
+    if (d.is_cuda() && t.device().is_cpu() && !t.is_pinned()) return t.pin_memory().to(d, true);
+    return t.to(d, /*non_blocking=*/true);
+  };
+  b.src = move(src);
+  b.tgt_in = move(tgt_in);
+  b.tgt_out = move(tgt_out);
   return b;
 }
 

@@ -1,6 +1,10 @@
 #include "framework/amp/grad_scaler.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
+
+#include "framework/optim/multi_tensor.h"
 
 namespace clinic {
 
@@ -27,25 +31,23 @@ void LossScaler::update(bool overflow) {
 
 torch::Tensor scale_grads_and_norm(const std::vector<torch::Tensor>& params,
                                    double factor) {
-  std::vector<torch::Tensor> norms;
   torch::NoGradGuard g;
-  for (const auto& p : params) {
-    if (!p.grad().defined()) continue;
-    auto& grad = p.mutable_grad();
-    if (factor != 1.0) grad.mul_(factor);
-    norms.push_back(grad.norm(2).to(torch::kFloat));
-  }
-  if (norms.empty()) return torch::zeros({});
-  return torch::stack(norms).norm(2);
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  // One pass over all gradients per op (multi_tensor.h): scale, then norms.
+  if (factor != 1.0 && !grads.empty()) at::_foreach_mul_(grads, factor);
+  return multi_tensor_norm(grads);
 }
 
 void clip_grads(const std::vector<torch::Tensor>& params, double max_norm,
                 double total_norm) {
   if (max_norm <= 0 || total_norm <= max_norm) return;
   torch::NoGradGuard g;
-  double coef = max_norm / (total_norm + 1e-6);
+  std::vector<torch::Tensor> grads;
   for (const auto& p : params)
-    if (p.grad().defined()) p.mutable_grad().mul_(coef);
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (!grads.empty()) at::_foreach_mul_(grads, max_norm / (total_norm + 1e-6));
 }
 
 }  // namespace clinic

@@ -35,7 +35,7 @@ class LossScaler {
 };
 
 /// Multiply every defined gradient by `factor` and return the total L2 norm
-/// (a 0-dim tensor; non-finite when any gradient is). One fused pass.
+/// (a 0-dim tensor; non-finite when any gradient is). Multi-tensor ops.
 torch::Tensor scale_grads_and_norm(const std::vector<torch::Tensor>& params,
                                    double factor);
 /// Scale gradients so their total norm is at most max_norm; returns nothing.

@@ -1,5 +1,6 @@
 #include "framework/optim/optimizers.h"
 
+#include "framework/optim/multi_tensor.h"
 #include "framework/optim/radam.h"
 
 namespace clinic {
@@ -18,30 +19,33 @@ void register_builtin_optimizers() {
                         const OptimConfig& c) {
     // torch::optim::Adam's weight_decay is L2 added to the gradient, as in
     // fairseq's Adam before AdamW semantics.
-    return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::Adam(
-        std::move(g), torch::optim::AdamOptions(c.lr).betas(betas(c)).eps(c.eps)
-                          .weight_decay(c.weight_decay)));
+    auto o = torch::optim::AdamOptions(c.lr).betas(betas(c)).eps(c.eps).weight_decay(c.weight_decay);
+    if (c.foreach)
+      return std::unique_ptr<torch::optim::Optimizer>(new MultiTensorAdam(std::move(g), o));
+    return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::Adam(std::move(g), o));
   });
   r.add("adamw", [betas](std::vector<torch::optim::OptimizerParamGroup> g,
                          const OptimConfig& c) {
-    return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::AdamW(
-        std::move(g), torch::optim::AdamWOptions(c.lr).betas(betas(c)).eps(c.eps)
-                          .weight_decay(c.weight_decay)));
+    auto o = torch::optim::AdamWOptions(c.lr).betas(betas(c)).eps(c.eps).weight_decay(c.weight_decay);
+    if (c.foreach)
+      return std::unique_ptr<torch::optim::Optimizer>(new MultiTensorAdamW(std::move(g), o));
+    return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::AdamW(std::move(g), o));
   });
   r.add("radam", [betas](std::vector<torch::optim::OptimizerParamGroup> g,
                          const OptimConfig& c) {
     RAdamFlavour f = c.flavour == "torch"       ? RAdamFlavour::kTorch
                      : c.flavour == "reference" ? RAdamFlavour::kReference
                                                 : RAdamFlavour::kClinic;
-    return std::unique_ptr<torch::optim::Optimizer>(
-        new RAdam(std::move(g), RAdamOptions(c.lr)
-                                    .betas(betas(c))
-                                    .eps(c.eps)
-                                    .weight_decay(c.weight_decay)
-                                    .flavour(f)
-                                    .degenerate_to_sgd(c.degenerate_to_sgd)
-                                    .decoupled_weight_decay(
-                                        c.decoupled_weight_decay)));
+    auto o = RAdamOptions(c.lr)
+                 .betas(betas(c))
+                 .eps(c.eps)
+                 .weight_decay(c.weight_decay)
+                 .flavour(f)
+                 .degenerate_to_sgd(c.degenerate_to_sgd)
+                 .decoupled_weight_decay(c.decoupled_weight_decay);
+    if (c.foreach)
+      return std::unique_ptr<torch::optim::Optimizer>(new MultiTensorRAdam(std::move(g), o));
+    return std::unique_ptr<torch::optim::Optimizer>(new RAdam(std::move(g), o));
   });
 }
 

@@ -432,9 +432,13 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   // Gradients of summed losses divided by the update's token count: the
   // same update as one batch holding all of them (fairseq's sample_size).
   torch::Tensor norm = scale_grads_and_norm(params_, 1.0 / (scale * std::max<int64_t>(s.tokens, 1)));
-  s.grad_norm = norm.item<double>();  // the one host sync of the step
-  s.loss = loss_sum.item<double>();
-  s.nll = nll_sum.item<double>();
+  // The one host read of the step: norm, loss and nll in one copy (exact:
+  // float and double values widen to double).
+  const std::vector<double> read = host_reads_.values(
+      torch::stack({norm.to(torch::kDouble), loss_sum.to(torch::kDouble), nll_sum.to(torch::kDouble)}));
+  s.grad_norm = read[0];
+  s.loss = read[1];
+  s.nll = read[2];
   if (!std::isfinite(s.grad_norm) || !std::isfinite(s.loss)) {
     s.skipped = true;
     scaler_->update(/*overflow=*/true);

@@ -23,6 +23,7 @@
 #include "framework/optim/schedule.h"
 #include "framework/train/checkpoint.h"
 #include "framework/train/gradient_carry.h"
+#include "framework/train/host_reads.h"
 #include "framework/train/loss.h"
 #include "framework/train/run_dir.h"
 
@@ -75,6 +76,8 @@ class Trainer {
   TrainState& state() { return state_; }
   /// The stability instruments; null when diag.interval = 0.
   Instruments* instruments() { return instruments_.get(); }
+  /// Device-to-host reads the updates made (host_reads.h).
+  const HostReads& host_reads() const { return host_reads_; }
   const RunConfig& config() const { return cfg_; }
   const ParallelCorpus& train_data() const { return train_; }
   torch::Device device() const { return device_; }
@@ -109,6 +112,7 @@ class Trainer {
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<Instruments> instruments_;
   GradientCarry carry_{false};  // train.zero_grad: false
+  HostReads host_reads_;
   TrainState state_;
   int64_t bad_in_a_row_ = 0;
   double start_wall_ = 0;

@@ -62,6 +62,54 @@ TEST(Trainer, GradientAccumulationEqualsOneLargeBatch) {
     test::expect_close(ga[i].grad(), gb[i].grad(), 1e-4, 1.2e-7);
 }
 
+// Issue 33: one device-to-host read per update, through the counted seam,
+// and the values it reads are the update's own (the norm of the gradients
+// the step used, recomputed here in double).
+TEST(Trainer, AnUpdateReadsTheDeviceOnceAndReadsItsOwnValues) {
+  TempDir d;
+  Trainer t(copy_config(d, "pre_ln", {"model.dropout=0"}), d.file("run"));
+  t.setup();
+  const auto& corpus = t.train_data();
+  for (int u = 0; u < 4; ++u) {
+    const int64_t before = t.host_reads().count();
+    Batch b1 = corpus.make_batch({0, 1, 2, 3}), b2 = corpus.make_batch({4, 5});
+    auto s = t.train_update({b1, b2});
+    EXPECT_EQ(s.tokens, b1.tgt_out.ne(kPad).sum().item<int64_t>() + b2.tgt_out.ne(kPad).sum().item<int64_t>());
+    EXPECT_EQ(t.host_reads().count() - before, 1) << "update " << u;
+    double sq = 0;
+    for (const auto& p : t.model().parameters())
+      if (p.grad().defined()) sq += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
+    EXPECT_NEAR(s.grad_norm, std::sqrt(sq), 1e-5 * std::sqrt(sq)) << "update " << u;
+    EXPECT_TRUE(std::isfinite(s.loss) && s.loss > 0 && s.nll > 0);
+  }
+}
+
+// Issue 33: the multi-tensor optimizer steps leave CPU training bit-identical
+// to the per-tensor classes (every logged figure and every parameter).
+TEST(Trainer, MultiTensorStepsTrainBitIdenticallyOnCpu) {
+  for (const char* opt : {"adam", "radam"}) {
+    TempDir d;
+    std::vector<std::string> common = {"train.max_updates=24", "train.log_interval=4",
+                                       "train.clip_norm=0.5", std::string("optim.name=") + opt};
+    auto with = [&](const char* foreach) {
+      auto o = common;
+      o.push_back(std::string("optim.foreach=") + foreach);
+      return o;
+    };
+    Trainer a(copy_config(d, "admin", with("true")), d.file("on"));
+    Trainer b(copy_config(d, "admin", with("false")), d.file("off"));
+    a.fit();
+    b.fit();
+    auto la = test::logged_losses(d.file("on/metrics.jsonl"));
+    auto lb = test::logged_losses(d.file("off/metrics.jsonl"));
+    ASSERT_EQ(la.size(), 6u) << opt;
+    EXPECT_EQ(la, lb) << opt;
+    auto pa = a.model().parameters(), pb = b.model().parameters();
+    for (size_t i = 0; i < pa.size(); ++i)
+      EXPECT_TRUE(torch::equal(pa[i], pb[i])) << opt << " parameter " << i;
+  }
+}
+
 TEST(Trainer, LossScalerGrowsBacksOffFloorsAndSkips) {
   LossScaler s(128, 3, 16, true);
   s.update(false);

@@ -1,0 +1,170 @@
+// The multi-tensor optimizer steps (framework/optim/multi_tensor.h) against
+// the per-tensor classes they replace, which are themselves checked against
+// PyTorch's and the reference repositories' trajectories (optim_test.cpp,
+// tools/golden/optim_golden.py). On CPU ATen's foreach ops run the same
+// kernels tensor by tensor, so the oracle here is bitwise equality.
+#include <sstream>
+
+#include "framework/optim/multi_tensor.h"
+#include "framework/optim/optimizers.h"
+#include "test/support.h"
+
+namespace clinic {
+namespace {
+
+// Several shapes, one tensor that has no gradient on every third update
+// (its step count falls behind: a second bucket), a float and a double.
+std::vector<torch::Tensor> mt_params() {
+  torch::manual_seed(7);
+  std::vector<torch::Tensor> ps;
+  for (auto shape : std::vector<std::vector<int64_t>>{{5, 3}, {7}, {2, 2, 4}, {1}, {6, 5}})
+    ps.push_back(torch::randn(shape).requires_grad_(true));
+  ps.push_back(torch::randn({4}, torch::kDouble).requires_grad_(true));
+  return ps;
+}
+
+// A deterministic gradient of a smooth loss, the same for both optimizers.
+void mt_set_grads(std::vector<torch::Tensor>& ps, int update) {
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (i == 3 && update % 3 == 2) {
+      ps[i].mutable_grad() = torch::Tensor();
+      continue;
+    }
+    auto x = ps[i].detach();
+    ps[i].mutable_grad() = 0.3 * x + 0.1 * x.pow(3) - 0.05 * std::sin(0.7 * update) * torch::ones_like(x);
+  }
+}
+
+struct Named {
+  std::string name;
+  OptimConfig cfg;
+};
+
+std::vector<Named> mt_configs() {
+  std::vector<Named> out;
+  auto add = [&](std::string name, std::string opt, double wd, std::string flavour = "clinic",
+                 bool sgd = false, bool decoupled = false) {
+    OptimConfig c;
+    c.name = opt;
+    c.lr = 0.03;
+    c.betas = {0.9, 0.98};
+    c.eps = 1e-6;
+    c.weight_decay = wd;
+    c.flavour = flavour;
+    c.degenerate_to_sgd = sgd;
+    c.decoupled_weight_decay = decoupled;
+    out.push_back({name, c});
+  };
+  add("adam", "adam", 0);
+  add("adam_l2", "adam", 0.1);
+  add("adamw", "adamw", 0.1);
+  add("radam_clinic", "radam", 0.1, "clinic");
+  add("radam_reference", "radam", 0.1, "reference");
+  add("radam_reference_sgd", "radam", 0.1, "reference", true);
+  add("radam_torch", "radam", 0.1, "torch");
+  add("radam_torch_decoupled", "radam", 0.1, "torch", false, true);
+  return out;
+}
+
+std::unique_ptr<torch::optim::Optimizer> mt_build(OptimConfig c, bool foreach,
+                                                  const std::vector<torch::Tensor>& ps) {
+  c.foreach = foreach;
+  std::vector<ParamPlacement> placed;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    ParamPlacement pp;
+    pp.name = "p" + std::to_string(i);
+    pp.param = ps[i];
+    pp.group = -1;
+    pp.decay = true;
+    placed.push_back(pp);
+  }
+  return build_optimizer(placed, c);
+}
+
+TEST(MultiTensor, RecipeBuildsTheMultiTensorClassesUnlessForeachIsOff) {
+  auto ps = mt_params();
+  for (const auto& [name, cfg] : mt_configs()) {
+    auto on = mt_build(cfg, true, ps);
+    auto off = mt_build(cfg, false, ps);
+    const bool on_mt = dynamic_cast<MultiTensorAdam*>(on.get()) ||
+                       dynamic_cast<MultiTensorAdamW*>(on.get()) ||
+                       dynamic_cast<MultiTensorRAdam*>(on.get());
+    const bool off_mt = dynamic_cast<MultiTensorAdam*>(off.get()) ||
+                        dynamic_cast<MultiTensorAdamW*>(off.get()) ||
+                        dynamic_cast<MultiTensorRAdam*>(off.get());
+    EXPECT_TRUE(on_mt) << name;
+    EXPECT_FALSE(off_mt) << name;
+  }
+}
+
+TEST(MultiTensor, EveryOptimizerStepsBitIdenticallyToItsPerTensorClass) {
+  for (const auto& [name, cfg] : mt_configs()) {
+    auto a = mt_params(), b = mt_params();
+    auto per_tensor = mt_build(cfg, false, a);
+    auto multi = mt_build(cfg, true, b);
+    for (int u = 0; u < 30; ++u) {  // past RAdam's rho_t threshold (step 6 at beta2 0.98)
+      mt_set_grads(a, u);
+      mt_set_grads(b, u);
+      per_tensor->step();
+      multi->step();
+      for (size_t i = 0; i < a.size(); ++i)
+        ASSERT_TRUE(torch::equal(a[i].detach(), b[i].detach()))
+            << name << " update " << u << " tensor " << i << " max diff "
+            << (a[i] - b[i]).abs().max().item<double>();
+    }
+    // The parameters moved (the comparison above compares real steps).
+    auto start = mt_params();
+    EXPECT_GT((a[0] - start[0]).abs().max().item<double>(), 1e-3) << name;
+  }
+}
+
+TEST(MultiTensor, CheckpointsAreInterchangeableWithThePerTensorClass) {
+  for (const auto& [name, cfg] : mt_configs()) {
+    auto a = mt_params();
+    auto ref = mt_build(cfg, false, a);
+    for (int u = 0; u < 14; ++u) {
+      mt_set_grads(a, u);
+      ref->step();
+    }
+    // 7 multi-tensor updates, saved, loaded into the per-tensor class, 7 more.
+    auto b = mt_params();
+    auto multi = mt_build(cfg, true, b);
+    for (int u = 0; u < 7; ++u) {
+      mt_set_grads(b, u);
+      multi->step();
+    }
+    std::stringstream buf;
+    torch::serialize::OutputArchive out;
+    multi->save(out);
+    out.save_to(buf);
+    auto per_tensor = mt_build(cfg, false, b);
+    torch::serialize::InputArchive in;
+    in.load_from(buf);
+    per_tensor->load(in);
+    for (int u = 7; u < 14; ++u) {
+      mt_set_grads(b, u);
+      per_tensor->step();
+    }
+    for (size_t i = 0; i < a.size(); ++i)
+      EXPECT_TRUE(torch::equal(a[i].detach(), b[i].detach())) << name << " tensor " << i;
+  }
+}
+
+TEST(MultiTensor, NormIsTheL2NormOfAllElements) {
+  auto ps = mt_params();
+  std::vector<torch::Tensor> ts;
+  double sq = 0;  // plain re-computation in double, element by element
+  for (auto& p : ps) {
+    ts.push_back(p.detach());
+    auto flat = p.detach().to(torch::kDouble).flatten();
+    for (int64_t i = 0; i < flat.numel(); ++i) sq += flat[i].item<double>() * flat[i].item<double>();
+  }
+  EXPECT_NEAR(multi_tensor_norm(ts).item<double>(), std::sqrt(sq), 1e-5 * std::sqrt(sq));
+  EXPECT_EQ(multi_tensor_norm({}).item<double>(), 0.0);
+  ts[2] = ts[2].clone();
+  ts[2].view(-1)[1] = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(std::isfinite(multi_tensor_norm(ts).item<double>()));
+}
+
+}  // namespace
+}  // namespace clinic
