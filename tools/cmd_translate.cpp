@@ -29,6 +29,7 @@ struct DecodeFlags {
   std::string checkpoint, torchscript, input, output;
   std::string beam, lenpen, nbest;
   int64_t threads = 0;
+  bool strict = false;  // refuse sources longer than the model's positions
 };
 void add_decode_flags(CLI::App* c, DecodeFlags& f) {
   c->add_option("--checkpoint", f.checkpoint, "checkpoint file");
@@ -37,6 +38,8 @@ void add_decode_flags(CLI::App* c, DecodeFlags& f) {
   c->add_option("--nbest", f.nbest, "hypotheses per sentence, <= beam (default eval.nbest)");
   c->add_option("--threads", f.threads, "intra-op threads (0 = cores)")
       ->check(CLI::Range(0, 4096));
+  c->add_flag("--strict", f.strict,
+              "refuse an input line longer than model.max_source_positions instead of cutting it");
 }
 void apply_decode_flags(RunConfig& cfg, const DecodeFlags& f) {
   for (auto [flag, key, value] : {std::tuple{"--beam", "eval.beam", &f.beam},
@@ -65,12 +68,27 @@ void check_output(const std::string& flag, const std::string& out,
     throw ConfigError(fmt::format("{} {}: is a clinic checkpoint; refusing to overwrite it",
                                   flag, out));
 }
-// Sources longer than the model's positions are cut to fit, with a warning
-// naming the limit (the checkpoint path cuts the same way in translate_lines).
-void warn_truncated(size_t line, size_t tokens, int64_t limit) {
-  std::cerr << fmt::format("clinic: warning: input line {} has {} tokens; only the first {} "
-                           "are translated (model.max_source_positions = {})\n",
-                           line, tokens, limit - 1, limit);
+// Sources longer than the encoder's positions (model.max_source_positions)
+// are cut to fit, said once per run with the count; --strict refuses them
+// before anything is translated. `cut`: (0-based line, tokens) pairs.
+void report_cut(const std::vector<std::pair<size_t, size_t>>& cut, int64_t limit) {
+  if (cut.empty()) return;
+  std::cerr << fmt::format("clinic: warning: {} input line{} of {} tokens or more {} cut to the "
+                           "first {} (model.max_source_positions = {}; the first is line {}, {} "
+                           "tokens); --strict refuses such input\n",
+                           cut.size(), cut.size() == 1 ? "" : "s", limit,
+                           cut.size() == 1 ? "was" : "were", limit - 1, limit,
+                           cut.front().first + 1, cut.front().second);
+}
+void refuse_long_lines(const std::string& input, Tokenizer& src, const std::vector<std::string>& lines,
+                       int64_t limit) {
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const size_t n = src.encode(lines[i]).size();
+    if (static_cast<int64_t>(n) >= limit)
+      throw DataError(fmt::format("{}:{}: {} tokens, over model.max_source_positions = {} "
+                                  "(room for EOS: at most {}); --strict refuses it",
+                                  input.empty() ? "<stdin>" : input, i + 1, n, limit, limit - 1));
+  }
 }
 void translate_torchscript(const DecodeFlags& f, const std::vector<std::string>& lines) {
   const std::string& path = f.torchscript;
@@ -105,6 +123,8 @@ void translate_torchscript(const DecodeFlags& f, const std::vector<std::string>&
   TextOutput out(f.output);
   torch::NoGradGuard g;
   const int64_t max_src = cfg.model.max_source_positions;
+  if (f.strict) refuse_long_lines(f.input, *v.src, lines, max_src);
+  std::vector<std::pair<size_t, size_t>> cut;
   for (size_t i = 0; i < lines.size(); ++i) {
     auto ids = v.src->encode(lines[i]);
     if (ids.empty()) {
@@ -112,7 +132,7 @@ void translate_torchscript(const DecodeFlags& f, const std::vector<std::string>&
       continue;
     }
     if (static_cast<int64_t>(ids.size()) >= max_src) {
-      warn_truncated(i + 1, ids.size(), max_src);
+      cut.emplace_back(i, ids.size());
       ids.resize(max_src - 1);
     }
     auto src = torch::empty({1, static_cast<int64_t>(ids.size()) + 1}, torch::kLong);
@@ -136,6 +156,7 @@ void translate_torchscript(const DecodeFlags& f, const std::vector<std::string>&
     out.flush();
   }
   out.commit();
+  report_cut(cut, max_src);
 }
 
 }  // namespace
@@ -162,8 +183,11 @@ void add_translate_commands(CLI::App& app, Action& action) {
       auto device = pick_device("auto");
       LoadedModel m = load_trained_model(tf.checkpoint, device);
       apply_decode_flags(m.cfg, tf);
-      auto opts = SearchOptions::from(m.cfg.eval, m.cfg.model.max_target_positions);
+      auto opts = SearchOptions::from(m.cfg.eval, m.cfg.model);
       auto lines = read_input(tf.input);
+      const int64_t max_src = m.cfg.model.max_source_positions;
+      if (tf.strict) refuse_long_lines(tf.input, *m.vocab.src, lines, max_src);
+      std::vector<std::pair<size_t, size_t>> cut;
       TextOutput out(tf.output);
       // Stream in chunks so output appears while a long input is decoded.
       // n-best lists are Moses/Marian style: "ID ||| hypothesis ||| score",
@@ -172,8 +196,10 @@ void add_translate_commands(CLI::App& app, Action& action) {
       for (size_t i = 0; i < lines.size(); i += kChunk) {
         std::vector<std::string> part(lines.begin() + i,
                                       lines.begin() + std::min(lines.size(), i + kChunk));
+        std::vector<std::pair<size_t, size_t>> part_cut;
         auto hyps = translate_lines(*m.model, *m.vocab.src, *m.vocab.tgt, part, opts,
-                                    m.cfg.eval.max_tokens, device);
+                                    m.cfg.eval.max_tokens, device, &part_cut);
+        for (auto [k, n] : part_cut) cut.emplace_back(i + k, n);
         for (size_t k = 0; k < hyps.size(); ++k) {
           if (opts.nbest == 1) {
             out.write((hyps[k].empty() ? std::string() : hyps[k].front().text) + "\n");
@@ -185,6 +211,7 @@ void add_translate_commands(CLI::App& app, Action& action) {
         out.flush();
       }
       out.commit();
+      report_cut(cut, max_src);
     };
   });
 
@@ -219,11 +246,14 @@ void add_translate_commands(CLI::App& app, Action& action) {
       if (lines.size() != refs.size())
         throw DataError(fmt::format("{} has {} lines but {} has {}", s, lines.size(), r,
                                     refs.size()));
-      auto opts = SearchOptions::from(m.cfg.eval, m.cfg.model.max_target_positions);
+      auto opts = SearchOptions::from(m.cfg.eval, m.cfg.model);
       opts.nbest = 1;
+      if (ef.strict) refuse_long_lines(s, *m.vocab.src, lines, opts.max_source_positions);
+      std::vector<std::pair<size_t, size_t>> cut;
       double t0 = now_seconds();
       auto hyps = translate_lines(*m.model, *m.vocab.src, *m.vocab.tgt, lines, opts,
-                                  m.cfg.eval.max_tokens, device);
+                                  m.cfg.eval.max_tokens, device, &cut);
+      report_cut(cut, opts.max_source_positions);
       double secs = now_seconds() - t0;
       std::vector<std::string> best;
       for (const auto& h : hyps) best.push_back(h.empty() ? "" : h.front().text);

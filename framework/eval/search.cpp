@@ -48,7 +48,7 @@ void check_beam_memory(Seq2SeqModel& model, const SearchOptions& o, int64_t src_
 }
 }  // namespace
 
-SearchOptions SearchOptions::from(const EvalConfig& e, int64_t max_positions) {
+SearchOptions SearchOptions::from(const EvalConfig& e, const ModelConfig& m) {
   SearchOptions o;
   o.beam = e.beam;
   o.lenpen = e.lenpen;
@@ -56,7 +56,8 @@ SearchOptions SearchOptions::from(const EvalConfig& e, int64_t max_positions) {
   o.max_len_b = e.max_len_b;
   o.min_len = e.min_len;
   o.nbest = std::min(e.nbest, e.beam);
-  o.max_positions = max_positions;
+  o.max_positions = m.max_target_positions;
+  o.max_source_positions = m.max_source_positions;
   return o;
 }
 
@@ -183,7 +184,7 @@ std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
 std::vector<std::vector<Translation>> translate_lines(
     Seq2SeqModel& model, Tokenizer& src_vocab, Tokenizer& tgt_vocab,
     const std::vector<std::string>& lines, const SearchOptions& opts,
-    int64_t max_tokens, torch::Device device) {
+    int64_t max_tokens, torch::Device device, std::vector<std::pair<size_t, size_t>>* cut) {
   std::vector<std::vector<Translation>> out(lines.size());
   auto ids = src_vocab.encode_lines(lines);
   std::vector<size_t> order;
@@ -193,8 +194,10 @@ std::vector<std::vector<Translation>> translate_lines(
       continue;
     }
     // Leave room for EOS within the encoder's positions.
-    if (static_cast<int64_t>(ids[i].size()) >= opts.max_positions)
-      ids[i].resize(opts.max_positions - 1);
+    if (static_cast<int64_t>(ids[i].size()) >= opts.max_source_positions) {
+      if (cut) cut->emplace_back(i, ids[i].size());
+      ids[i].resize(opts.max_source_positions - 1);
+    }
     order.push_back(i);
   }
   std::stable_sort(order.begin(), order.end(),

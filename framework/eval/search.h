@@ -21,12 +21,13 @@ struct SearchOptions {
   int64_t max_len_b = 200;
   int64_t min_len = 1;
   int64_t nbest = 1;
-  int64_t max_positions = 1024;  // the decoder's limit
+  int64_t max_positions = 1024;         // the decoder's limit (model.max_target_positions)
+  int64_t max_source_positions = 1024;  // the encoder's: longer sources are cut to fit
   /// false: re-run the decoder over the whole prefix every step instead of
   /// using the KV cache (the straightforward decoder; a benchmark baseline
   /// and a cross-check of the cache).
   bool incremental = true;
-  static SearchOptions from(const EvalConfig& e, int64_t max_positions);
+  static SearchOptions from(const EvalConfig& e, const ModelConfig& m);
 };
 
 struct Hypothesis {
@@ -50,9 +51,13 @@ struct Translation {
 /// one empty output. Returns up to nbest translations per line, best first.
 /// Throws DataError before searching when one sentence's beam would not fit
 /// in the memory available (--beam 100000 was OOM-killed at 24 GB).
+/// Sources of opts.max_source_positions tokens or more are cut to their first
+/// max_source_positions - 1 (room for EOS); `cut`, when given, receives the
+/// index of each such line and its token count.
 std::vector<std::vector<Translation>> translate_lines(
     Seq2SeqModel& model, Tokenizer& src_vocab, Tokenizer& tgt_vocab,
     const std::vector<std::string>& lines, const SearchOptions& opts,
-    int64_t max_tokens, torch::Device device);
+    int64_t max_tokens, torch::Device device,
+    std::vector<std::pair<size_t, size_t>>* cut = nullptr);
 
 }  // namespace clinic

@@ -135,8 +135,27 @@ class Plots {
       for (const auto& p : r.nonfinite) s << upd(p) << " NaN\n";
       s << "EOD\n";
     }
+    // A panel whose series has no plottable value in any run (a run whose
+    // every logged gradient norm is NaN, an old or hand-made metrics file
+    // without the field) is drawn empty and says so: gnuplot refuses to
+    // plot it, and a report must still come out.
+    auto plottable = [&](const char* field, bool positive) {
+      for (const auto& r : runs_)
+        for (const auto& p : r.train) {
+          double v = json_num(p, field);
+          if (std::isfinite(v) && (!positive || v > 0)) return true;
+        }
+      return false;
+    };
+    const char* fields[] = {"", "", "loss", "lr", "grad_norm", "loss_scale"};
     auto panel = [&](const std::string& title, const std::string& ylabel, int col, bool logy,
                      bool extras) {
+      if (!plottable(fields[col], col >= 4)) {
+        s << "set title '" << title << " (no finite values logged)'\nunset logscale y\n"
+          << "set xrange [0:1]\nset yrange [0:1]\nplot 2 notitle\nset autoscale x\n"
+          << "set autoscale y\n";
+        return;
+      }
       s << "set title '" << title << "'\nset xlabel 'update'\nset ylabel '" << ylabel << "'\n"
         << (logy ? "set logscale y\n" : "unset logscale y\n") << "plot ";
       for (size_t k = 0; k < runs_.size(); ++k) {
@@ -390,9 +409,58 @@ std::string html_escape(const std::string& s) {
 
 }  // namespace
 
+namespace {
+
+// report.md and report.html end with a stamp of their own text, so a re-run
+// can tell a report clinic wrote (replaced) from one the user edited or that
+// has no stamp (kept beside the new one, never lost).
+constexpr const char* kStamp = "<!-- clinic diagnose fnv1a64 ";
+
+std::string stamped(const std::string& text) {
+  return text + fmt::format("{}{:016x} -->\n", kStamp, hash_bytes(text));
+}
+
+bool written_by_clinic(const std::string& text) {
+  size_t at = text.rfind(kStamp);
+  if (at == std::string::npos) return false;
+  return stamped(text.substr(0, at)) == text;
+}
+
+// Writes `text` (stamped) to `path` atomically. An existing file clinic did
+// not write as it stands is first kept as PATH.~N~ (the first free N); the
+// returned line says so ("" otherwise).
+std::string write_report_file(const std::string& path, const std::string& text) {
+  std::string note;
+  if (fs::exists(path) && !written_by_clinic(read_file(path))) {
+    std::string kept;
+    for (int n = 1;; ++n) {
+      kept = fmt::format("{}.~{}~", path, n);
+      if (!fs::exists(kept)) break;
+    }
+    // A hard link keeps the old contents under the new name; the atomic
+    // write below then replaces only the old name.
+    std::error_code ec;
+    fs::create_hard_link(path, kept, ec);
+    if (ec) fs::copy_file(path, kept);
+    note = fmt::format("{} had changes clinic did not write: kept as {}\n", path, kept);
+  }
+  write_file_atomic(path, stamped(text));
+  return note;
+}
+
+}  // namespace
+
 std::string write_diagnose_report(const std::vector<RunData>& runs, const std::string& out_dir,
                                   const DiagnoseThresholds& t) {
-  fs::create_directories(out_dir);
+  if (fs::exists(out_dir) && !fs::is_directory(out_dir))
+    throw DataError(fmt::format("{}: exists and is not a directory; the report needs a directory "
+                                "(the file is left as it is)",
+                                out_dir));
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec)
+    throw DataError(fmt::format("{}: cannot create the report directory: {}", out_dir,
+                                ec.message()));
   Plots plots(runs, out_dir);
   plots.curves();
   for (const char* stack : kStacks) {
@@ -451,6 +519,16 @@ std::string write_diagnose_report(const std::vector<RunData>& runs, const std::s
     html << "<h2>" << html_escape(r.label) << "</h2>\n<p><code>" << html_escape(r.dir)
          << "</code></p>\n";
     terminal << r.label << ":\n";
+    if (!r.data_problems.empty()) {
+      md << "### Data problems\n\n";
+      html << "<h3>Data problems</h3>\n<ul>\n";
+      for (const auto& p : r.data_problems) {
+        md << "- `" << p << "`\n";
+        html << "<li><code>" << html_escape(p) << "</code></li>\n";
+      }
+      md << "\nThe diagnosis below reads the other records.\n\n";
+      html << "</ul>\n<p>The diagnosis below reads the other records.</p>\n";
+    }
     md << "### Diagnosis\n\n";
     html << "<h3>Diagnosis</h3>\n<ul>\n";
     bool any = false;
@@ -492,8 +570,8 @@ std::string write_diagnose_report(const std::vector<RunData>& runs, const std::s
          << html_escape(f.caption) << "</figcaption></figure>\n";
   }
   html << "</body></html>\n";
-  write_file_atomic(out_dir + "/report.md", md.str());
-  write_file_atomic(out_dir + "/report.html", html.str());
+  terminal << write_report_file(out_dir + "/report.md", md.str());
+  terminal << write_report_file(out_dir + "/report.html", html.str());
   return terminal.str();
 }
 

@@ -64,13 +64,36 @@ RunData read_run(const std::string& run_dir) {
   std::string metrics = (fs::path(run_dir) / "metrics.jsonl").string();
   if (!fs::exists(metrics))
     throw DataError(fmt::format("{}: no metrics.jsonl (is {} a clinic run dir?)", metrics, run_dir));
-  for (const auto& line : read_lines(metrics)) {
+  // Read as bytes, line by line: one damaged line (a killed run's partial
+  // last line, garbage a full disk or a crash left) must not cost the report
+  // every other record, which is when the user needs it most.
+  const std::string bytes = read_file(metrics);
+  int64_t records = 0;
+  size_t pos = 0;
+  for (int64_t lineno = 1; pos < bytes.size(); ++lineno) {
+    size_t end = bytes.find('\n', pos);
+    if (end == std::string::npos) end = bytes.size();
+    std::string line = bytes.substr(pos, end - pos);
+    pos = end + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) {
-      ++r.skipped_lines;  // a run killed mid-write leaves a partial last line
+    std::string why;
+    nlohmann::json j;
+    if (size_t bad = find_invalid_utf8(line); bad != std::string::npos) {
+      why = fmt::format("byte 0x{:02x} at column {} is not valid UTF-8",
+                        static_cast<unsigned char>(line[bad]), bad + 1);
+    } else {
+      j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded() || !j.is_object())
+        why = end == bytes.size() ? "a partial last line (the run was stopped while writing it)"
+                                  : "not a JSON record";
+    }
+    if (!why.empty()) {
+      ++r.skipped_lines;
+      r.data_problems.push_back(fmt::format("{}:{}: {}; line skipped", metrics, lineno, why));
       continue;
     }
+    ++records;
     std::string event = j.value("event", "");
     if (event.empty()) r.train.push_back(std::move(j));
     else if (event == "valid") r.valid.push_back(std::move(j));
@@ -79,6 +102,10 @@ RunData read_run(const std::string& run_dir) {
     else if (event == "nonfinite") r.nonfinite.push_back(std::move(j));
     else if (event == "init") r.init_summary = j.value("summary", "");
   }
+  if (records == 0 && r.skipped_lines > 0)
+    throw DataError(fmt::format("{}: no readable record ({} unreadable line{}; the first: {})",
+                                metrics, r.skipped_lines, r.skipped_lines == 1 ? "" : "s",
+                                r.data_problems.front().substr(metrics.size() + 1)));
   r.label = fs::path(run_dir).filename().string();
   std::string recipe = (fs::path(run_dir) / "recipe.yaml").string();
   if (fs::exists(recipe)) {

@@ -20,11 +20,15 @@ struct RunData {
   bool fixed_batch = false;    // data.source: fixed_batch (one batch every update)
   std::vector<nlohmann::json> train, valid, diag, spikes, nonfinite;
   std::string init_summary;
-  int64_t skipped_lines = 0;  // unreadable lines (a killed run's last one)
+  int64_t skipped_lines = 0;  // unreadable lines (a killed run's last one, garbage a full disk left)
+  /// One entry per unreadable line: "FILE:LINE: why" (the report's data problems).
+  std::vector<std::string> data_problems;
 };
 
 /// Reads RUN_DIR/metrics.jsonl (required) and RUN_DIR/recipe.yaml (optional).
-/// Throws DataError naming the file when there is no metrics file.
+/// Lines that are not valid UTF-8 or not a JSON object are skipped and listed
+/// in data_problems. Throws DataError naming the file when there is no
+/// metrics file, or when it has unreadable lines and no readable record.
 RunData read_run(const std::string& run_dir);
 
 /// A number field: NaN when absent, null, or the strings "nan"/"inf" that

@@ -539,7 +539,7 @@ std::pair<double, double> Trainer::validate() {
 double Trainer::validate_bleu() {
   auto src = read_lines(split_path(cfg_.data, cfg_.data.valid, cfg_.data.src_lang));
   auto ref = read_references(cfg_.data, split_path(cfg_.data, cfg_.data.valid, cfg_.data.tgt_lang));
-  auto opts = SearchOptions::from(cfg_.eval, cfg_.model.max_target_positions);
+  auto opts = SearchOptions::from(cfg_.eval, cfg_.model);
   opts.nbest = 1;
   auto hyps = translate_lines(*model_, *vocab_.src, *vocab_.tgt, src, opts,
                               cfg_.eval.max_tokens, device_);

@@ -160,6 +160,39 @@ TEST(Search, BeamTooLargeForMemoryIsRefusedBeforeSearching) {
   EXPECT_EQ(out.size(), 1u);
 }
 
+// Issue 36 item 1: sources are cut at the encoder's limit
+// (model.max_source_positions), not the decoder's, and each cut line is
+// reported; the cut translation is the translation of the kept prefix.
+TEST(Search, SourcesAreCutAtTheEncodersPositions) {
+  ModelConfig cfg = test::tiny_model("pre_ln", 1, 32);
+  cfg.max_source_positions = 8;
+  cfg.max_target_positions = 64;
+  const int64_t V = 14;
+  torch::manual_seed(3);
+  auto m = std::make_shared<TransformerImpl>(cfg, VocabInfo{V, V, true});
+  m->eval();
+  test::TempDir d;
+  test::write_text(d.file("dict.txt"), "w4 1\nw5 1\nw6 1\nw7 1\nw8 1\nw9 1\nw10 1\nw11 1\nw12 1\nw13 1\n");
+  DictionaryTokenizer tok(d.file("dict.txt"));
+  SearchOptions o = SearchOptions::from(EvalConfig(), cfg);
+  EXPECT_EQ(o.max_source_positions, 8);
+  EXPECT_EQ(o.max_positions, 64);
+  o.beam = 2;
+  o.max_len_b = 5;
+  const std::string twelve = "w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w4 w5", seven = "w4 w5 w6 w7 w8 w9 w10",
+                    eight = "w4 w5 w6 w7 w8 w9 w10 w11";
+  std::vector<std::pair<size_t, size_t>> cut;
+  auto out = translate_lines(*m, tok, tok, {seven, twelve, eight}, o, 4096, torch::kCPU, &cut);
+  // 7 tokens + EOS fit in 8 positions; 8 and 12 do not.
+  ASSERT_EQ(cut.size(), 2u);
+  EXPECT_EQ(cut[0], (std::pair<size_t, size_t>{1, 12}));
+  EXPECT_EQ(cut[1], (std::pair<size_t, size_t>{2, 8}));
+  auto prefix = translate_lines(*m, tok, tok, {seven}, o, 4096, torch::kCPU);
+  EXPECT_EQ(out[1].front().text, prefix[0].front().text);
+  EXPECT_EQ(out[2].front().text, prefix[0].front().text);
+  EXPECT_NEAR(out[1].front().score, prefix[0].front().score, 1e-5);
+}
+
 TEST(Search, BeamOneEqualsGreedyAndBatchOrderDoesNotMatter) {
   auto m = copy_model();
   const int e = static_cast<int>(kEos);

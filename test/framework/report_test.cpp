@@ -404,6 +404,81 @@ TEST(Diagnose, Base64) {
 
 // End to end: a Post-LN run at lr 3 diverges at once; its twin at lr 3e-3
 // does not. The report says so, with plots inlined in report.html.
+// Issue 36 item 7: a metrics.jsonl with damaged lines (binary garbage a full
+// disk left, a line that is not JSON, a partial last line) is diagnosed from
+// the rest; each damaged line is named by file:line on stderr and in the
+// report; only a file with no readable record is refused.
+TEST(Diagnose, DamagedLinesAreSkippedNamedAndTheRestDiagnosed) {
+  TempDir d;
+  std::filesystem::create_directories(d.file("run"));
+  std::string text;
+  for (int u = 1; u <= 6; ++u) {
+    text += fmt::format(R"j({{"update": {}, "loss": {}, "loss_scale": 1, "skipped": 0}})j", u * 10,
+                        8.0 - 0.1 * u) + "\n";
+    if (u == 2) text += std::string("\xff\xfe\x00garbage\x80", 11) + "\n";  // line 3
+    if (u == 4) text += "{\"update\": 45, \"loss\"\n";                      // line 6
+  }
+  text += R"j({"update": 70, "lo)j";  // line 9: partial, no newline
+  test::write_text(d.file("run/metrics.jsonl"), text);
+  RunData run = read_run(d.file("run"));
+  EXPECT_EQ(run.train.size(), 6u);
+  ASSERT_EQ(run.data_problems.size(), 3u);
+  const std::string m = d.file("run/metrics.jsonl");
+  expect_contains(run.data_problems[0], m + ":3: byte 0xff at column 1 is not valid UTF-8");
+  expect_contains(run.data_problems[1], m + ":6: not a JSON record");
+  expect_contains(run.data_problems[2], m + ":9: a partial last line");
+
+  std::string out;
+  ASSERT_EQ(test::run_shell(test::clinic_bin() + " diagnose " + d.file("run") + " 2>&1", &out), 0)
+      << out;
+  expect_contains(out, "clinic: warning: " + m + ":3: byte 0xff");
+  expect_contains(out, "clinic: warning: " + m + ":6:");
+  std::string md = read_file(d.file("run/report/report.md"));
+  expect_contains(md, "### Data problems");
+  expect_contains(md, m + ":9: a partial last line");
+  expect_contains(md, "6 training records");
+
+  test::write_text(d.file("run/metrics.jsonl"), std::string("\xff\xff\n{nope\n", 9));
+  EXPECT_EQ(test::run_shell(test::clinic_bin() + " diagnose " + d.file("run") + " 2>&1", &out), 1);
+  expect_contains(out, "clinic: error: " + m + ": no readable record (2 unreadable lines; the "
+                       "first: 1: byte 0xff");
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;  // one line
+}
+
+// Issue 36 item 8: --out naming a file is refused in clinic's words and the
+// file is left intact; a report the user edited is kept beside the new one,
+// an unedited one is replaced without leaving copies.
+TEST(Diagnose, OutMustBeADirectoryAndAnEditedReportIsKept) {
+  TempDir d;
+  synthetic(d, {R"j({"update": 10, "loss": 8.0, "loss_scale": 1, "skipped": 0})j",
+                R"j({"update": 20, "loss": 7.5, "loss_scale": 1, "skipped": 0})j"});
+  test::write_text(d.file("afile"), "mine\n");
+  std::string out;
+  const std::string diag = test::clinic_bin() + " diagnose " + d.file("run");
+  EXPECT_EQ(test::run_shell(diag + " --out " + d.file("afile") + " 2>&1", &out), 1);
+  expect_contains(out, "clinic: error: --out " + d.file("afile") + ": exists and is not a directory");
+  EXPECT_EQ(out.find("filesystem error"), std::string::npos) << out;
+  EXPECT_EQ(read_file(d.file("afile")), "mine\n");
+  EXPECT_EQ(test::run_shell(diag + " --out " + d.file("afile/sub") + " 2>&1", &out), 1);
+  expect_contains(out, "clinic: error: " + d.file("afile/sub") + ": cannot create the report directory");
+
+  const std::string rep = d.file("run/report/report.md");
+  ASSERT_EQ(test::run_shell(diag + " 2>&1", &out), 0) << out;
+  const std::string first = read_file(rep);
+  ASSERT_EQ(test::run_shell(diag + " 2>&1", &out), 0) << out;  // unedited: replaced, no copy
+  EXPECT_FALSE(std::filesystem::exists(rep + ".~1~"));
+  EXPECT_EQ(read_file(rep), first);
+  test::write_text(rep, first + "\nMy notes on this run.\n");
+  ASSERT_EQ(test::run_shell(diag + " 2>&1", &out), 0) << out;
+  expect_contains(out, rep + " had changes clinic did not write: kept as " + rep + ".~1~");
+  EXPECT_EQ(read_file(rep + ".~1~"), first + "\nMy notes on this run.\n");
+  EXPECT_EQ(read_file(rep), first);
+  test::write_text(rep, "edited again\n");
+  ASSERT_EQ(test::run_shell(diag + " 2>&1", &out), 0) << out;
+  EXPECT_EQ(read_file(rep + ".~2~"), "edited again\n");
+  EXPECT_EQ(read_file(rep + ".~1~"), first + "\nMy notes on this run.\n");
+}
+
 TEST(Diagnose, ReportOnARealDivergingRun) {
   TempDir d;
   test::write_copy_corpus(d.file("c"), 300, 20);

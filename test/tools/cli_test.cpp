@@ -267,9 +267,34 @@ TEST(Cli, ErrorsAreOneLine) {
                       &out),
             0)
       << out;
-  EXPECT_EQ(out, "clinic: warning: input line 1 has 100 tokens; only the first 63 are translated "
-                 "(model.max_source_positions = 64)\n");
+  const std::string said =
+      "clinic: warning: 1 input line of 64 tokens or more was cut to the first 63 "
+      "(model.max_source_positions = 64; the first is line 1, 100 tokens); --strict refuses such "
+      "input\n";
+  EXPECT_EQ(out, said);
   EXPECT_EQ(read_lines(r.d.file("long.out")).size(), 2u);
+  // The checkpoint path says the same, once; --strict refuses before writing.
+  test::write_text(r.d.file("long2"), longline + "\nw2 w3\n" + longline + "\n");
+  EXPECT_EQ(run_shell(clinic() + " translate --checkpoint " + r.ckpt + " --input " +
+                          r.d.file("long2") + " --output " + r.d.file("long2.out"),
+                      &out),
+            0)
+      << out;
+  EXPECT_EQ(out, "clinic: warning: 2 input lines of 64 tokens or more were cut to the first 63 "
+                 "(model.max_source_positions = 64; the first is line 1, 100 tokens); --strict "
+                 "refuses such input\n");
+  test::write_text(r.d.file("long2.out"), "kept\n");
+  for (const std::string& how : {" --checkpoint " + r.ckpt, " --torchscript " + r.d.file("m.pt")}) {
+    EXPECT_EQ(run_shell(clinic() + " translate" + how + " --strict --input " + r.d.file("long2") +
+                            " --output " + r.d.file("long2.out"),
+                        &out),
+              1)
+        << how;
+    EXPECT_EQ(out, "clinic: error: " + r.d.file("long2") + ":1: 100 tokens, over "
+                   "model.max_source_positions = 64 (room for EOS: at most 63); --strict refuses it\n")
+        << how;
+    EXPECT_EQ(read_file(r.d.file("long2.out")), "kept\n") << how;
+  }
 }
 
 // export to /dev/full aborted with a c10 backtrace (exit 134) and a full disk
