@@ -30,6 +30,14 @@ struct ModelConfig {
   std::string residual = "post_ln";
   std::string encoder_residual;  // empty: model.residual
   std::string decoder_residual;  // empty: model.residual
+  std::string encoder_variant() const { return encoder_residual.empty() ? residual : encoder_residual; }
+  std::string decoder_variant() const { return decoder_residual.empty() ? residual : decoder_residual; }
+  /// "admin", or "enc post_ln / dec pre_ln" for a mix (Liu et al. 2020, Table 1).
+  std::string residual_label() const {
+    return encoder_variant() == decoder_variant()
+               ? encoder_variant()
+               : "enc " + encoder_variant() + " / dec " + decoder_variant();
+  }
   int64_t encoder_layers = 6;
   int64_t decoder_layers = 6;
   int64_t d_model = 512;

@@ -116,16 +116,14 @@ RunData read_run(const std::string& run_dir) {
       r.fixed_batch = cfg.data.source == "fixed_batch";
       if (cfg.train.criterion == "label_smoothed_cross_entropy")
         r.label_smoothing = cfg.train.label_smoothing;
-      std::string enc = m.encoder_residual.empty() ? m.residual : m.encoder_residual;
-      std::string dec = m.decoder_residual.empty() ? m.residual : m.decoder_residual;
       // An encoder-only model (model.arch encoder_tagger, causal_lm) measures
       // one stack: its recipe's decoder_layers is unused.
       bool one_stack = !r.diag.empty();
       for (const auto& d : r.diag) one_stack = one_stack && !d.contains("decoder_dependency");
-      r.label = one_stack ? fmt::format("{} ({} {}, {} layer{})", r.label, m.arch, enc,
+      r.label = one_stack ? fmt::format("{} ({} {}, {} layer{})", r.label, m.arch, m.encoder_variant(),
                                         m.encoder_layers, m.encoder_layers == 1 ? "" : "s")
                           : fmt::format("{} ({}, {}+{} layers)", r.label,
-                                        enc == dec ? enc : "enc " + enc + " / dec " + dec,
+                                        m.residual_label(),
                                         m.encoder_layers, m.decoder_layers);
     } catch (const std::exception&) {
       // A recipe from another clinic version: the label stays the dir name.

@@ -227,7 +227,7 @@ void Trainer::setup() {
   int64_t n_params = 0;
   for (const auto& p : params_) n_params += p.numel();
   log()->info("[model] {} ({}), {} parameters, vocab {} / {}", cfg_.model.arch,
-              cfg_.model.residual, n_params, info.src_size, info.tgt_size);
+              cfg_.model.residual_label(), n_params, info.src_size, info.tgt_size);
   optimizer_ = build_optimizer(*model_, cfg_.optim, &group_of_);
   schedules_ = build_group_schedules(cfg_);
   for (size_t i = 0; i < cfg_.optim.groups.size(); ++i) {
@@ -555,14 +555,26 @@ void Trainer::save_checkpoint(const std::string& reason, bool best) {
   std::vector<torch::Tensor> rank_rngs;
   if (world_->size() > 1) rank_rngs = world_->all_gather(capture_rng_state().cpu);
   if (!world_->is_writer()) return;
-  double wall = state_.wall_s;
-  state_.wall_s = wall + (now_seconds() - start_wall_);
   std::string last = run_dir_ + "/checkpoint_last.pt";
-  CheckpointMeta meta = make_meta();
-  for (size_t r = 0; r < rank_rngs.size(); ++r)
-    meta.extras[fmt::format("rng_rank{}", r)] = rank_rngs[r];
-  write_checkpoint(last, *model_, optimizer_.get(), meta);
-  state_.wall_s = wall;
+  // checkpoint_last.pt already holds this very state (the final save after
+  // an epoch-end save, a best save after an interval one): add the names
+  // only. The state is the update and skipped-update counts, the data
+  // position and the validation bookkeeping; nothing else (weights, Adam,
+  // scaler, generators) changes without an update or a skip.
+  const auto key = std::make_tuple(state_.update, state_.skipped, state_.position.epoch,
+                                   state_.position.batch, state_.best_valid, state_.best_bleu,
+                                   state_.stalled);
+  if (!last_written_ || *last_written_ != key || !fs::exists(last)) {
+    double wall = state_.wall_s;
+    state_.wall_s = wall + (now_seconds() - start_wall_);
+    CheckpointMeta meta = make_meta();
+    for (size_t r = 0; r < rank_rngs.size(); ++r)
+      meta.extras[fmt::format("rng_rank{}", r)] = rank_rngs[r];
+    write_checkpoint(last, *model_, optimizer_.get(), meta);
+    state_.wall_s = wall;
+    last_written_ = key;
+    ++checkpoint_writes_;
+  }
   // Further names are hard links to the file just written: no second
   // serialisation, no extra disk; later saves replace names, never contents.
   if (reason == "interval") {

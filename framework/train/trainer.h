@@ -9,6 +9,8 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <tuple>
 #include <string>
 
 #include "framework/amp/grad_scaler.h"
@@ -78,6 +80,8 @@ class Trainer {
   Instruments* instruments() { return instruments_.get(); }
   /// Device-to-host reads the updates made (host_reads.h).
   const HostReads& host_reads() const { return host_reads_; }
+  /// Checkpoint serialisations this trainer made (further names are links).
+  int64_t checkpoint_writes() const { return checkpoint_writes_; }
   const RunConfig& config() const { return cfg_; }
   const ParallelCorpus& train_data() const { return train_; }
   torch::Device device() const { return device_; }
@@ -113,6 +117,10 @@ class Trainer {
   std::unique_ptr<Instruments> instruments_;
   GradientCarry carry_{false};  // train.zero_grad: false
   HostReads host_reads_;
+  // What checkpoint_last.pt holds: (update, skipped, epoch, batch, best
+  // valid, best BLEU, stalled) of the last write: one state, one serialisation.
+  std::optional<std::tuple<int64_t, int64_t, int64_t, int64_t, double, double, int64_t>> last_written_;
+  int64_t checkpoint_writes_ = 0;
   TrainState state_;
   int64_t bad_in_a_row_ = 0;
   double start_wall_ = 0;

@@ -206,10 +206,21 @@ TEST(Trainer, ResumeLogsEveryRecipeChange) {
   EXPECT_NE(log.find("resuming with a changed recipe: train.max_updates is 2 there, 3 now"),
             std::string::npos)
       << log;
+  EXPECT_NE(log.find("[model] transformer (post_ln), "), std::string::npos) << log;
   // The vocabulary stays the checkpoint's, and the log says so.
   EXPECT_NE(log.find("data.vocab_size and data.tokenizer changes take effect only in a new run dir"),
             std::string::npos)
       << log;
+}
+
+// Issue 36 item 2: the [model] line names each stack's variant of a mix.
+TEST(Trainer, ModelLogLineNamesEachStacksVariant) {
+  TempDir d;
+  Trainer t(copy_config(d, "post_ln", {"train.max_updates=1", "model.decoder_residual=pre_ln"}),
+            d.file("run"));
+  t.fit();
+  std::string log = read_file(d.file("run/train.log"));
+  EXPECT_NE(log.find("[model] transformer (enc post_ln / dec pre_ln), "), std::string::npos) << log;
 }
 
 // fairseq: lr_scheduler.step_update(0) before update 1, step_update(k) after
@@ -546,6 +557,20 @@ TEST(Trainer, BestAtAnEpochEndIsTheEpochCheckpointsFile) {
             read_checkpoint_meta(d.file("run/checkpoint_epoch" + std::to_string(best_epoch) +
                                         ".pt"))
                 .state.update);
+  // Issue 36 item 3: one serialisation per epoch; the final save after the
+  // last epoch's holds the same state and only links (it wrote it again).
+  EXPECT_EQ(t.checkpoint_writes(), 2);
+  EXPECT_TRUE(std::filesystem::equivalent(d.file("run/checkpoint_last.pt"),
+                                          d.file("run/checkpoint_epoch2.pt")));
+  // An interval save on an epoch's last update is written again at the
+  // epoch's end (the data position and validation differ): resumable there.
+  TempDir d2;
+  Trainer u(copy_config(d2, "post_ln", {"train.max_epochs=1", "train.max_updates=0",
+                                        "train.save_interval=1", "train.validate_interval=0"}),
+            d2.file("run"));
+  u.fit();
+  EXPECT_EQ(u.checkpoint_writes(), u.state().update + 1);
+  EXPECT_EQ(read_checkpoint_meta(d2.file("run/checkpoint_last.pt")).state.position.epoch, 2);
 }
 
 // SIGTERM finishes the current update, checkpoints and exits 0.
