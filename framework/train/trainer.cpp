@@ -356,23 +356,34 @@ std::string Trainer::locate_nonfinite(const Batch& given) {
   try {
     for (auto& p : params_)
       if (p.grad().defined()) p.mutable_grad().zero_();
-    torch::Tensor logits;
+    // The replay takes the training step's own path (forward_features and
+    // the criterion's form for it: fused, or over DecoderFeatures::allowed),
+    // so a criterion whose three-argument form fails is found where it fails.
+    DecoderFeatures out;
     {
       AutocastGuard ag(device_.type(), compute_dtype_);
-      logits = model_->forward(batch.src, batch.tgt_in);
+      out = model_->forward_features(batch.src, batch.tgt_in);
     }
     where = finder.first;
-    if (where.empty() && !torch::isfinite(logits).all().item<bool>())
-      where = "output projection (logits)";
+    if (where.empty() && !torch::isfinite(out.hidden).all().item<bool>())
+      where = out.weight.defined() ? "decoder output (before the output projection)"
+                                   : "output projection (logits)";
     model_->set_observer(nullptr);
     if (where.empty()) {
-      loss_fn_(logits, batch.tgt_out).loss.backward();
-      for (const auto& p : model_->named_parameters(true))
-        if (p.value().grad().defined() &&
-            !torch::isfinite(p.value().grad()).all().item<bool>()) {
-          where = "gradient of " + p.key();
-          break;
-        }
+      LossOut lo = loss_fn_(out, batch.tgt_out, compute_dtype_);
+      if (!torch::isfinite(lo.loss).all().item<bool>()) {
+        where = fmt::format("loss (train.criterion {}{}) on finite model outputs",
+                            cfg_.train.criterion,
+                            out.allowed.defined() ? ", over the model's allowed columns" : "");
+      } else {
+        lo.loss.backward();
+        for (const auto& p : model_->named_parameters(true))
+          if (p.value().grad().defined() &&
+              !torch::isfinite(p.value().grad()).all().item<bool>()) {
+            where = "gradient of " + p.key();
+            break;
+          }
+      }
     }
   } catch (...) {
     model_->set_observer(nullptr);

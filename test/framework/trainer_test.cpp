@@ -13,6 +13,7 @@
 #include "framework/errors.h"
 #include "framework/train/average.h"
 #include "framework/train/trainer.h"
+#include "models/transformer.h"
 #include "test/support.h"
 
 namespace clinic {
@@ -151,6 +152,46 @@ TEST(Trainer, NonFiniteValuesAreLocalisedAndStopTheRun) {
   } catch (const DivergenceError& e) {
     EXPECT_NE(std::string(e.what()).find("2 consecutive non-finite updates"), std::string::npos);
   }
+}
+
+// Issue 36 item 4: the replay that localises a non-finite update takes the
+// training step's path. A model that declares the columns it can output
+// (DecoderFeatures::allowed) trains on the criterion's three-argument form;
+// when that form fails, the replay named "loss scale overflow (values finite
+// in fp32 replay)" because it called the two-argument form, which is fine.
+struct AllowedColumnsTransformer : TransformerImpl {
+  using TransformerImpl::TransformerImpl;
+  DecoderFeatures decode_features(const torch::Tensor& tgt_in, const EncoderOut& enc) override {
+    DecoderFeatures f = TransformerImpl::decode_features(tgt_in, enc);
+    auto logits = f.weight.defined() ? torch::nn::functional::linear(f.hidden, f.weight) : f.hidden;
+    return {logits, torch::Tensor(), torch::ones({logits.size(-1)}, torch::kBool)};
+  }
+};
+
+TEST(Trainer, NonFiniteLossOfTheAllowedColumnsFormIsLocalised) {
+  if (!model_registry().contains("test_allowed_columns"))
+    model_registry().add("test_allowed_columns", [](const ModelConfig& c, const VocabInfo& v) {
+      return std::make_shared<AllowedColumnsTransformer>(c, v);
+    });
+  if (!loss_registry().contains("test_nan_over_allowed"))
+    loss_registry().add("test_nan_over_allowed", [](const TrainConfig&) {
+      Criterion c = loss_registry().get("label_smoothed_cross_entropy")(TrainConfig{});
+      c.on_allowed = [](const torch::Tensor& l, const torch::Tensor& t, const torch::Tensor&) {
+        LossOut o = label_smoothed_nll(l, t, 0.1, SmoothingMass::kEpsOverV);
+        return LossOut{o.loss * std::numeric_limits<double>::quiet_NaN(), o.nll};
+      };
+      return c;
+    });
+  TempDir d;
+  Trainer t(copy_config(d, "post_ln", {"model.arch=test_allowed_columns",
+                                       "train.criterion=test_nan_over_allowed"}),
+            d.file("run"));
+  t.setup();
+  auto s = t.train_update({t.train_data().make_batch({0, 1, 2})});
+  EXPECT_TRUE(s.skipped);
+  EXPECT_EQ(s.nonfinite_where,
+            "loss (train.criterion test_nan_over_allowed, over the model's allowed columns) on "
+            "finite model outputs");
 }
 
 TEST(Trainer, CorruptCheckpointIsAClearError) {
