@@ -14,6 +14,7 @@
 #include "framework/config.h"
 #include "framework/data/text.h"
 #include "framework/model.h"
+#include "framework/train/checkpoint.h"
 #include "test_paths.h"
 
 namespace clinic::test {
@@ -65,6 +66,19 @@ inline std::map<std::string, torch::Tensor> named_weights(const torch::nn::Modul
   std::map<std::string, torch::Tensor> w;
   for (const auto& p : m.named_parameters()) w[p.key()] = p.value().detach().clone();
   return w;
+}
+
+/// The parameters, by name, of a checkpoint loaded into a fresh model of
+/// `model` (the copy-task vocabulary by default); `meta`, when given, gets
+/// the checkpoint's metadata (its update, generator state, ...).
+inline std::map<std::string, torch::Tensor> checkpoint_params(const ModelConfig& model,
+                                                              const std::string& path,
+                                                              CheckpointMeta* meta = nullptr,
+                                                              VocabInfo vocab = VocabInfo{16, 16, true}) {
+  auto m = build_model(model, vocab);
+  CheckpointMeta got = load_checkpoint(path, *m, nullptr);
+  if (meta) *meta = got;
+  return named_weights(*m);
 }
 
 /// Each sublayer's input x, branch output f(x) and mean omega, in order, from

@@ -185,19 +185,17 @@ TEST_P(OnDevice, ResumeContinuesTheDropoutStream) {
   run("resumed", 4);
   run("resumed", 8);
   RunConfig cfg = config(d, "pre_ln");
-  auto a = build_model(cfg.model, VocabInfo{16, 16, true});
-  auto b = build_model(cfg.model, VocabInfo{16, 16, true});
-  auto ma = load_checkpoint(d.file("straight/checkpoint_last.pt"), *a, nullptr);
-  auto mb = load_checkpoint(d.file("resumed/checkpoint_last.pt"), *b, nullptr);
+  CheckpointMeta ma, mb;
+  auto pa = test::checkpoint_params(cfg.model, d.file("straight/checkpoint_last.pt"), &ma);
+  auto pb = test::checkpoint_params(cfg.model, d.file("resumed/checkpoint_last.pt"), &mb);
   ASSERT_EQ(ma.state.update, 8);
   ASSERT_EQ(mb.state.update, 8);
   EXPECT_EQ(ma.rng_state.cuda.size(), cuda_devices());
-  auto pb = b->named_parameters();
-  for (const auto& p : a->named_parameters()) {
+  for (const auto& [name, a] : pa) {
     if (device().is_cpu())
-      EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+      EXPECT_TRUE(torch::equal(a, pb[name])) << name;
     else
-      test::expect_close(p.value(), pb[p.key()], 1e-5, 1e-6);
+      test::expect_close(a, pb[name], 1e-5, 1e-6);
   }
 }
 

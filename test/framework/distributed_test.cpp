@@ -38,10 +38,10 @@ struct Job {
   }
   std::map<std::string, torch::Tensor> params(const std::string& run, int64_t* update) const {
     RunConfig cfg = parse_recipe_text(test::copy_recipe(dir.file("corpus"), "pre_ln"), "r");
-    auto m = build_model(cfg.model, VocabInfo{16, 16, true});
-    auto meta = load_checkpoint(dir.file(run + "/checkpoint_last.pt"), *m, nullptr);
+    CheckpointMeta meta;
+    auto params = test::checkpoint_params(cfg.model, dir.file(run + "/checkpoint_last.pt"), &meta);
     if (update) *update = meta.state.update;
-    return test::named_weights(*m);
+    return params;
   }
 };
 

@@ -345,15 +345,9 @@ TEST(Trainer, AveragingEqualsTheMeanOfParameters) {
   EXPECT_NE(files[1].find("checkpoint_u6.pt"), std::string::npos);
   average_checkpoints(files, d.file("avg.pt"));
   RunConfig cfg = copy_config(d, "admin");
-  auto load = [&](const std::string& f) {
-    auto m = build_model(cfg.model, VocabInfo{16, 16, true});
-    load_checkpoint(f, *m, nullptr);
-    return m;
-  };
-  auto a = load(files[0]), b = load(files[1]), avg = load(d.file("avg.pt"));
-  auto pa = a->named_parameters(), pb = b->named_parameters();
-  for (const auto& p : avg->named_parameters())
-    test::expect_close(p.value(), (pa[p.key()] + pb[p.key()]) / 2, 1e-6, 1e-7);
+  auto pa = test::checkpoint_params(cfg.model, files[0]), pb = test::checkpoint_params(cfg.model, files[1]);
+  for (const auto& [name, avg] : test::checkpoint_params(cfg.model, d.file("avg.pt")))
+    test::expect_close(avg, (pa[name] + pb[name]) / 2, 1e-6, 1e-7);
 }
 
 // Recipes that keep epoch checkpoints (IWSLT'14) have no checkpoint_u*.pt:
@@ -683,14 +677,11 @@ TEST(Trainer, ParameterGroupsFollowTheirSchedulesAndResumeExactly) {
   });
   EXPECT_NE(e.find("optim.groups places parameters differently"), std::string::npos) << e;
   RunConfig cfg = copy_config(d, "pre_ln");
-  auto a = build_model(cfg.model, VocabInfo{16, 16, true});
-  auto b = build_model(cfg.model, VocabInfo{16, 16, true});
-  auto ma = load_checkpoint(d.file("straight/checkpoint_last.pt"), *a, nullptr);
-  auto mb = load_checkpoint(d.file("resumed/checkpoint_last.pt"), *b, nullptr);
+  CheckpointMeta mb;
+  auto pa = test::checkpoint_params(cfg.model, d.file("straight/checkpoint_last.pt"));
+  auto pb = test::checkpoint_params(cfg.model, d.file("resumed/checkpoint_last.pt"), &mb);
   ASSERT_EQ(mb.state.update, 8);
-  auto pb = b->named_parameters();
-  for (const auto& p : a->named_parameters())
-    EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+  for (const auto& [name, a] : pa) EXPECT_TRUE(torch::equal(a, pb[name])) << name;
 }
 
 TEST(Trainer, ResumeAfterSigkillIsBitIdentical) {
@@ -720,15 +711,13 @@ TEST(Trainer, ResumeAfterSigkillIsBitIdentical) {
     ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
     ASSERT_EQ(test::run_shell(test::clinic_bin() + common + " --run-dir " + run, &out), 0) << out;
     RunConfig cfg = parse_recipe_text(test::copy_recipe(d.file("corpus"), "admin"), "r");
-    auto a = build_model(cfg.model, VocabInfo{16, 16, true});
-    auto b = build_model(cfg.model, VocabInfo{16, 16, true});
-    auto ma = load_checkpoint(d.file("straight/checkpoint_last.pt"), *a, nullptr);
-    auto mb = load_checkpoint(run + "/checkpoint_last.pt", *b, nullptr);
+    CheckpointMeta ma, mb;
+    auto pa = test::checkpoint_params(cfg.model, d.file("straight/checkpoint_last.pt"), &ma);
+    auto pb = test::checkpoint_params(cfg.model, run + "/checkpoint_last.pt", &mb);
     EXPECT_EQ(ma.state.update, 60);
     EXPECT_EQ(mb.state.update, 60);
-    auto pb = b->named_parameters();
-    for (const auto& p : a->named_parameters())
-      EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << "kill at " << kill_after << ": " << p.key();
+    for (const auto& [name, a] : pa)
+      EXPECT_TRUE(torch::equal(a, pb[name])) << "kill at " << kill_after << ": " << name;
   }
 }
 
