@@ -27,6 +27,7 @@
 #include "framework/optim/optimizers.h"
 #include "framework/optim/schedule.h"
 #include "framework/train/loss.h"
+#include "framework/train/scaled_step.h"
 #include "framework/train/trainer.h"
 
 namespace clinic {
@@ -215,24 +216,30 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     double t2 = now_seconds();
     const double scale = scaler.scale();
     (scale != 1.0 ? loss * scale : loss).backward();
-    bool overflow = false;
-    if (scaler.enabled() || cfg.train.clip_norm > 0) {
-      const double gn = scale_grads_and_norm(params, 1.0 / scale).item<double>();
-      overflow = !std::isfinite(gn);
-      if (!overflow) clip_grads(params, cfg.train.clip_norm, gn);
-    }
+    // The unscale and norm only where a rule reads them (the scaler, clipping).
+    double gn = 0;
+    if (scaler.enabled() || cfg.train.clip_norm > 0)
+      gn = scale_grads_and_norm(params, 1.0 / scale).item<double>();
     sync();
     double t3 = now_seconds();
+    // The trainer's step rule itself (scaled_step.h), the instruments'
+    // measurement in the same place, timed apart from training.
     double td = 0;
-    if (instruments && timed) {
-      double m0 = now_seconds();
-      instruments->before_step(step + 1);
-      sync();
-      td = now_seconds() - m0;
-    }
-    if (!overflow) opt->step();
+    bool measured = false;
+    StepHooks hooks;
+    hooks.before_clip = [&](double norm) {
+      if (instruments && timed) {
+        double m0 = now_seconds();
+        instruments->before_step(step + 1);
+        sync();
+        td = now_seconds() - m0;
+        measured = true;
+      }
+      return norm;
+    };
+    const bool overflow = !scaled_step(scaler, std::isfinite(gn), gn, cfg.train.clip_norm, params,
+                                       *opt, hooks);
     if (scaler.enabled()) {
-      scaler.update(overflow);
       overflows += overflow;
       growths += scaler.scale() > scale;
     }
@@ -243,7 +250,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
       curve.emplace_back(step - o.warmup + 1, last_loss);
     if (instruments && timed) {
       double m0 = now_seconds();
-      instruments->after_step();
+      if (measured) instruments->after_step();
       sync();
       double m1 = now_seconds();
       instruments->on_update(step + 1, last_loss / std::log(2.0), cfg.optim.lr, 0.0);

@@ -14,6 +14,7 @@
 
 #include "clinic_paths.h"
 #include "framework/errors.h"
+#include "framework/optim/name_pattern.h"
 
 namespace fs = std::filesystem;
 
@@ -635,10 +636,10 @@ void validate(const RunConfig& c) {
                                     loc(p), p, g.name));
     if (!g.match.empty()) {
       try {
-        std::regex re(g.match);
-      } catch (const std::regex_error& e) {
-        throw ConfigError(fmt::format("{}: {}.match = '{}': not a regular expression ({})",
-                                      gloc("match"), p, g.match, e.what()));
+        NamePattern re(g.match);
+      } catch (const ConfigError& e) {
+        throw ConfigError(fmt::format("{}: {}.match = '{}': {}", gloc("match"), p, g.match,
+                                      e.what()));
       }
     }
     auto positive_or = [&](const char* key, const std::optional<double>& v, bool zero_ok) {

@@ -231,7 +231,7 @@ struct ScheduleConfig {
 };
 
 /// One entry of optim.groups: the trainable parameters whose names match
-/// (`match`: a regex over the whole name; or `glob`: a shell pattern) take
+/// (`match`: a POSIX extended regex over the whole name; or `glob`: a shell pattern) take
 /// these settings. Unset ones inherit optim.*; without `schedule` the group
 /// follows the recipe's schedule with its own peak lr. `clinic params RECIPE`
 /// lists every parameter and the group it lands in.

@@ -38,8 +38,19 @@ void add_analyze_command(CLI::App& app, Action& action) {
       for (const auto& v : o.variants) {
         RunConfig c = cfg;
         c.model.residual = v;
+        c.origin["model.residual"] = "--variants";  // the error names the flag, not the recipe
         check_registered_names(c);
       }
+      // A repeated setting would be measured twice and fit against itself
+      // (x and x: a zero-width fit, nan R2).
+      auto refuse_repeats = [](const char* flag, auto values) {
+        std::sort(values.begin(), values.end());
+        auto it = std::adjacent_find(values.begin(), values.end());
+        if (it != values.end())
+          throw ConfigError(fmt::format("{}: {} is given twice; list each once", flag, *it));
+      };
+      refuse_repeats("--depths", o.depths);
+      refuse_repeats("--variants", o.variants);
       std::string dir = out;
       if (dir.empty()) {
         // runs/analyze-multi30k-base for recipe multi30k/base
@@ -89,7 +100,11 @@ void add_analyze_command(CLI::App& app, Action& action) {
       fits << "\ngrowth of the output change with depth (y = a + b N vs y = a + b ln N; "
               "and the power law y ~ N^alpha, whose alpha is 1 for O(N) and that of c ln N "
               "over these depths for O(log N)):\n";
-      for (const auto& [variant, depths] : by)
+      if (o.depths.size() < 2)
+        fits << "  (a growth fit needs two depths or more; --depths has "
+             << o.depths.size() << ")\n";
+      else
+        for (const auto& [variant, depths] : by)
         for (auto [name, field] : {std::pair{"random enc", &AnalyzeRow::change_random_enc},
                                    std::pair{"random dec", &AnalyzeRow::change_random_dec},
                                    std::pair{"update enc", &AnalyzeRow::change_update_enc},

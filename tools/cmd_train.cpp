@@ -3,6 +3,9 @@
 #include <iostream>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <thread>
+
 #include "framework/config.h"
 #include "framework/data/vocab.h"
 #include "framework/distributed/c10d_world.h"
@@ -63,6 +66,15 @@ void add_train_commands(CLI::App& app, Action& action) {
         throw ConfigError(fmt::format("--nproc {} inside a job that already has WORLD_SIZE={}: "
                                       "use one launcher",
                                       nproc, env.world_size));
+      if (nproc > 1 && pick_device(cfg.train.device).is_cpu()) {
+        // CPU ranks past the cores only contend (99 ranks on 2 cores made no
+        // update in a minute); a GPU job is bounded by the GPUs instead.
+        const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+        if (nproc > cores)
+          throw ConfigError(fmt::format("--nproc {}: this machine has {} CPU core{}; CPU ranks "
+                                        "beyond the cores only contend: use --nproc {} or fewer",
+                                        nproc, cores, cores == 1 ? "" : "s", cores));
+      }
       if (nproc > 1) {
         // Refused before any worker starts when this build lacks the backend.
         const std::string backend = resolve_backend(cfg.train.dist_backend, cfg.train.device);

@@ -17,16 +17,22 @@
 
 #include "framework/errors.h"
 
+#include <cerrno>
+
 namespace clinic {
 namespace {
 
-int env_int(const char* name, int fallback, int lo) {
+// A torchrun variable: an integer in [lo, hi] (ports: 1..65535; ranks and
+// world sizes bounded by the same to keep the value an int).
+int env_int(const char* name, int fallback, int lo, int hi = 65535) {
   const char* v = std::getenv(name);
   if (!v || !*v) return fallback;
   char* end = nullptr;
+  errno = 0;
   long x = std::strtol(v, &end, 10);
-  if (*end || x < lo || x > 65535)
-    throw ConfigError(fmt::format("environment: {}={}: expected an integer >= {}", name, v, lo));
+  if (*end || errno == ERANGE || x < lo || x > hi)
+    throw ConfigError(fmt::format("environment: {}={}: expected an integer in [{}, {}]", name, v,
+                                  lo, hi));
   return static_cast<int>(x);
 }
 

@@ -3,9 +3,8 @@
 #include <fnmatch.h>
 #include <fmt/format.h>
 
-#include <regex>
-
 #include "framework/errors.h"
+#include "framework/optim/name_pattern.h"
 
 namespace clinic {
 namespace {
@@ -17,12 +16,12 @@ std::vector<ParamPlacement> place_parameters(
     const std::vector<std::pair<std::string, torch::Tensor>>& named, const OptimConfig& cfg,
     const std::function<bool(const std::string&)>& no_decay) {
   const auto& groups = cfg.groups;
-  std::vector<std::regex> regexes;
-  for (const auto& g : groups) regexes.emplace_back(g.match.empty() ? std::string(".*") : g.match);
+  std::vector<NamePattern> patterns;
+  for (const auto& g : groups) patterns.emplace_back(g.match.empty() ? std::string(".*") : g.match);
   auto matches = [&](size_t i, const std::string& name) {
     return groups[i].match.empty()
                ? ::fnmatch(groups[i].glob.c_str(), name.c_str(), 0) == 0
-               : std::regex_match(name, regexes[i]);
+               : patterns[i].matches(name);
   };
   std::vector<ParamPlacement> out;
   std::vector<int64_t> hits(groups.size(), 0);

@@ -17,6 +17,7 @@
 #include "framework/errors.h"
 #include "framework/optim/optimizers.h"
 #include "framework/registry.h"
+#include "framework/train/scaled_step.h"
 
 namespace fs = std::filesystem;
 
@@ -254,6 +255,7 @@ void Trainer::setup() {
     // The probe batch: drawn once from the validation split, then carried in
     // every checkpoint so a resumed run measures the same sentences.
     Batch probe;
+    std::string probe_note;  // diag.probe_sentences beyond the validation set: all of it, said once
     const auto& ex = resume ? resume->meta().extras : std::map<std::string, torch::Tensor>{};
     if (ex.count("diag_probe_src")) {
       probe.src = ex.at("diag_probe_src");
@@ -265,6 +267,9 @@ void Trainer::setup() {
       auto rows = choose_probe_rows(valid_.size(), cfg_.diag.probe_sentences,
                                     static_cast<uint64_t>(cfg_.train.seed));
       probe = valid_.make_batch(rows);
+      if (static_cast<int64_t>(rows.size()) < cfg_.diag.probe_sentences)
+        probe_note = fmt::format(" (diag.probe_sentences = {}; the validation set has {})",
+                                 cfg_.diag.probe_sentences, rows.size());
     }
     instruments_ = std::make_unique<Instruments>(cfg_.diag, *model_, *optimizer_, *metrics_,
                                                  probe.to(device_),
@@ -274,8 +279,9 @@ void Trainer::setup() {
       instruments_->spikes().restore(
           std::vector<double>(w.data_ptr<double>(), w.data_ptr<double>() + w.numel()));
     }
-    log()->info("[diag] stability instruments every {} updates on {} probe sentences{}",
-                cfg_.diag.interval, probe.src.size(0), tb.empty() ? "" : "; TensorBoard in " + tb);
+    log()->info("[diag] stability instruments every {} updates on {} probe sentences{}{}",
+                cfg_.diag.interval, probe.src.size(0), probe_note,
+                tb.empty() ? "" : "; TensorBoard in " + tb);
   }
 
   if (resume) {
@@ -450,9 +456,29 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   s.grad_norm = read[0];
   s.loss = read[1];
   s.nll = read[2];
-  if (!std::isfinite(s.grad_norm) || !std::isfinite(s.loss)) {
+  // train.zero_grad: false adds the held gradient (the instruments then see
+  // the summed gradient the optimizer steps on); the lr of each group's
+  // schedule: fairseq calls lr_scheduler.step_update(0) before the first step
+  // and step_update(k) after update k, so update k runs with schedule(k - 1)
+  // and update 1 uses warmup_init_lr exactly.
+  bool measure = false;
+  const double lr = schedules_[0](state_.update);
+  StepHooks hooks;
+  hooks.before_clip = [&](double gn) {
+    s.grad_norm = carry_.add_to(params_, gn);
+    measure = instruments_ && instruments_->due(state_.update + 1);
+    if (measure) instruments_->before_step(state_.update + 1);
+    return s.grad_norm;
+  };
+  hooks.before_step = [&] {
+    carry_.keep(params_);
+    auto& groups = optimizer_->param_groups();
+    for (size_t k = 0; k < groups.size(); ++k)
+      groups[k].options().set_lr(schedules_[static_cast<size_t>(group_of_[k] + 1)](state_.update));
+  };
+  if (!scaled_step(*scaler_, std::isfinite(s.grad_norm) && std::isfinite(s.loss), s.grad_norm,
+                   cfg_.train.clip_norm, params_, *optimizer_, hooks)) {
     s.skipped = true;
-    scaler_->update(/*overflow=*/true);
     state_.skipped += 1;
     bool scaler_handles = scaler_->enabled() && std::isfinite(s.loss) &&
                           scale > std::max(cfg_.train.threshold_loss_scale,
@@ -487,22 +513,6 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
     return s;
   }
   bad_in_a_row_ = 0;
-  // train.zero_grad: false; the instruments then see the summed gradient the
-  // optimizer steps on.
-  s.grad_norm = carry_.add_to(params_, s.grad_norm);
-  const bool measure = instruments_ && instruments_->due(state_.update + 1);
-  if (measure) instruments_->before_step(state_.update + 1);
-  clip_grads(params_, cfg_.train.clip_norm, s.grad_norm);
-  carry_.keep(params_);
-  // fairseq calls lr_scheduler.step_update(0) before the first step and
-  // step_update(k) after update k: update k runs with schedule(k - 1), so
-  // update 1 uses warmup_init_lr exactly.
-  const double lr = schedules_[0](state_.update);
-  auto& groups = optimizer_->param_groups();
-  for (size_t k = 0; k < groups.size(); ++k)
-    groups[k].options().set_lr(schedules_[static_cast<size_t>(group_of_[k] + 1)](state_.update));
-  optimizer_->step();
-  scaler_->update(false);
   state_.update += 1;
   state_.tokens += s.tokens;
   if (instruments_) {

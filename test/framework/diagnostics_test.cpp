@@ -1,6 +1,7 @@
 // Stability instruments (framework/diagnostics): each statistic against an
 // independent computation.
 #include <cmath>
+#include <numeric>
 #include <fstream>
 #include <memory>
 #include <regex>
@@ -320,6 +321,25 @@ TEST(Instruments, LogitMarginsOnConstructedLogits) {
   EXPECT_FLOAT_EQ(m[0].item<float>(), 1.0f);   // 3 - 2
   EXPECT_FLOAT_EQ(m[1].item<float>(), 5.0f);   // 5 - 0
   EXPECT_FLOAT_EQ(m[2].item<float>(), -2.5f);  // -2 - 0.5: wrong by 2.5
+}
+
+// diag.probe_sentences beyond the validation set (40 lines here): the probe
+// is the whole set, each line once, and the log says so.
+TEST(Instruments, ProbeLargerThanTheValidationSetTakesAllOfItAndSaysSo) {
+  TempDir d;
+  Trainer t(diag_config(d, {"diag.interval=1", "diag.probe_sentences=4096", "train.max_updates=1"}),
+            d.file("run"));
+  t.fit();
+  const Batch& probe = t.instruments()->probe();
+  ASSERT_EQ(probe.src.size(0), 40);
+  auto rows = choose_probe_rows(40, 4096, 7);
+  std::vector<int64_t> all(40);
+  std::iota(all.begin(), all.end(), 0);
+  EXPECT_EQ(rows, all);
+  EXPECT_NE(read_file(d.file("run/train.log"))
+                .find("on 40 probe sentences (diag.probe_sentences = 4096; the validation set has 40)"),
+            std::string::npos)
+      << read_file(d.file("run/train.log"));
 }
 
 // The diag record's margin quantiles against the model's full logits

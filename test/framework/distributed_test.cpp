@@ -167,7 +167,16 @@ TEST(DistEnv, TorchrunVariablesAreCheckedAndNamed) {
             "environment: RANK=3 but WORLD_SIZE=2 (ranks are 0..1)");
   set("0", "two");
   EXPECT_EQ(test::error_of<ConfigError>([] { dist_env_from_environment(); }),
-            "environment: WORLD_SIZE=two: expected an integer >= 1");
+            "environment: WORLD_SIZE=two: expected an integer in [1, 65535]");
+  set("0", "2");
+  for (const char* port : {"99999", "0", "-1", "80x", "99999999999999999999"}) {
+    ::setenv("MASTER_PORT", port, 1);
+    EXPECT_EQ(test::error_of<ConfigError>([] { dist_env_from_environment(); }),
+              std::string("environment: MASTER_PORT=") + port + ": expected an integer in [1, 65535]");
+  }
+  set("abc", "2");
+  EXPECT_EQ(test::error_of<ConfigError>([] { dist_env_from_environment(); }),
+            "environment: RANK=abc: expected an integer in [0, 65535]");
   set("1", "2");
   ::setenv("MASTER_PORT", "2345", 1);
   DistEnv e = dist_env_from_environment();

@@ -1,9 +1,11 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 
 #include "framework/errors.h"
+#include "framework/optim/name_pattern.h"
 #include "framework/optim/optimizers.h"
 #include "framework/optim/param_groups.h"
 #include "framework/optim/radam.h"
@@ -176,6 +178,49 @@ TEST(OptimGroups, PlacementErrorsNameGroupsAndParameters) {
   EXPECT_EQ(wd(0), 0.0);  // top-level optim.weight_decay default
   EXPECT_EQ(wd(1), 0.5);
   EXPECT_EQ(wd(2), 0.0);  // the group's no-decay half
+}
+
+// optim.groups[].match on the C library's automaton: the same answers as
+// std::regex_match (the oracle, on names short enough for it) and, for the
+// nested repetitions that make std::regex backtrack exponentially (outside
+// testing hung `clinic train` on `(.+)+x$`), answers in linear time.
+TEST(OptimGroups, NamePatternsMatchLikeStdRegexWithoutBacktracking) {
+  const std::vector<std::string> names = {"encoder.layers.0.self_attn.in_proj_weight",
+                                          "encoder.layers.0.norm1.weight", "decoder.fc.bias",
+                                          "decoder.layer_norm.weight", "embed_tokens.weight",
+                                          "ax", "a|b", ""};
+  for (const std::string pat : {"encoder.*", "encoder\\..*", ".*(bias|norm\\.weight)", "a|b",
+                                "a\\|b", "[a-z_.]+weight", "(de|en)coder\\.layers?\\..*", "x?",
+                                "embed_tokens\\.weight|decoder\\.fc\\.bias", ".*[0-9].*"}) {
+    NamePattern mine(pat);
+    const std::regex oracle(pat);
+    for (const auto& n : names)
+      EXPECT_EQ(mine.matches(n), std::regex_match(n, oracle)) << "'" << pat << "' on '" << n << "'";
+  }
+  // 2^60 backtracking paths for std::regex; here each is one pass.
+  const std::string as(60, 'a');
+  EXPECT_TRUE(NamePattern("(a+)+$").matches(as));
+  EXPECT_FALSE(NamePattern("(a+)+$").matches(as + "!"));
+  EXPECT_FALSE(NamePattern("(.+)+x$").matches(as + "y"));
+  EXPECT_TRUE(NamePattern("(.+)+x$").matches(as + "x"));
+  EXPECT_FALSE(NamePattern("(a|aa)+").matches(as + "b"));
+  // Through placement, as `clinic train` meets it.
+  auto t = torch::zeros({2}, torch::requires_grad());
+  auto placed = place_parameters(
+      {{as + "y", t}, {as + "x", t}},
+      parse_recipe_text("optim:\n  groups: [{name: evil, match: '(.+)+x$'}]\n", "g.yaml").optim,
+      nullptr);
+  EXPECT_EQ(placed[0].group, -1);
+  EXPECT_EQ(placed[1].group, 0);
+  // Perl's \d would be a plain 'd' in POSIX syntax: refused, with the spelling that works.
+  auto e = test::error_of<ConfigError>(
+      [] { parse_recipe_text("optim:\n  groups: [{name: a, match: 'layers\\.\\d+'}]\n", "g.yaml"); });
+  EXPECT_NE(e.find("g.yaml:2: optim.groups[0].match = 'layers\\.\\d+': not a regular expression "
+                   "(\\d is not POSIX extended syntax: write [0-9])"),
+            std::string::npos)
+      << e;
+  EXPECT_THROW(NamePattern("(?!bias).*"), ConfigError);
+  EXPECT_THROW(NamePattern("enc(oder"), ConfigError);
 }
 
 TEST(Optim, ClinicFlavourSkipsFirstFiveStepsButDecays) {

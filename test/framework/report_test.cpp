@@ -579,5 +579,31 @@ TEST(Analyze, CommandWritesTableAndPlot) {
   EXPECT_GT(dep(2), dep(4));  // post_ln N=4 vs pre_ln N=4, encoder mean beta_ii
 }
 
+// Probes of the command line: repeated or unknown settings are one error
+// naming the flag; one depth measures, but says why no growth fit is drawn.
+TEST(Analyze, BadListsAreOneErrorAndOneDepthSaysNoFit) {
+  TempDir d;
+  test::write_copy_corpus(d.file("c"), 100, 10);
+  test::write_text(d.file("r.yaml"), test::copy_recipe(d.file("c")));
+  const std::string base = test::clinic_bin() + " analyze " + d.file("r.yaml");
+  std::string out;
+  EXPECT_NE(test::run_shell(base + " --depths 2,4,2 --out " + d.file("x"), &out), 0);
+  EXPECT_EQ(out, "clinic: error: --depths: 2 is given twice; list each once\n");
+  EXPECT_NE(test::run_shell(base + " --variants admin,pre_ln,admin --out " + d.file("x"), &out), 0);
+  EXPECT_EQ(out, "clinic: error: --variants: admin is given twice; list each once\n");
+  EXPECT_NE(test::run_shell(base + " --variants post_ln,frob --out " + d.file("x"), &out), 0);
+  EXPECT_EQ(out.rfind("clinic: error: ", 0), 0u) << out;
+  EXPECT_NE(out.find("--variants"), std::string::npos) << out;
+  EXPECT_NE(out.find("frob"), std::string::npos) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  EXPECT_FALSE(std::filesystem::exists(d.file("x")));
+  ASSERT_EQ(test::run_shell(base + " --depths 2 --variants pre_ln --out " + d.file("one"), &out), 0)
+      << out;
+  EXPECT_NE(out.find("(a growth fit needs two depths or more; --depths has 1)"), std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("R2 linear"), std::string::npos) << out;
+  EXPECT_EQ(read_lines(d.file("one/analysis.tsv")).size(), 2u);
+}
+
 }  // namespace
 }  // namespace clinic

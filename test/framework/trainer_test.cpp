@@ -12,6 +12,7 @@
 #include "framework/optim/radam.h"
 #include "framework/errors.h"
 #include "framework/train/average.h"
+#include "framework/train/scaled_step.h"
 #include "framework/train/trainer.h"
 #include "models/transformer.h"
 #include "test/support.h"
@@ -109,6 +110,48 @@ TEST(Trainer, MultiTensorStepsTrainBitIdenticallyOnCpu) {
     for (size_t i = 0; i < pa.size(); ++i)
       EXPECT_TRUE(torch::equal(pa[i], pb[i])) << opt << " parameter " << i;
   }
+}
+
+// The step rule the trainer and `clinic bench` share, against SGD done by
+// hand: a non-finite update moves nothing, calls no hook and halves the
+// scale; a finite one clips with the norm before_clip returns, runs
+// before_step on the clipped gradient, steps, and counts toward growth.
+TEST(ScaledStep, SkipsNonFiniteElseClipsWithTheHooksNormThenSteps) {
+  auto p = torch::tensor({1.0, 2.0}, torch::kDouble).requires_grad_(true);
+  torch::optim::SGD sgd({p}, torch::optim::SGDOptions(0.5));
+  LossScaler scaler(8, 2, 1, true);
+  int calls = 0;
+  StepHooks count;
+  count.before_clip = [&](double n) { ++calls; return n; };
+  count.before_step = [&] { ++calls; };
+  p.mutable_grad() = torch::tensor({3.0, 4.0}, torch::kDouble);
+  EXPECT_FALSE(scaled_step(scaler, false, NAN, 1.0, {p}, sgd, count));
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(scaler.scale(), 4);
+  EXPECT_TRUE(torch::equal(p.detach(), torch::tensor({1.0, 2.0}, torch::kDouble)));
+  // The hook says the norm is 10 (a held gradient added): clipping to 1
+  // scales by 1 / (10 + 1e-6), not by 1 / 5.
+  std::vector<double> grad_at_step;
+  StepHooks hooks;
+  hooks.before_clip = [&](double n) {
+    EXPECT_DOUBLE_EQ(n, 5.0);
+    return 10.0;
+  };
+  hooks.before_step = [&] {
+    auto g = p.grad();
+    grad_at_step = {g[0].item<double>(), g[1].item<double>()};
+  };
+  EXPECT_TRUE(scaled_step(scaler, true, 5.0, 1.0, {p}, sgd, hooks));
+  const double f = 1.0 / (10.0 + 1e-6);
+  ASSERT_EQ(grad_at_step.size(), 2u);
+  EXPECT_DOUBLE_EQ(grad_at_step[0], 3.0 * f);
+  EXPECT_DOUBLE_EQ(grad_at_step[1], 4.0 * f);
+  EXPECT_DOUBLE_EQ(p[0].item<double>(), 1.0 - 0.5 * 3.0 * f);
+  EXPECT_DOUBLE_EQ(p[1].item<double>(), 2.0 - 0.5 * 4.0 * f);
+  EXPECT_EQ(scaler.scale(), 4);  // one clean update of the window of 2
+  EXPECT_TRUE(scaled_step(scaler, true, 0.5, 1.0, {p}, sgd));  // under the clip: unchanged grad
+  EXPECT_EQ(scaler.scale(), 8);
+  EXPECT_DOUBLE_EQ(p[0].item<double>(), 1.0 - 0.5 * 3.0 * f - 0.5 * 3.0 * f);
 }
 
 TEST(Trainer, LossScalerGrowsBacksOffFloorsAndSkips) {

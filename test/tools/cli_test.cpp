@@ -1,5 +1,9 @@
 // The clinic binary: exit codes and messages, run as a user would.
+#include <algorithm>
 #include <filesystem>
+#include <thread>
+
+#include <fmt/format.h>
 #include <sstream>
 
 #include "framework/data/text.h"
@@ -117,6 +121,21 @@ TEST(Cli, ParseErrorsAreOneLineWithThePrefix) {
   EXPECT_EQ(run_shell(clinic() + " bench multi30k/admin --steps 0", &out), 2);
   EXPECT_TRUE(one_error_line(out)) << out;
   EXPECT_NE(out.find("--steps"), std::string::npos) << out;
+  // --nproc out of range or past the CPU cores: refused before any run dir.
+  for (const char* n : {"0", "-1", "abc"}) {
+    EXPECT_EQ(run_shell(clinic() + " train multi30k/admin --run-dir /nonexistent/r --nproc " + n, &out), 2);
+    EXPECT_EQ(out, std::string("clinic: error: train: --nproc: Value ") + n +
+                       " not in range 1 to 1024 (clinic train --help)\n");
+  }
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  EXPECT_EQ(run_shell(clinic() + " train multi30k/admin --run-dir /nonexistent/r --nproc " +
+                          std::to_string(cores + 1),
+                      &out),
+            2);
+  EXPECT_TRUE(one_error_line(out)) << out;
+  EXPECT_NE(out.find(fmt::format("--nproc {}: this machine has {} CPU core", cores + 1, cores)),
+            std::string::npos)
+      << out;
   EXPECT_EQ(run_shell(clinic() + " --version", &out), 0);
   EXPECT_EQ(out, "clinic 0.1.0\n");
 }
