@@ -15,6 +15,7 @@
 #include "framework/data/subprocess.h"
 #include "framework/data/text.h"
 #include "framework/errors.h"
+#include "framework/train/run_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -61,18 +62,21 @@ std::string gnuplot_path() {
 
 void render_gnuplot(const std::string& gp_path, const std::string& script, const std::string& png) {
   write_file_atomic(gp_path, script);
-  std::string tmp = png + ".tmp";
+  // NAME.tmp.PID, as AtomicFileWriter names its temporaries: a diagnose
+  // killed while gnuplot draws leaves one that the next diagnose removes.
+  const std::string pid = std::to_string(::getpid());
+  const std::string tmp = png + ".tmp." + pid, run_script = gp_path + ".run.tmp." + pid;
   // noenhanced: run names and keys hold '_' (no subscripts).
   std::string full = fmt::format("set terminal pngcairo noenhanced size 1200,{} font 'sans,10'\n"
                                  "set output '{}'\n",
                                  script.find("# tall") != std::string::npos ? 900 : 600, tmp) +
                      script + "\nunset output\n";
-  write_file_atomic(gp_path + ".run", full);
+  write_file_atomic(run_script, full);
   CommandResult r;
   std::string gnuplot = gnuplot_path();
   if (gnuplot.empty()) r.exit_code = 127;
-  else r = run_command({gnuplot, gp_path + ".run"});
-  fs::remove(gp_path + ".run");
+  else r = run_command({gnuplot, run_script});
+  fs::remove(run_script);
   if (r.exit_code != 0) {
     std::error_code ec;
     fs::remove(tmp, ec);
@@ -461,6 +465,10 @@ std::string write_diagnose_report(const std::vector<RunData>& runs, const std::s
   if (ec)
     throw DataError(fmt::format("{}: cannot create the report directory: {}", out_dir,
                                 ec.message()));
+  // A diagnose killed mid-report (SIGTERM, SIGKILL) replaced nothing (every
+  // file is written whole, then renamed) but left its temporaries: remove them.
+  remove_stale_temporaries(out_dir);
+  remove_stale_temporaries(out_dir + "/plots");
   Plots plots(runs, out_dir);
   plots.curves();
   for (const char* stack : kStacks) {

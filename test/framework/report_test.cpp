@@ -479,6 +479,52 @@ TEST(Diagnose, OutMustBeADirectoryAndAnEditedReportIsKept) {
   EXPECT_EQ(read_file(rep + ".~1~"), first + "\nMy notes on this run.\n");
 }
 
+// Issue 36 item 9: SIGTERM at any moment of a diagnose over an existing
+// report: every file then present is whole (the complete report's bytes, or a
+// PNG to its IEND), and the next diagnose removes what the killed one left.
+TEST(Diagnose, SigtermMidReportReplacesNothingWithAPartialFile) {
+  TempDir d;
+  std::vector<std::string> lines;
+  for (int u = 1; u <= 40; ++u)
+    lines.push_back(fmt::format(
+        R"j({{"update": {}, "loss": {}, "lr": 0.001, "grad_norm": {}, "loss_scale": 1, "skipped": 0}})j",
+        u * 10, 9.0 - 0.05 * u, 1.0 + 0.01 * u));
+  synthetic(d, lines);
+  const std::string diag = test::clinic_bin() + " diagnose " + d.file("run");
+  const std::string rep = d.file("run/report");
+  std::string out;
+  ASSERT_EQ(test::run_shell(diag + " 2>&1", &out), 0) << out;
+  const std::string md = read_file(rep + "/report.md"), html = read_file(rep + "/report.html");
+  auto whole_png = [](const std::string& bytes) {
+    static const std::string sig("\x89PNG\r\n\x1a\n", 8), iend("IEND\xae\x42\x60\x82", 8);
+    return bytes.size() > 16 && bytes.compare(0, 8, sig) == 0 &&
+           bytes.compare(bytes.size() - 8, 8, iend) == 0;
+  };
+  int temporaries_seen = 0;
+  for (const char* delay : {"0.01", "0.05", "0.1", "0.2", "0.3", "0.5"}) {
+    test::run_shell("(" + diag + " >/dev/null 2>&1 & p=$!; sleep " + delay +
+                        "; kill -TERM $p; wait $p) >/dev/null 2>&1",
+                    &out);
+    EXPECT_EQ(read_file(rep + "/report.md"), md) << "killed after " << delay << " s";
+    EXPECT_EQ(read_file(rep + "/report.html"), html) << "killed after " << delay << " s";
+    for (const auto& e : std::filesystem::recursive_directory_iterator(rep)) {
+      const std::string name = e.path().filename().string();
+      if (name.find(".tmp.") != std::string::npos) {
+        ++temporaries_seen;
+        continue;
+      }
+      if (e.path().extension() == ".png")
+        EXPECT_TRUE(whole_png(read_file(e.path().string()))) << e.path() << " after " << delay;
+    }
+  }
+  ASSERT_EQ(test::run_shell(diag + " 2>&1", &out), 0) << out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(rep))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos)
+        << e.path() << " left after a complete diagnose";
+  EXPECT_EQ(read_file(rep + "/report.md"), md);
+  RecordProperty("temporaries_left_by_kills", temporaries_seen);
+}
+
 TEST(Diagnose, ReportOnARealDivergingRun) {
   TempDir d;
   test::write_copy_corpus(d.file("c"), 300, 20);
