@@ -100,29 +100,30 @@ void add_analyze_command(CLI::App& app, Action& action) {
       fits << "\ngrowth of the output change with depth (y = a + b N vs y = a + b ln N; "
               "and the power law y ~ N^alpha, whose alpha is 1 for O(N) and that of c ln N "
               "over these depths for O(log N)):\n";
-      if (o.depths.size() < 2)
+      if (o.depths.size() < 2) {
         fits << "  (a growth fit needs two depths or more; --depths has "
              << o.depths.size() << ")\n";
-      else
+      } else {
         for (const auto& [variant, depths] : by)
-        for (auto [name, field] : {std::pair{"random enc", &AnalyzeRow::change_random_enc},
-                                   std::pair{"random dec", &AnalyzeRow::change_random_dec},
-                                   std::pair{"update enc", &AnalyzeRow::change_update_enc},
-                                   std::pair{"update dec", &AnalyzeRow::change_update_dec}}) {
-          std::vector<double> x, y;
-          for (const auto& [depth, v] : depths) {
-            x.push_back(static_cast<double>(depth));
-            y.push_back(mean(v, field));
+          for (auto [name, field] : {std::pair{"random enc", &AnalyzeRow::change_random_enc},
+                                     std::pair{"random dec", &AnalyzeRow::change_random_dec},
+                                     std::pair{"update enc", &AnalyzeRow::change_update_enc},
+                                     std::pair{"update dec", &AnalyzeRow::change_update_dec}}) {
+            std::vector<double> x, y;
+            for (const auto& [depth, v] : depths) {
+              x.push_back(static_cast<double>(depth));
+              y.push_back(mean(v, field));
+            }
+            GrowthFit f = fit_growth(x, y);
+            fits << fmt::format("  {:<10} {:<10}: R2 linear {:.3f}, R2 log {:.3f} -> {}; x{:.2f} from "
+                                "N = {} to {} (N ratio {:.1f}, ln N ratio {:.2f}); y ~ N^{:.2f} -> "
+                                "{} (O(N): 1, O(log N): {:.2f})\n",
+                                variant, name, f.r2_linear, f.r2_log, f.better(), f.growth,
+                                x.front(), x.back(), x.back() / x.front(),
+                                std::log(x.back()) / std::log(x.front()), f.exponent,
+                                f.nearer_exponent(), f.exponent_of_log);
           }
-          GrowthFit f = fit_growth(x, y);
-          fits << fmt::format("  {:<10} {:<10}: R2 linear {:.3f}, R2 log {:.3f} -> {}; x{:.2f} from "
-                              "N = {} to {} (N ratio {:.1f}, ln N ratio {:.2f}); y ~ N^{:.2f} -> "
-                              "{} (O(N): 1, O(log N): {:.2f})\n",
-                              variant, name, f.r2_linear, f.r2_log, f.better(), f.growth,
-                              x.front(), x.back(), x.back() / x.front(),
-                              std::log(x.back()) / std::log(x.front()), f.exponent,
-                              f.nearer_exponent(), f.exponent_of_log);
-        }
+      }
       write_file_atomic(dir + "/analysis.tsv", tsv.str());
       // Plot: output change vs depth per variant.
       std::ostringstream gp;

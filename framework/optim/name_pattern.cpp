@@ -8,18 +8,18 @@ namespace clinic {
 
 NamePattern::NamePattern(const std::string& pattern) {
   // POSIX has no \d: glibc would read `\d` as a plain `d` and the group would
-  // silently match other parameters than the user meant.
+  // silently match other parameters than the user meant; nor (?...) groups.
   for (size_t i = 0; i + 1 < pattern.size(); ++i) {
+    if (pattern[i] == '(' && pattern[i + 1] == '?')
+      throw ConfigError("not a regular expression ((?...) groups are not POSIX extended syntax)");
     if (pattern[i] != '\\') continue;
     const char c = pattern[i + 1];
     if (c == 'd' || c == 'D')
       throw ConfigError(fmt::format("not a regular expression (\\{} is not POSIX extended "
                                     "syntax: write {})",
                                     c, c == 'd' ? "[0-9]" : "[^0-9]"));
-    ++i;  // the escaped character itself is never the start of an escape
+    ++i;  // the escaped character is a literal: `\(?` is an optional '('
   }
-  if (pattern.find("(?") != std::string::npos)
-    throw ConfigError("not a regular expression ((?...) groups are not POSIX extended syntax)");
   auto* re = new regex_t;
   // ^(...)$: the whole name, as std::regex_match did; the parentheses keep an
   // alternation a|b inside the anchors.

@@ -220,6 +220,9 @@ TEST(OptimGroups, NamePatternsMatchLikeStdRegexWithoutBacktracking) {
             std::string::npos)
       << e;
   EXPECT_THROW(NamePattern("(?!bias).*"), ConfigError);
+  // An escaped '(' followed by '?' is an optional literal '(', not a (?...) group.
+  EXPECT_TRUE(NamePattern("a\\(?b").matches("a(b"));
+  EXPECT_TRUE(NamePattern("a\\(?b").matches("ab"));
   EXPECT_THROW(NamePattern("enc(oder"), ConfigError);
 }
 
