@@ -513,8 +513,9 @@ TEST(Diagnose, SigtermMidReportReplacesNothingWithAPartialFile) {
         ++temporaries_seen;
         continue;
       }
-      if (e.path().extension() == ".png")
+      if (e.path().extension() == ".png") {
         EXPECT_TRUE(whole_png(read_file(e.path().string()))) << e.path() << " after " << delay;
+      }
     }
   }
   ASSERT_EQ(test::run_shell(diag + " 2>&1", &out), 0) << out;
