@@ -15,7 +15,7 @@
 //     weight matrix, sign of N(0, 1) entries) for the random output change;
 //   after_step: a forward at W_{t+1} for the update output change, per-tensor
 //     update norms |W_{t+1} - W_t|, the optimizer's second moments against eps;
-//   then one {"event": "diag"} record (README, "Stability instruments").
+//   then one {"event": "diag"} record (docs/instruments.md).
 // Every update: the loss-spike detector, {"event": "spike"} records.
 #include <torch/torch.h>
 
