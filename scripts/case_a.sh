@@ -26,24 +26,22 @@ declare -A SET=(
   [frozen_biases]="--set \"optim.groups=[{name: frozen, match: 'layers\\.0\\.(.*norm.*\\.bias|self_attn\\..*bias)', lr: 0}]\""
 )
 SETTINGS=${SETTINGS:-reported zero_grad pre_ln admin warmup_x2 frozen_biases}
+RUNS_FAILURES=$OUT/failures.txt
+# shellcheck source=scripts/lib/runs.sh
+source scripts/lib/runs.sh
 for setting in $SETTINGS; do
   for seed in ${SEEDS:-1 2}; do
-    run="$OUT/tagger-$setting-seed$seed"
     eval "extra=(${SET[$setting]})"  # a value may hold quoted spaces
-    nice "$CLINIC" train cases/de_en_tagger_no_zero_grad --run-dir "$run" \
+    runs_train "$OUT/tagger-$setting-seed$seed" "${UPDATES:-1000}" cases/de_en_tagger_no_zero_grad \
       --set train.seed="$seed" --set train.threads=1 \
-      --set train.max_updates="${UPDATES:-1000}" "${extra[@]}" > "$run.log" 2>&1 \
-      || echo "$run: clinic train exited with $?" >> "$OUT/failures.txt" &
-    # At most JOBS runs at a time: wait for any one to end.
-    while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-2}" ]; do wait -n || true; done
+      --set train.max_updates="${UPDATES:-1000}" "${extra[@]}"
   done
 done
-wait
+runs_wait
 for setting in $SETTINGS; do
   runs=()
   for seed in ${SEEDS:-1 2}; do runs+=("$OUT/tagger-$setting-seed$seed"); done
-  "$CLINIC" diagnose "${runs[@]}" --out "$OUT/diagnose-$setting" | grep -v '^report:' \
-    || echo "$setting: clinic diagnose exited with $?" | tee -a "$OUT/failures.txt"
+  runs_diagnose "$OUT/diagnose-$setting" "${runs[@]}"
 done
 python3 scripts/case_a_table.py "$OUT"
-[ ! -s "$OUT/failures.txt" ] || { cat "$OUT/failures.txt"; exit 1; }
+runs_finish

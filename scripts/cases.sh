@@ -10,7 +10,7 @@
 # 2 cores.
 #   scripts/cases.sh            env: SEEDS ("1 2 3") OUT (runs/cases) CLINIC (build/bin/clinic)
 #                                    SETTINGS (all below) UPDATES (100000)
-#                                    RECIPE (cases/toy_loss_spikes)
+#                                    RECIPE (cases/toy_loss_spikes) JOBS (1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLINIC=${CLINIC:-build/bin/clinic}
@@ -31,13 +31,22 @@ declare -A SET=(
   [no_layer]="--set model.encoder_layers=0"
   [zero_grad]="--set train.zero_grad=true"
 )
-for setting in ${SETTINGS:-reported zero_grad eps_1e-6 lr_x0.1 label_smoothing_0.1 adamw_wd_0.01 dropout_0 no_layer}; do
+SETTINGS=${SETTINGS:-reported zero_grad eps_1e-6 lr_x0.1 label_smoothing_0.1 adamw_wd_0.01 dropout_0 no_layer}
+JOBS=${JOBS:-1} RUNS_FAILURES=$OUT/failures.txt
+# shellcheck source=scripts/lib/runs.sh
+source scripts/lib/runs.sh
+for setting in $SETTINGS; do
   for seed in ${SEEDS:-1 2 3}; do
-    run="$OUT/$TAG-$setting-seed$seed"
     # shellcheck disable=SC2086
-    "$CLINIC" train "$RECIPE" --run-dir "$run" --set train.seed="$seed" \
-      --set train.max_updates="${UPDATES:-100000}" ${SET[$setting]} > "$run.log" 2>&1 \
-      || echo "$run: clinic train exited with $?" | tee -a "$OUT/failures.txt"
+    runs_train "$OUT/$TAG-$setting-seed$seed" "${UPDATES:-100000}" "$RECIPE" \
+      --set train.seed="$seed" --set train.max_updates="${UPDATES:-100000}" ${SET[$setting]}
+  done
+done
+runs_wait
+for setting in $SETTINGS; do
+  runs=()
+  for seed in ${SEEDS:-1 2 3}; do
+    run="$OUT/$TAG-$setting-seed$seed"; runs+=("$run")
     # Spike counts (abs rule: a jump >= 10 nats), in all and per 10k-update window.
     counts=$({ grep '"event": "spike", "update": [0-9]*, .*"rule": "abs' "$run/metrics.jsonl" || true; } |
       sed 's/.*"update": \([0-9]*\),.*/\1/' |
@@ -47,8 +56,6 @@ for setting in ${SETTINGS:-reported zero_grad eps_1e-6 lr_x0.1 label_smoothing_0
     echo "$setting seed $seed: $counts"
   done
   # The setting's report: its diagnosis (spikes, Adam's eps, logit margins) per seed.
-  runs=()
-  for seed in ${SEEDS:-1 2 3}; do runs+=("$OUT/$TAG-$setting-seed$seed"); done
-  "$CLINIC" diagnose "${runs[@]}" --out "$OUT/diagnose-$setting" | grep -v '^report:' \
-    || echo "$setting: clinic diagnose exited with $?" | tee -a "$OUT/failures.txt"
+  runs_diagnose "$OUT/diagnose-$setting" "${runs[@]}"
 done
+runs_finish

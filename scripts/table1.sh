@@ -25,21 +25,21 @@ OUT=${OUT:-runs/table1-$OPTIM-$LR-x$UPDATE_FREQ}
 mkdir -p "$OUT"
 declare -A RESIDUALS=([postpost]="post_ln post_ln" [postpre]="post_ln pre_ln" [prepre]="pre_ln pre_ln")
 SETTINGS=${SETTINGS:-postpost postpre prepre}
+RUNS_FAILURES=$OUT/failures.txt
+# shellcheck source=scripts/lib/runs.sh
+source scripts/lib/runs.sh
 runs=()
 for setting in $SETTINGS; do
   read -r enc dec <<<"${RESIDUALS[$setting]}"
   run="$OUT/$setting"; runs+=("$run")
-  nice "$CLINIC" train multi30k/deep --run-dir "$run" \
+  runs_train "$run" "${UPDATES:-400}" multi30k/deep \
     --set model.residual="$enc" --set model.decoder_residual="$dec" \
     --set optim.name="$OPTIM" --set optim.lr="$LR" --set train.update_freq="$UPDATE_FREQ" \
     --set train.max_updates="${UPDATES:-400}" --set train.seed="${SEED:-1}" \
-    --set diag.interval=50 --set train.threads=1 >> "$run.log" 2>&1 \
-    || echo "$run: clinic train exited with $?" >> "$OUT/failures.txt" &
-  while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-2}" ]; do wait -n || true; done
+    --set diag.interval=50 --set train.threads=1
 done
-wait
-"$CLINIC" diagnose "${runs[@]}" --out "$OUT/diagnose" | grep -v '^report:' \
-  || echo "clinic diagnose exited with $?" | tee -a "$OUT/failures.txt"
+runs_wait
+runs_diagnose "$OUT/diagnose" "${runs[@]}"
 VAL=data/multi30k/val
 # written whole then renamed: two invocations on one OUT (different SETTINGS) may overlap here
 (tail -n +2 "$VAL.de"; head -n 1 "$VAL.de") > "$OUT/val-rotated.de.$$"
@@ -52,9 +52,9 @@ for run in "${runs[@]}"; do
                 --ref "$VAL.en" --beam 1 --threads 1 --output "$run.val-$src.hyp" | grep '^BLEU'); then
       echo "$src: $bleu" >> "$run.bleu"
     else
-      echo "$run: clinic eval ($src sources) failed" >> "$OUT/failures.txt"
+      runs_fail "$run: clinic eval ($src sources) failed"
     fi
   done
 done
 python3 scripts/table1_table.py "$OUT"
-[ ! -s "$OUT/failures.txt" ] || { cat "$OUT/failures.txt"; exit 1; }
+runs_finish

@@ -1,0 +1,149 @@
+# shellcheck shell=bash
+# The one "train many settings, a few at a time, then diagnose" loop behind
+# scripts/reproduce.sh, cases.sh, case_a.sh and table1.sh (issue 36 item 6).
+# Source it after `set -euo pipefail`; it reads
+#   CLINIC          the clinic binary (default build/bin/clinic)
+#   JOBS            runs trained at once (default 2; give each train.threads=1)
+#   PROGRESS_EVERY  seconds between progress lines of a run (default 60; 0: none)
+#   RUNS_FAILURES   file that collects failures (default: none, printed only)
+#   RUNS_EXIT_IS_RESULT  1: a run that exits non-zero (stopped on non-finite
+#                   losses, say) is a finished result, not a failure (the deep
+#                   table: diagnose judges it)
+# A run is finished when its dir holds .runs-done with the very command that
+# trained it: re-running skips it; a changed command (more updates, another
+# flag) resumes the run dir, which clinic train continues exactly.
+
+CLINIC=${CLINIC:-build/bin/clinic}
+JOBS=${JOBS:-2}
+PROGRESS_EVERY=${PROGRESS_EVERY:-60}
+
+runs_error() {  # one clinic-style error line, exit 1
+  echo "clinic: error: $*" >&2
+  exit 1
+}
+
+runs_fail() {  # a failed run or stage: said at once, collected for the end
+  echo "$*" >&2
+  [ -z "${RUNS_FAILURES:-}" ] || echo "$*" >> "$RUNS_FAILURES"
+}
+
+runs_is_done() {  # runs_is_done RUN ARG...: trained with exactly this command?
+  local run=$1; shift
+  [ -f "$run/.runs-done" ] && [ "$(cat "$run/.runs-done")" = "$(printf '%q ' "$@")" ]
+}
+
+# runs_train RUN MAX_UPDATES ARG...: `clinic train ARG... --run-dir RUN` in the
+# background (at most JOBS at once), log in RUN.log, a progress line every
+# PROGRESS_EVERY s ("RUN: update U/MAX, S s/update, ETA"). Returns at once;
+# runs_wait waits for all.
+runs_train() {
+  local run=$1 max=$2; shift 2
+  if runs_is_done "$run" "$@"; then
+    echo "$(basename "$run"): finished earlier (skipped; $run/.runs-done)"
+    return 0
+  fi
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+  _runs_one "$run" "$max" "$@" &
+}
+
+_runs_last_update() {  # the last logged training update of RUN (or empty)
+  tail -n 200 "$1/metrics.jsonl" 2>/dev/null | grep -o '"update": *[0-9]*' | tail -n 1 |
+    grep -o '[0-9]*$' || true
+}
+
+_runs_one() {
+  local run=$1 max=$2; shift 2
+  mkdir -p "$(dirname "$run")"
+  local name; name=$(basename "$run")
+  echo "$name: training (log: $run.log)"
+  nice "$CLINIC" train "$@" --run-dir "$run" >> "$run.log" 2>&1 &
+  local pid=$! start; start=$(date +%s)
+  # Stopped, the run checkpoints and exits 0 (clinic train's SIGTERM contract).
+  trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid"; exit 143' TERM INT
+  local u0; u0=$(_runs_last_update "$run")
+  local ticks=0
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    ticks=$((ticks + 1))
+    if [ "$PROGRESS_EVERY" -gt 0 ] && [ $((ticks % PROGRESS_EVERY)) -eq 0 ]; then
+      local u; u=$(_runs_last_update "$run")
+      if [ -n "$u" ]; then
+        awk -v n="$name" -v u="$u" -v u0="${u0:-0}" -v m="$max" -v t=$(( $(date +%s) - start )) \
+          'BEGIN { r = (u > u0) ? t / (u - u0) : 0; eta = (r > 0 && m > u) ? r * (m - u) : 0
+                   printf "%s: update %d/%d, %.2f s/update, ETA %dh%02dm\n", n, u, m, r,
+                          int(eta / 3600), int(eta % 3600 / 60) }'
+      fi
+    fi
+  done
+  local rc=0
+  wait "$pid" || rc=$?
+  if [ "$rc" = 0 ] && tail -n 50 "$run.log" | grep '\[train\] stopped:' | tail -n 1 | grep -q 'stop signal'; then
+    # Someone else's SIGTERM/SIGINT: checkpointed, not finished; the next run resumes it.
+    runs_fail "$run: stopped by a signal at update $(_runs_last_update "$run") (checkpointed; re-run to resume)"
+  elif [ "$rc" = 0 ] || [ "${RUNS_EXIT_IS_RESULT:-0}" = 1 ]; then
+    printf '%q ' "$@" > "$run/.runs-done.tmp" && mv "$run/.runs-done.tmp" "$run/.runs-done"
+    echo "$name: finished in $(( $(date +%s) - start )) s$([ "$rc" = 0 ] || echo " (clinic train exited with $rc: kept as a result, see $run.log)")"
+  else
+    runs_fail "$run: clinic train exited with $rc (see $run.log)"
+  fi
+}
+
+# SIGTERM/SIGINT to the driver stops every run (each checkpoints) before exiting.
+_runs_interrupt() {
+  echo "interrupted: stopping the runs (each writes its checkpoint)" >&2
+  local p
+  for p in $(jobs -rp); do kill -TERM "$p" 2>/dev/null || true; done
+  wait || true
+  exit 130
+}
+trap _runs_interrupt TERM INT
+
+runs_wait() {
+  while [ -n "$(jobs -rp)" ]; do wait -n || true; done
+}
+
+# runs_diagnose OUT RUN...: one clinic diagnose report over the runs, its
+# verdict printed (the report's paths are not).
+runs_diagnose() {
+  local out=$1; shift
+  "$CLINIC" diagnose "$@" --out "$out" | grep -v '^report:' ||
+    runs_fail "$out: clinic diagnose exited with $?"
+}
+
+runs_finish() {  # exit 1 when anything failed
+  if [ -n "${RUNS_FAILURES:-}" ] && [ -s "$RUNS_FAILURES" ]; then
+    echo "failures:" >&2
+    cat "$RUNS_FAILURES" >&2
+    exit 1
+  fi
+}
+
+# runs_parse_list FLAG VALUE REGEX WHAT: a comma list of distinct items, one
+# per line; a bad or repeated item is a usage error (exit 2).
+runs_parse_list() {
+  local flag=$1 value=$2 re=$3 what=$4 item
+  if [ -z "$value" ]; then echo "clinic: error: $flag: empty list" >&2; exit 2; fi
+  local -A seen=()
+  local -a items
+  IFS=, read -ra items <<<"$value"
+  for item in "${items[@]}"; do
+    if ! [[ "$item" =~ $re ]]; then echo "clinic: error: $flag: '$item' is not $what" >&2; exit 2; fi
+    if [ -n "${seen[$item]:-}" ]; then echo "clinic: error: $flag: '$item' is given twice" >&2; exit 2; fi
+    seen[$item]=1
+    echo "$item"
+  done
+}
+
+# runs_stats VALUE...: "mean std n" (sample std, n-1; "null" below 2 values),
+# two decimals, as the paper's tables.
+runs_stats() {
+  printf '%s\n' "$@" | awk 'NF { x[++n] = $1; s += $1 } END {
+    if (n == 0) { print "null null 0"; exit }
+    m = s / n; v = 0; for (i = 1; i <= n; i++) v += (x[i] - m) ^ 2
+    if (n > 1) printf "%.2f %.2f %d\n", m, sqrt(v / (n - 1)), n; else printf "%.2f null 1\n", m }'
+}
+
+# runs_bleu FILE: the score of a `clinic eval` output ("BLEU = 37.14 ...").
+runs_bleu() {
+  sed -n 's/^BLEU = \([0-9.]*\).*/\1/p' "$1" 2>/dev/null | head -n 1
+}
