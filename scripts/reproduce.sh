@@ -15,8 +15,9 @@
 #
 # DATA_DIR is fairseq's examples/translation/prepare-iwslt14.sh output:
 # train/valid/test.{de,en} after the joint 10k BPE ("@@ " marks) and its `code`
-# file; the tokenized, BPE-free files (its tmp/) are refused with the command
-# that applies the BPE. Stages, each resumable (re-running skips what is done):
+# file, or the tokenized files without BPE (its tmp/, the codes in DATA_DIR or
+# one level up): clinic bpe applies the codes into OUT/data first (subword-nmt
+# apply_bpe.py's output, byte for byte). Stages, each resumable:
 #   1. check   every file is there, is a regular file, each pair has equal line
 #              counts; counts and git blob ids are compared with the paper's copy
 #              (test/data/iwslt14/README.md lists them): a different copy is
@@ -117,6 +118,7 @@ known() {  # known FILE COLUMN: the paper copy's line count (2) / tokenized id (
 }
 same_copy=1
 copy_notes=()
+# Files and pairs first: a missing or misaligned file stops everything.
 for split in train valid test; do
   declare -A n=()
   for lang in de en; do
@@ -128,33 +130,56 @@ for split in train valid test; do
   done
   [ "${n[de]}" = "${n[en]}" ] ||
     runs_error "$DATA/$split.en: ${n[en]} lines, but $split.de has ${n[de]}: the pair is not aligned"
-  want=$(known "$split.de" 3)
   if [ "${n[de]}" != "$(known "$split.de" 2)" ]; then
     same_copy=0
     copy_notes+=("$split: ${n[de]} lines (the paper's copy: $(known "$split.de" 2))")
   fi
-  for lang in de en; do
-    id=$(blob_id "$DATA/$split.$lang")
-    if [ "$id" = "$(known "$split.$lang" 4)" ]; then
-      echo "$split.$lang: ${n[$lang]} lines, blob $id = the paper's copy (joint 10k BPE)"
-    elif [ "$id" = "$(known "$split.$lang" 3)" ]; then
-      runs_error "$DATA/$split.$lang: the tokenized file without BPE (blob $id, prepare-iwslt14.sh's tmp/): point DATA_DIR at the BPE'd files (its top level), or apply the codes: subword-nmt apply-bpe -c code < tmp/$split.$lang > $split.$lang"
-    else
-      same_copy=0
-      echo "$split.$lang: ${n[$lang]} lines, blob $id: a different copy (the paper's: $(known "$split.$lang" 4))"
-    fi
-  done
-  unset n; unset want
+  unset n
 done
-grep -q -F '@@ ' <(head -n 2000 "$DATA/train.de") ||
-  runs_error "$DATA/train.de: no '@@ ' BPE marks in its first 2000 lines: the recipe trains on the joint BPE (apply it: subword-nmt apply-bpe -c code)"
-if [ -f "$DATA/code" ]; then
-  id=$(blob_id "$DATA/code")
-  [ "$id" = "$(known code 4)" ] && echo "code: blob $id = the paper's BPE codes" ||
-    { same_copy=0; echo "code: blob $id: different BPE codes (the paper's: $(known code 4))"; }
-else
-  echo "code: absent (not needed for training; prepare-iwslt14.sh writes it beside the splits)"
+# The codes: beside the splits (the top level) or one up (the splits are tmp/).
+CODES=
+for c in "$DATA/code" "$DATA/../code"; do [ -f "$c" ] && { CODES=$(cd "$(dirname "$c")" && pwd)/code; break; }; done
+if [ -n "$CODES" ]; then
+  id=$(blob_id "$CODES")
+  [ "$id" = "$(known code 4)" ] && echo "code: $CODES, blob $id = the paper's BPE codes" ||
+    { same_copy=0; echo "code: $CODES, blob $id: other BPE codes (the paper's: $(known code 4))"; }
 fi
+# The text: BPE'd already (compare with the BPE column), or tokenized
+# (compare with the tokenized column, then apply the codes with clinic bpe and
+# compare what it wrote with the BPE column).
+describe() {  # describe FILE NAME COLUMN WHAT
+  local id; id=$(blob_id "$1")
+  if [ "$id" = "$(known "$2" "$3")" ]; then
+    echo "$2: $(wc -l < "$1") lines, blob $id = the paper's copy ($4)"
+  else
+    same_copy=0
+    echo "$2: $(wc -l < "$1") lines, blob $id: a different copy (the paper's $4: $(known "$2" "$3"))"
+  fi
+}
+if ! grep -q -F '@@ ' <(head -n 2000 "$DATA/train.de"); then
+  [ -n "$CODES" ] ||
+    runs_error "$DATA/train.de: no '@@ ' BPE marks in its first 2000 lines, and no BPE codes beside it ($DATA/code or $DATA/../code): the recipe trains on the joint BPE"
+  for split in train valid test; do
+    for lang in de en; do describe "$DATA/$split.$lang" "$split.$lang" 3 "tokenized"; done
+  done
+  echo "applying the BPE codes (clinic bpe) into $OUT/data"
+  mkdir -p "$OUT/data"
+  for split in train valid test; do
+    for lang in de en; do
+      f=$OUT/data/$split.$lang
+      [ -s "$f" ] && [ "$f" -nt "$DATA/$split.$lang" ] && [ "$f" -nt "$CODES" ] && continue
+      "$CLINIC" bpe --codes "$CODES" --input "$DATA/$split.$lang" --output "$f" ||
+        runs_error "clinic bpe failed on $DATA/$split.$lang"
+    done
+  done
+  DATA=$OUT/data
+  what="joint 10k BPE, applied here"
+else
+  what="joint 10k BPE"
+fi
+for split in train valid test; do
+  for lang in de en; do describe "$DATA/$split.$lang" "$split.$lang" 4 "$what"; done
+done
 if [ "$same_copy" = 1 ]; then
   COPY="the paper's copy (fairseq prepare-iwslt14.sh; blob ids of test/data/iwslt14/README.md)"
 else

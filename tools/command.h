@@ -27,6 +27,7 @@ void add_bench_command(CLI::App& app, Action& action);
 void add_diagnose_commands(CLI::App& app, Action& action);
 void add_analyze_command(CLI::App& app, Action& action);
 void add_params_command(CLI::App& app, Action& action);
+void add_bpe_command(CLI::App& app, Action& action);
 /// This process' command line (main sets it; `train --nproc` re-runs it).
 std::vector<std::string>& program_args();
 

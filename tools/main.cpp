@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
     cli::add_translate_commands(app, action);
     cli::add_bench_command(app, action);
     cli::add_diagnose_commands(app, action);
+    cli::add_bpe_command(app, action);
     app.parse(argc, argv);
     action();
     return 0;

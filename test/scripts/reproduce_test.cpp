@@ -16,7 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string slurp(const fs::path& p) {
+std::string file_text(const fs::path& p) {
   std::ifstream in(p);
   std::ostringstream s;
   s << in.rdbuf();
@@ -53,7 +53,7 @@ std::string reproduce_cmd(const std::string& data, const std::string& out) {
          " --set train.threads=1 --set eval.max_len_b=10";
 }
 
-size_t count(const std::string& text, const std::string& what) {
+size_t occurrences(const std::string& text, const std::string& what) {
   size_t n = 0;
   for (size_t p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) ++n;
   return n;
@@ -77,9 +77,9 @@ TEST(Reproduce, Iwslt14RunsEveryStageResumesAndTablesWhatEvalScores) {
   }
   for (const char* stage : {"== 2. vocab", "== 3. train", "cost: ", "== 4. average", "== 6. table"})
     EXPECT_NE(log.find(stage), std::string::npos) << stage << "\n" << log;
-  EXPECT_EQ(count(log, ": training (log: "), 4u) << log;
+  EXPECT_EQ(occurrences(log, ": training (log: "), 4u) << log;
 
-  auto table = nlohmann::json::parse(slurp(out + "/table.json"));
+  auto table = nlohmann::json::parse(file_text(out + "/table.json"));
   EXPECT_EQ(table["max_updates"], 12);
   EXPECT_DOUBLE_EQ(table["variants"]["post_ln"]["paper"]["mean"].get<double>(), 35.64);
   EXPECT_DOUBLE_EQ(table["variants"]["admin"]["paper"]["std"].get<double>(), 0.15);
@@ -89,7 +89,7 @@ TEST(Reproduce, Iwslt14RunsEveryStageResumesAndTablesWhatEvalScores) {
     for (std::string s : {"1", "2"}) {
       const std::string run = out + "/" + v + "-seed" + s;
       // Every run used the one joined dictionary of stage 2.
-      EXPECT_EQ(slurp(run + "/dict.txt"), slurp(out + "/vocab/dict.txt")) << run;
+      EXPECT_EQ(file_text(run + "/dict.txt"), file_text(out + "/vocab/dict.txt")) << run;
       // The average is of the last 2 epoch checkpoints, and an independent
       // eval of it prints the table's number.
       ASSERT_TRUE(fs::exists(run + "/checkpoint_epoch2.pt")) << run;
@@ -110,28 +110,59 @@ TEST(Reproduce, Iwslt14RunsEveryStageResumesAndTablesWhatEvalScores) {
     EXPECT_NEAR(table["variants"][v]["mean"].get<double>(), mean, 0.0051) << v;
     EXPECT_NEAR(table["variants"][v]["std"].get<double>(), sd, 0.0051) << v;
   }
-  std::string md = slurp(out + "/table.md");
+  std::string md = file_text(out + "/table.md");
   EXPECT_NE(md.find("| Post-LN | "), std::string::npos) << md;
   EXPECT_NE(md.find("35.64 ± 0.23"), std::string::npos) << md;
 
   // Re-running trains, averages and decodes nothing, and writes the same table.
-  const std::string json_before = slurp(out + "/table.json");
+  const std::string json_before = file_text(out + "/table.json");
   ASSERT_EQ(test::run_shell(reproduce_cmd(data, out), &log), 0) << log;
-  EXPECT_EQ(count(log, "finished earlier (skipped"), 4u) << log;
-  EXPECT_EQ(count(log, ": training (log: "), 0u) << log;
-  EXPECT_EQ(count(log, "decoding"), 0u) << log;
+  EXPECT_EQ(occurrences(log, "finished earlier (skipped"), 4u) << log;
+  EXPECT_EQ(occurrences(log, ": training (log: "), 0u) << log;
+  EXPECT_EQ(occurrences(log, "decoding"), 0u) << log;
   EXPECT_NE(log.find("cost: none"), std::string::npos) << log;
-  EXPECT_EQ(slurp(out + "/table.json"), json_before);
+  EXPECT_EQ(file_text(out + "/table.json"), json_before);
 
   // More updates: the runs are resumed, not skipped.
   std::string more = std::regex_replace(reproduce_cmd(data, out), std::regex("--max-updates 12"),
                                         "--max-updates 14");
   ASSERT_EQ(test::run_shell(more + " --seeds 1 --variants post_ln", &log), 0) << log;
-  EXPECT_EQ(count(log, ": training (log: "), 1u) << log;
-  EXPECT_NE(slurp(out + "/post_ln-seed1/.runs-done").find("train.max_updates=14"),
+  EXPECT_EQ(occurrences(log, ": training (log: "), 1u) << log;
+  EXPECT_NE(file_text(out + "/post_ln-seed1/.runs-done").find("train.max_updates=14"),
             std::string::npos);
   EXPECT_EQ(table["variants"].size(), 2u);
-  EXPECT_EQ(nlohmann::json::parse(slurp(out + "/table.json"))["variants"].size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(file_text(out + "/table.json"))["variants"].size(), 1u);
+}
+
+// The tokenized text without BPE (prepare-iwslt14.sh's tmp/, the codes one
+// level up): clinic bpe applies the codes first, and what it wrote is what
+// fairseq's preparation wrote (the fixture's bpe10k files).
+TEST(Reproduce, Iwslt14AppliesTheCodesToTokenizedText) {
+  test::TempDir d;
+  fs::path fx = fs::path(kSourceDir) / "test/data/iwslt14";
+  const std::string tmp = d.file("prep/tmp");
+  fs::create_directories(tmp);
+  fs::copy_file(fx / "bpe10k/code", d.file("prep/code"));
+  for (std::string lang : {"de", "en"}) {
+    copy_lines(fx / ("valid." + lang), tmp + "/train." + lang, 0, 500);
+    copy_lines(fx / ("valid." + lang), tmp + "/valid." + lang, 0, 60);
+    copy_lines(fx / ("valid." + lang), tmp + "/test." + lang, 100, 140);
+  }
+  const std::string out = d.file("out");
+  std::string cmd = std::regex_replace(reproduce_cmd(tmp, out), std::regex("--max-updates 12"),
+                                       "--max-updates 8");
+  std::string log;
+  ASSERT_EQ(test::run_shell(cmd + " --seeds 1 --variants post_ln --average-last 1", &log), 0) << log;
+  EXPECT_NE(log.find("code: " + d.file("prep/code") + ", blob 26d4677a78841a6db18863978286b291c768ea56 = the paper's BPE codes"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("applying the BPE codes (clinic bpe) into " + out + "/data"), std::string::npos)
+      << log;
+  for (std::string lang : {"de", "en"})
+    EXPECT_EQ(file_text(out + "/data/train." + lang), file_text(fx / ("bpe10k/valid." + lang))) << lang;
+  auto table = nlohmann::json::parse(file_text(out + "/table.json"));
+  EXPECT_EQ(table["data_dir"], out + "/data");
+  EXPECT_EQ(table["variants"]["post_ln"]["n"], 1);
 }
 
 TEST(Reproduce, BadDataIsOneErrorNamingTheFile) {
@@ -141,7 +172,7 @@ TEST(Reproduce, BadDataIsOneErrorNamingTheFile) {
     std::string log;
     int rc = test::run_shell(reproduce_cmd(data, d.file("out")), &log);
     EXPECT_NE(rc, 0) << log;
-    EXPECT_EQ(count(log, "clinic: error: "), 1u) << log;
+    EXPECT_EQ(occurrences(log, "clinic: error: "), 1u) << log;
     EXPECT_NE(log.find("clinic: error: " + what), std::string::npos) << log;
     EXPECT_EQ(log.find("== 2. vocab"), std::string::npos) << "went past the check:\n" << log;
   };
@@ -199,14 +230,14 @@ TEST(Reproduce, Multi30kSixLayerTableIsTheMeanOfEvalOverSeeds) {
   std::string log;
   ASSERT_EQ(test::run_shell(multi30k_cmd(out, "--tables 6layer --seeds 1,2 --max-updates 2"), &log), 0)
       << log;
-  auto table = nlohmann::json::parse(slurp(out + "/6layer/table.json"));
+  auto table = nlohmann::json::parse(file_text(out + "/6layer/table.json"));
   const std::regex bleu_line(R"(BLEU = ([0-9.]+))");
   for (std::string v : {"post_ln", "pre_ln", "admin"}) {
     std::vector<double> per;
     for (std::string s : {"1", "2"}) {
       const std::string run = out + "/6layer/" + v + "-seed" + s;
       // Every run used the one vocabulary built first.
-      EXPECT_EQ(slurp(run + "/spm.model"), slurp(out + "/vocab/spm.model")) << run;
+      EXPECT_EQ(file_text(run + "/spm.model"), file_text(out + "/vocab/spm.model")) << run;
       std::string eval;
       ASSERT_EQ(test::run_shell(test::clinic_bin() + " eval --checkpoint " + run +
                                     "/checkpoint_last.pt --split test --output " + d.file("h"),
@@ -222,7 +253,7 @@ TEST(Reproduce, Multi30kSixLayerTableIsTheMeanOfEvalOverSeeds) {
     EXPECT_NEAR(table["variants"][v]["std"].get<double>(), std::abs(per[0] - per[1]) / std::sqrt(2.0),
                 0.0051);
   }
-  const std::string report = slurp(out + "/6layer/diagnose/report.md");
+  const std::string report = file_text(out + "/6layer/diagnose/report.md");
   for (std::string run : {"post_ln-seed1", "post_ln-seed2", "pre_ln-seed1", "pre_ln-seed2",
                           "admin-seed1", "admin-seed2"})
     EXPECT_NE(report.find(run), std::string::npos) << run << " not in the overlaid report";
@@ -243,7 +274,7 @@ TEST(Reproduce, Multi30kDeepTableCountsTheRunsDiagnoseCallsDiverged) {
                             &log),
             0)
       << log;
-  auto table = nlohmann::json::parse(slurp(out + "/deep/table.json"));
+  auto table = nlohmann::json::parse(file_text(out + "/deep/table.json"));
   int failed = 0;
   for (std::string v : {"post_ln", "pre_ln", "admin"}) {
     const std::string run = out + "/deep/" + v + "-seed1";
