@@ -134,6 +134,7 @@ struct DataConfig {
   int64_t max_tokens = 4096;
   int64_t max_sentences = 0;
   int64_t prefetch = 4;
+  int64_t shape_buckets = 0;
   std::string source = "corpus";
   std::string fixed_input;
   std::string fixed_target;
@@ -181,6 +182,11 @@ struct DataConfig {
       at_least(0));
     v("prefetch", prefetch, "batches prepared ahead on a background thread",
       in_range(1, 256));
+    v("shape_buckets", shape_buckets,
+      "pad every training batch to one of N (rows x length) shapes, lengths doubling up to the "
+      "longest kept row, rows filling max_tokens (0 = each batch its own shape); a handful of "
+      "shapes per epoch is what CUDA graphs need",
+      in_range(0, 16));
     v("source", source,
       "corpus (files under data.dir) or fixed_batch: every update sees data.fixed_input / "
       "fixed_target (toy experiments; no vocabulary files)",

@@ -36,7 +36,10 @@ std::vector<std::vector<int64_t>> plan_epoch(const ParallelCorpus& c,
           "{}; raise max_tokens or lower data.max_source_len/max_target_len",
           c.keep[k] + 1, len, max_tokens));
     int64_t new_longest = std::max(longest, len);
-    bool full = (static_cast<int64_t>(cur.size()) + 1) * new_longest > max_tokens ||
+    // With shape buckets a batch costs its bucket's length, not its own.
+    const int64_t cost = c.shape_lengths.empty() ? new_longest
+                                                 : c.shape_lengths[c.shape_bucket(new_longest)];
+    bool full = (static_cast<int64_t>(cur.size()) + 1) * cost > max_tokens ||
                 (max_sentences > 0 &&
                  static_cast<int64_t>(cur.size()) + 1 > max_sentences);
     if (full && !cur.empty()) {

@@ -139,14 +139,46 @@ TokenCache::~TokenCache() {
   if (map_) ::munmap(map_, map_size_);
 }
 
+size_t ParallelCorpus::shape_bucket(int64_t len) const {
+  for (size_t i = 0; i < shape_lengths.size(); ++i)
+    if (len <= shape_lengths[i]) return i;
+  throw DataError(fmt::format("a row of {} tokens is longer than the largest data.shape_buckets "
+                              "length {}",
+                              len, shape_lengths.empty() ? 0 : shape_lengths.back()));
+}
+
+void set_shape_buckets(ParallelCorpus& c, int64_t n, int64_t longest, int64_t max_tokens,
+                       int64_t max_sentences) {
+  c.shape_lengths.clear();
+  c.shape_rows.clear();
+  for (int64_t k = n - 1; k >= 0; --k) {
+    int64_t len = (longest + (int64_t{1} << k) - 1) >> k;  // ceil(longest / 2^k)
+    len = (len + 7) / 8 * 8;
+    if (!c.shape_lengths.empty() && len <= c.shape_lengths.back()) continue;
+    int64_t rows = max_tokens / len;
+    if (max_sentences > 0) rows = std::min(rows, max_sentences);
+    if (rows < 1)
+      throw ConfigError(fmt::format("data.shape_buckets: a bucket of length {} holds no row under "
+                                    "data.max_tokens = {}",
+                                    len, max_tokens));
+    c.shape_lengths.push_back(len);
+    c.shape_rows.push_back(rows);
+  }
+}
+
 Batch ParallelCorpus::make_batch(const std::vector<int64_t>& ks) const {
-  const int64_t B = static_cast<int64_t>(ks.size());
+  int64_t B = static_cast<int64_t>(ks.size());
   int64_t S = 0, T = 0;
   for (auto k : ks) {
     S = std::max(S, src_len(k));
     T = std::max(T, tgt_len(k));
   }
   if (source_aligned) T = S;
+  if (!shape_lengths.empty() && B > 0) {
+    const size_t i = shape_bucket(std::max(S, T));
+    S = T = shape_lengths[i];
+    B = std::max(B, shape_rows[i]);
+  }
   Batch b;
   b.src = torch::full({B, S}, kPad, torch::kLong);
   b.tgt_in = torch::full({B, T}, kPad, torch::kLong);
@@ -154,7 +186,8 @@ Batch ParallelCorpus::make_batch(const std::vector<int64_t>& ks) const {
   auto s = b.src.accessor<int64_t, 2>();
   auto ti = b.tgt_in.accessor<int64_t, 2>();
   auto to = b.tgt_out.accessor<int64_t, 2>();
-  for (int64_t r = 0; r < B; ++r) {
+  const int64_t real = static_cast<int64_t>(ks.size());
+  for (int64_t r = 0; r < real; ++r) {
     int64_t line = keep[ks[r]];
     b.ids.push_back(line);
     int64_t ls = src->length(line), lt = tgt->length(line);
@@ -176,6 +209,12 @@ Batch ParallelCorpus::make_batch(const std::vector<int64_t>& ks) const {
     }
     to[r][lt] = kEos;
     b.tgt_tokens += lt + 1;
+  }
+  // Filler rows of a shape bucket: one EOS to attend to (an all-pad source
+  // would softmax over no key), BOS in, nothing to predict.
+  for (int64_t r = real; r < B; ++r) {
+    s[r][0] = kEos;
+    if (!source_aligned) ti[r][0] = kBos;
   }
   if (source_aligned) b.tgt_in = b.tgt_out;
   return b;

@@ -56,7 +56,23 @@ struct ParallelCorpus {
   /// tokens (and EOS) at the source positions, padded or truncated to the
   /// source length; tgt_in is the same tensor (a tagger does not read it).
   bool source_aligned = false;
+  /// data.shape_buckets (issue 33, for CUDA graphs): when set, every batch is
+  /// padded to [shape_rows[i], shape_lengths[i]] for the smallest bucket i
+  /// whose length holds its longest row, source and target alike, so an epoch
+  /// has as many batch shapes as buckets. Filler rows are a lone EOS source
+  /// and an all-pad target: they add no token to the loss or the counts.
+  std::vector<int64_t> shape_lengths, shape_rows;
+  /// The bucket of a row length (index into shape_lengths); DataError when
+  /// the row is longer than the largest bucket.
+  size_t shape_bucket(int64_t len) const;
 };
+
+/// data.shape_buckets = n: n lengths growing by 2x up to `longest` (the
+/// longest row the filters keep, EOS/BOS included), each rounded up to a
+/// multiple of 8, and the rows each holds under max_tokens (and
+/// max_sentences when > 0). Empty for n = 0.
+void set_shape_buckets(ParallelCorpus& c, int64_t n, int64_t longest, int64_t max_tokens,
+                       int64_t max_sentences);
 
 /// data.source = fixed_batch: data.fixed_input / fixed_target ("1 0; 0 1")
 /// as one batch. Token t becomes id t + 4 (ids 0-3 stay pad, unk, bos, eos,

@@ -208,6 +208,17 @@ void Trainer::setup() {
                            cfg_.model.max_source_positions,
                            cfg_.model.max_target_positions);
     train_.source_aligned = valid_.source_aligned = cfg_.data.target_layout == "source_aligned";
+    if (cfg_.data.shape_buckets > 0) {
+      int64_t longest = 0;
+      for (int64_t k = 0; k < train_.size(); ++k)
+        longest = std::max({longest, train_.src_len(k), train_.tgt_len(k)});
+      set_shape_buckets(train_, cfg_.data.shape_buckets, longest, cfg_.data.max_tokens,
+                        cfg_.data.max_sentences);
+      std::string shapes;
+      for (size_t i = 0; i < train_.shape_lengths.size(); ++i)
+        shapes += fmt::format("{}{}x{}", i ? ", " : "", train_.shape_rows[i], train_.shape_lengths[i]);
+      log()->info("[data] shape buckets (rows x length): {}", shapes);
+    }
     info = VocabInfo{vocab_.src->size(), vocab_.tgt->size(), vocab_.joint};
   }
   // Weights, gradients and two Adam moments: 16 bytes a parameter before any
@@ -309,12 +320,17 @@ void Trainer::setup() {
                 state_.update, state_.position.epoch, state_.position.batch);
   } else {
     if (writer) write_file_atomic(run_dir_ + "/recipe.yaml", to_yaml(cfg_));
+    // Profiled on the first batch of the exact (unbucketed) plan: padding
+    // enters Admin's variances, and data.shape_buckets must not change omega.
+    ParallelCorpus exact = train_;
+    exact.shape_lengths.clear();
+    exact.shape_rows.clear();
     Batch first = fixed_source()
                       ? fixed_
-                      : train_.make_batch(plan_epoch(train_, cfg_.data.max_tokens,
-                                                     cfg_.data.max_sentences, cfg_.train.seed, 1,
-                                                     true)
-                                              .front())
+                      : exact.make_batch(plan_epoch(exact, cfg_.data.max_tokens,
+                                                    cfg_.data.max_sentences, cfg_.train.seed, 1,
+                                                    true)
+                                             .front())
                             .to(device_);
     std::string summary = model_->initialize_from_batch(first);
     if (!summary.empty()) {

@@ -352,5 +352,62 @@ TEST(AtomicFile, StreamsHeaderLastAndLeavesTheOldFileOnFailure) {
   EXPECT_EQ(read_file(path), "new");
 }
 
+// data.shape_buckets (issue 33): rows of 1..60 tokens (+ EOS), buckets of a
+// 256-token budget. Lengths double up to the longest row (61 -> 16, 32, 64,
+// each a multiple of 8) and rows fill the budget (16, 8, 4): every batch of
+// the epoch has one of these three shapes, every row appears once, its
+// tokens are the exact batch's, and filler rows add no target token.
+TEST(Batcher, ShapeBucketsGiveAFewShapesAndKeepEveryRowIntact) {
+  std::vector<std::vector<int32_t>> src, tgt;
+  for (int i = 0; i < 300; ++i) {
+    std::vector<int32_t> a, b;
+    for (int j = 0; j < 1 + (i * 37) % 60; ++j) a.push_back(4 + (i + j) % 50);
+    for (int j = 0; j < 1 + (i * 37) % 60 * 3 / 4; ++j) b.push_back(4 + (i * 3 + j) % 50);
+    src.push_back(a);
+    tgt.push_back(b);
+  }
+  ParallelCorpus exact;
+  exact.src = TokenCache::from_ids(src);
+  exact.tgt = TokenCache::from_ids(tgt);
+  for (int64_t k = 0; k < 300; ++k) exact.keep.push_back(k);
+  ParallelCorpus c = exact;
+  set_shape_buckets(c, 3, 61, 256, 0);
+  EXPECT_EQ(c.shape_lengths, (std::vector<int64_t>{16, 32, 64}));
+  EXPECT_EQ(c.shape_rows, (std::vector<int64_t>{16, 8, 4}));
+  std::set<std::pair<int64_t, int64_t>> shapes;
+  std::multiset<int64_t> seen;
+  for (const auto& ks : plan_epoch(c, 256, 0, 1, 1, true)) {
+    Batch b = c.make_batch(ks), e = exact.make_batch(ks);
+    shapes.insert({b.src.size(0), b.src.size(1)});
+    EXPECT_EQ(b.tgt_in.sizes(), b.src.sizes());
+    EXPECT_EQ(b.tgt_tokens, e.tgt_tokens);
+    EXPECT_EQ(b.src_tokens, e.src_tokens);
+    EXPECT_EQ(b.tgt_out.ne(kPad).sum().item<int64_t>(), e.tgt_tokens);
+    const int64_t R = e.src.size(0), S = e.src.size(1), T = e.tgt_in.size(1);
+    // The real rows: the exact batch in the corner, padding around it.
+    EXPECT_TRUE(b.src.slice(0, 0, R).slice(1, 0, S).equal(e.src));
+    EXPECT_TRUE(b.tgt_in.slice(0, 0, R).slice(1, 0, T).equal(e.tgt_in));
+    EXPECT_TRUE(b.tgt_out.slice(0, 0, R).slice(1, 0, T).equal(e.tgt_out));
+    EXPECT_TRUE(b.src.slice(0, 0, R).slice(1, S).eq(kPad).all().item<bool>());
+    // Filler rows: a lone EOS to attend to, BOS in, nothing to predict.
+    for (int64_t r = R; r < b.src.size(0); ++r) {
+      EXPECT_EQ(b.src[r][0].item<int64_t>(), kEos);
+      EXPECT_TRUE(b.src[r].slice(0, 1).eq(kPad).all().item<bool>());
+      EXPECT_EQ(b.tgt_in[r][0].item<int64_t>(), kBos);
+      EXPECT_TRUE(b.tgt_out[r].eq(kPad).all().item<bool>());
+    }
+    seen.insert(ks.begin(), ks.end());
+  }
+  EXPECT_EQ(shapes, (std::set<std::pair<int64_t, int64_t>>{{16, 16}, {8, 32}, {4, 64}}));
+  EXPECT_EQ(seen.size(), 300u);
+  EXPECT_EQ(std::set<int64_t>(seen.begin(), seen.end()).size(), 300u);
+  // A row longer than the largest bucket is an error naming the key.
+  ParallelCorpus small = exact;
+  set_shape_buckets(small, 2, 20, 256, 0);
+  EXPECT_NE(test::error_of<DataError>([&] { plan_epoch(small, 256, 0, 1, 1, true); })
+                .find("data.shape_buckets"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace clinic

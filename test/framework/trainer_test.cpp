@@ -64,6 +64,43 @@ TEST(Trainer, GradientAccumulationEqualsOneLargeBatch) {
     test::expect_close(ga[i].grad(), gb[i].grad(), 1e-4, 1.2e-7);
 }
 
+// data.shape_buckets pads batches to a few shapes (for CUDA graphs); the
+// padding must change nothing: the same rows give the same loss, token count,
+// gradient norm and gradients as the exact batch (dropout off: its masks
+// depend on the shape), and Admin's omega is profiled on the same batch.
+TEST(Trainer, ShapeBucketPaddingChangesNoLossOrGradient) {
+  for (const char* v : {"post_ln", "pre_ln", "admin"}) {
+    TempDir d;
+    Trainer a(copy_config(d, v, {"model.dropout=0"}), d.file("a"));
+    Trainer b(copy_config(d, v, {"model.dropout=0", "data.shape_buckets=2"}), d.file("b"));
+    a.setup();
+    b.setup();
+    ASSERT_TRUE(a.train_data().shape_lengths.empty());
+    ASSERT_FALSE(b.train_data().shape_lengths.empty());
+    Batch ea = a.train_data().make_batch({0, 1, 2}), pb = b.train_data().make_batch({0, 1, 2});
+    ASSERT_GT(pb.src.numel(), ea.src.numel()) << v << ": the bucketed batch is padded";
+    auto sa = a.train_update({ea});
+    auto sb = b.train_update({pb});
+    EXPECT_EQ(sa.tokens, sb.tokens) << v;
+    EXPECT_NEAR(sa.loss, sb.loss, 1e-5 * std::abs(sa.loss)) << v;
+    EXPECT_NEAR(sa.grad_norm, sb.grad_norm, 1e-5 * sa.grad_norm) << v;
+    auto ga = a.model().parameters(), gb = b.model().parameters();
+    for (size_t i = 0; i < ga.size(); ++i) test::expect_close(ga[i].grad(), gb[i].grad(), 1e-4, 1e-6);
+  }
+  // A whole run in bucket mode: every batch it trains on is bucket-shaped,
+  // and it learns.
+  TempDir d;
+  Trainer t(copy_config(d, "pre_ln", {"data.shape_buckets=3", "train.max_updates=200",
+                                      "train.log_interval=50", "schedule.name=constant"}),
+            d.file("run"));
+  t.fit();
+  auto l = test::logged_losses(d.file("run/metrics.jsonl"));
+  ASSERT_EQ(l.size(), 4u);
+  EXPECT_LT(l.back(), 0.5 * l.front());
+  EXPECT_NE(read_file(d.file("run/train.log")).find("[data] shape buckets (rows x length): "),
+            std::string::npos);
+}
+
 // Issue 33: one device-to-host read per update, through the counted seam,
 // and the values it reads are the update's own (the norm of the gradients
 // the step used, recomputed here in double).

@@ -27,10 +27,41 @@ TEST(Cli, HelpOnEverySubcommand) {
   std::string out;
   EXPECT_EQ(run_shell(clinic() + " --help", &out), 0);
   for (const char* sub : {"config", "recipes", "keys", "train", "vocab", "average", "translate",
-                          "eval", "bleu", "export", "bench", "params"}) {
+                          "eval", "bleu", "export", "bench", "params", "bpe"}) {
     EXPECT_EQ(run_shell(clinic() + " " + sub + " --help", &out), 0) << sub;
     EXPECT_NE(out.find("Usage"), std::string::npos) << sub;
   }
+}
+
+// clinic bpe: files and pipes, and its output never replaces an input.
+TEST(Cli, BpeAppliesTheCodesAndNeverOverwritesAnInput) {
+  test::TempDir d;
+  const std::string fx = std::string(kSourceDir) + "/test/data/iwslt14";
+  std::string out;
+  ASSERT_EQ(run_shell(clinic() + " bpe --codes " + fx + "/bpe10k/code --input " + fx +
+                          "/valid.de --output " + d.file("valid.de"),
+                      &out),
+            0)
+      << out;
+  EXPECT_EQ(read_file(d.file("valid.de")), read_file(fx + "/bpe10k/valid.de"));
+  ASSERT_EQ(run_shell("head -n 3 " + fx + "/valid.en | " + clinic() + " bpe --codes " + fx +
+                          "/bpe10k/code",
+                      &out),
+            0);
+  std::string want;
+  run_shell("head -n 3 " + fx + "/bpe10k/valid.en", &want);
+  EXPECT_EQ(out, want);
+  test::write_text(d.file("in"), "schon\n");
+  EXPECT_EQ(run_shell(clinic() + " bpe --codes " + fx + "/bpe10k/code --input " + d.file("in") +
+                          " --output " + d.file("in"),
+                      &out),
+            2);
+  EXPECT_NE(out.find("clinic: error: --output " + d.file("in") + ": is the same file as --input"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(read_file(d.file("in")), "schon\n");
+  EXPECT_EQ(run_shell(clinic() + " bpe --codes " + d.file("nope") + " --input " + d.file("in"), &out), 1);
+  EXPECT_NE(out.find("clinic: error: " + d.file("nope")), std::string::npos) << out;
 }
 
 TEST(Cli, ConfigPrintsResolvedRecipe) {
