@@ -25,9 +25,11 @@
 #   2. vocab   one joined dictionary (fairseq-preprocess --joined-dictionary):
 #              clinic vocab into OUT/vocab, copied into every run dir.
 #   3. train   every variant x seed with recipes/iwslt14/VARIANT.yaml (Admin is
-#              profiled by the trainer before its first update), JOBS at a
-#              time; a progress line per run; the cost measured first with
-#              clinic bench on the same device and printed in device-hours.
+#              profiled by the trainer before its first update), --jobs at a
+#              time (default 1: they share one device); a progress line per
+#              run; the cost measured first with clinic bench on the same
+#              device and printed in device-hours. The recipe trains in fp16
+#              (a GPU's); on a CPU add --set train.precision=bf16 (or fp32).
 #   4. average the last N epoch checkpoints of each run (clinic average).
 #   5. decode  test with beam 5 and score it (clinic eval on the average).
 #   6. table   OUT/table.md and OUT/table.json: mean +- std (sample, n-1), the
@@ -36,6 +38,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CLINIC=${CLINIC:-$ROOT/build/bin/clinic}
+# One run at a time unless --jobs says otherwise: every run trains on the one
+# device train.device names (cuda = cuda:0).
+[ "${1:-}" = multi30k ] || JOBS=${JOBS:-1}
 # shellcheck source=scripts/lib/runs.sh
 source "$ROOT/scripts/lib/runs.sh"
 
