@@ -48,10 +48,6 @@ usage() {
   sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
-usage_error() {
-  echo "clinic: error: $*" >&2
-  exit 2
-}
 
 [ $# -ge 1 ] || usage
 TASK=$1; shift
@@ -59,9 +55,9 @@ case "$TASK" in
   iwslt14) ;;
   multi30k) exec "$ROOT/scripts/lib/reproduce_multi30k.sh" "$@" ;;
   -h|--help) usage ;;
-  *) usage_error "unknown table '$TASK' (iwslt14 or multi30k)" ;;
+  *) runs_usage_error "unknown table '$TASK' (iwslt14 or multi30k)" ;;
 esac
-[ $# -ge 1 ] || usage_error "iwslt14: give the data directory (fairseq's prepare-iwslt14.sh output)"
+[ $# -ge 1 ] || runs_usage_error "iwslt14: give the data directory (fairseq's prepare-iwslt14.sh output)"
 DATA=$1; shift
 
 SEEDS=1111,2222,3333,4444,5555
@@ -72,7 +68,7 @@ AVERAGE_LAST=10
 OUT=runs/reproduce-iwslt14
 SETS=()
 while [ $# -gt 0 ]; do
-  [ $# -ge 2 ] || usage_error "$1 needs a value"
+  [ $# -ge 2 ] || runs_usage_error "$1 needs a value"
   case "$1" in
     --seeds) SEEDS=$2 ;;
     --variants) VARIANTS=$2 ;;
@@ -82,7 +78,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2 ;;
     --jobs) JOBS=$2 ;;
     --set) SETS+=(--set "$2") ;;
-    *) usage_error "unknown option $1" ;;
+    *) runs_usage_error "unknown option $1" ;;
   esac
   shift 2
 done
@@ -91,11 +87,11 @@ list=$(runs_parse_list --seeds "$SEEDS" '^[1-9][0-9]{0,8}$' "a positive integer"
 mapfile -t seeds <<<"$list"
 list=$(runs_parse_list --variants "$VARIANTS" '^[a-z_][a-z0-9_]*$' "a residual variant name") || exit 2
 mapfile -t variants <<<"$list"
-[[ "$DEVICE" =~ ^(cpu|cuda|auto)$ ]] || usage_error "--device: '$DEVICE' is not cpu, cuda or auto"
+[[ "$DEVICE" =~ ^(cpu|cuda|auto)$ ]] || runs_usage_error "--device: '$DEVICE' is not cpu, cuda or auto"
 [ -z "$MAX_UPDATES" ] || [[ "$MAX_UPDATES" =~ ^[1-9][0-9]{0,8}$ ]] ||
-  usage_error "--max-updates: '$MAX_UPDATES' is not a positive integer"
-[[ "$AVERAGE_LAST" =~ ^[1-9][0-9]{0,3}$ ]] || usage_error "--average-last: '$AVERAGE_LAST' is not a positive integer"
-[[ "$JOBS" =~ ^[1-9][0-9]{0,2}$ ]] || usage_error "--jobs: '$JOBS' is not a positive integer"
+  runs_usage_error "--max-updates: '$MAX_UPDATES' is not a positive integer"
+[[ "$AVERAGE_LAST" =~ ^[1-9][0-9]{0,3}$ ]] || runs_usage_error "--average-last: '$AVERAGE_LAST' is not a positive integer"
+[[ "$JOBS" =~ ^[1-9][0-9]{0,2}$ ]] || runs_usage_error "--jobs: '$JOBS' is not a positive integer"
 [ -x "$CLINIC" ] || runs_error "$CLINIC: not built (scripts/build.sh)"
 
 [ -d "$DATA" ] || runs_error "$DATA: not a directory (fairseq's prepare-iwslt14.sh output)"
@@ -108,7 +104,7 @@ rm -f "$RUNS_FAILURES"
 # Every variant must be one clinic knows (one error naming it, before any work).
 for v in "${variants[@]}"; do
   "$CLINIC" config iwslt14/base --set model.residual="$v" > /dev/null 2> "$OUT/.variant.err" ||
-    usage_error "--variants: $(sed 's/^clinic: error: //' "$OUT/.variant.err" | head -n 1)"
+    runs_usage_error "--variants: $(sed 's/^clinic: error: //' "$OUT/.variant.err" | head -n 1)"
 done
 rm -f "$OUT/.variant.err"
 
@@ -321,7 +317,7 @@ json="{
 $(IFS=$'\n'; echo "${json_rows[*]}" | sed '$!s/$/,/')
   }
 }"
-printf '%s' "$md" > "$OUT/table.md.tmp" && mv "$OUT/table.md.tmp" "$OUT/table.md"
-printf '%s\n' "$json" > "$OUT/table.json.tmp" && mv "$OUT/table.json.tmp" "$OUT/table.json"
+runs_write_atomic "$OUT/table.md" "${md%$'\n'}"
+runs_write_atomic "$OUT/table.json" "$json"
 cat "$OUT/table.md"
 echo "table: $OUT/table.md, $OUT/table.json"

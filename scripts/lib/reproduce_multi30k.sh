@@ -29,10 +29,6 @@ cd "$ROOT"
 CLINIC=${CLINIC:-$ROOT/build/bin/clinic}
 # shellcheck source=scripts/lib/runs.sh
 source "$ROOT/scripts/lib/runs.sh"
-usage_error() {
-  echo "clinic: error: $*" >&2
-  exit 2
-}
 
 TABLES=6layer,deep,table1
 SEEDS=1,2,3
@@ -41,7 +37,7 @@ LR=3e-3
 OUT=runs/reproduce-multi30k
 SETS=()
 while [ $# -gt 0 ]; do
-  [ $# -ge 2 ] || usage_error "$1 needs a value"
+  [ $# -ge 2 ] || runs_usage_error "$1 needs a value"
   case "$1" in
     --tables) TABLES=$2 ;;
     --seeds) SEEDS=$2 ;;
@@ -50,7 +46,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2 ;;
     --jobs) JOBS=$2 ;;
     --set) SETS+=(--set "$2") ;;
-    *) usage_error "unknown option $1" ;;
+    *) runs_usage_error "unknown option $1" ;;
   esac
   shift 2
 done
@@ -59,9 +55,9 @@ mapfile -t tables <<<"$list"
 list=$(runs_parse_list --seeds "$SEEDS" '^[1-9][0-9]{0,8}$' "a positive integer") || exit 2
 mapfile -t seeds <<<"$list"
 [ -z "$MAX_UPDATES" ] || [[ "$MAX_UPDATES" =~ ^[1-9][0-9]{0,8}$ ]] ||
-  usage_error "--max-updates: '$MAX_UPDATES' is not a positive integer"
-[[ "$LR" =~ ^[0-9.]+(e-?[0-9]+)?$ ]] || usage_error "--lr: '$LR' is not a number"
-[[ "$JOBS" =~ ^[1-9][0-9]{0,2}$ ]] || usage_error "--jobs: '$JOBS' is not a positive integer"
+  runs_usage_error "--max-updates: '$MAX_UPDATES' is not a positive integer"
+[[ "$LR" =~ ^[0-9.]+(e-?[0-9]+)?$ ]] || runs_usage_error "--lr: '$LR' is not a number"
+[[ "$JOBS" =~ ^[1-9][0-9]{0,2}$ ]] || runs_usage_error "--jobs: '$JOBS' is not a positive integer"
 [ -x "$CLINIC" ] || runs_error "$CLINIC: not built (scripts/build.sh)"
 mkdir -p "$OUT" || runs_error "$OUT: cannot create the output directory"
 OUT=$(cd "$OUT" && pwd)
@@ -75,9 +71,6 @@ for x in "${SETS[@]}"; do [ "$x" = --set ] || cmdline+=" --set $x"; done
 
 pm() {  # pm MEAN STD: "m ± s", "m" for one value, "–" for none
   if [ "$1" = null ]; then echo "–"; elif [ "$2" = null ]; then echo "$1"; else echo "$1 ± $2"; fi
-}
-write_atomic() {  # write_atomic FILE TEXT
-  printf '%s\n' "$2" > "$1.tmp" && mv "$1.tmp" "$1" || runs_error "$1: cannot write"
 }
 
 # One joined SentencePiece vocabulary for every run (the recipes' data section).
@@ -143,8 +136,8 @@ checkpoint. Mean ± sample std (n-1). Curves: [diagnose/report.md](diagnose/repo
     json+="${json:+,
 }    \"$v\": {\"mean\": $m, \"std\": $sd, \"n\": $n, \"per_seed\": {$(IFS=,; echo "${per[*]}")}}"
   done
-  write_atomic "$T/table.md" "$md"
-  write_atomic "$T/table.json" "{
+  runs_write_atomic "$T/table.md" "$md"
+  runs_write_atomic "$T/table.json" "{
   \"table\": \"multi30k-6layer\", \"command\": \"$cmdline\", \"max_updates\": $updates,
   \"variants\": {
 $json
@@ -205,8 +198,8 @@ of the runs that train: mean ± sample std (n-1).
     json+="${json:+,
 }    \"$v\": {\"failed\": $failed, \"seeds\": ${#seeds[@]}, \"bleu_mean\": $m, \"bleu_std\": $sd, \"n\": $n, \"per_seed\": {$(IFS=,; echo "${per[*]}")}}"
   done
-  write_atomic "$T/table.md" "$md"
-  write_atomic "$T/table.json" "{
+  runs_write_atomic "$T/table.md" "$md"
+  runs_write_atomic "$T/table.json" "{
   \"table\": \"multi30k-deep\", \"command\": \"$cmdline\", \"lr\": $LR, \"max_updates\": $updates,
   \"variants\": {
 $json
@@ -230,7 +223,7 @@ table_table1() {
   done
   runs_wait
   local VAL=data/multi30k/val
-  (tail -n +2 "$VAL.de"; head -n 1 "$VAL.de") > "$T/val-rotated.de.tmp" && mv "$T/val-rotated.de.tmp" "$T/val-rotated.de"
+  runs_write_atomic "$T/val-rotated.de" "$(tail -n +2 "$VAL.de"; head -n 1 "$VAL.de")"
   local md="# Table 1 at CPU scale (18+18, d=128) over seeds $seed_list
 
 Command: \`$cmdline\` (lr $LR, $updates updates). Judged as docs/analysis.md 2.1: greedy BLEU on val
@@ -258,8 +251,8 @@ distinct translations; a model that ignores its source loses no BLEU to the rota
     json+="${json:+,
 }    \"$st\": {\"bleu_own_mean\": $mo, \"bleu_own_std\": $so, \"bleu_rotated_mean\": $ro, \"bleu_rotated_std\": $sr, \"n\": $n, \"distinct\": [$(IFS=,; echo "${dist[*]}")]}"
   done
-  write_atomic "$T/table.md" "$md"
-  write_atomic "$T/table.json" "{
+  runs_write_atomic "$T/table.md" "$md"
+  runs_write_atomic "$T/table.json" "{
   \"table\": \"multi30k-table1\", \"command\": \"$cmdline\", \"lr\": $LR, \"max_updates\": $updates,
   \"settings\": {
 $json

@@ -22,6 +22,18 @@ runs_error() {  # one clinic-style error line, exit 1
   exit 1
 }
 
+runs_usage_error() {  # a bad flag or list: one clinic-style error line, exit 2
+  echo "clinic: error: $*" >&2
+  exit 2
+}
+
+# runs_write_atomic FILE TEXT: TEXT and a newline to FILE.tmp, then renamed;
+# a failed write (a full disk) is one error and FILE keeps what it held.
+runs_write_atomic() {
+  { printf '%s\n' "$2" > "$1.tmp" && mv "$1.tmp" "$1"; } 2>/dev/null ||
+    { rm -f "$1.tmp"; runs_error "$1: cannot write (full disk, or no such writable directory)"; }
+}
+
 runs_fail() {  # a failed run or stage: said at once, collected for the end
   echo "$*" >&2
   [ -z "${RUNS_FAILURES:-}" ] || echo "$*" >> "$RUNS_FAILURES"
@@ -81,7 +93,7 @@ _runs_one() {
     # Someone else's SIGTERM/SIGINT: checkpointed, not finished; the next run resumes it.
     runs_fail "$run: stopped by a signal at update $(_runs_last_update "$run") (checkpointed; re-run to resume)"
   elif [ "$rc" = 0 ] || [ "${RUNS_EXIT_IS_RESULT:-0}" = 1 ]; then
-    printf '%q ' "$@" > "$run/.runs-done.tmp" && mv "$run/.runs-done.tmp" "$run/.runs-done"
+    runs_write_atomic "$run/.runs-done" "$(printf '%q ' "$@")"
     echo "$name: finished in $(( $(date +%s) - start )) s$([ "$rc" = 0 ] || echo " (clinic train exited with $rc: kept as a result, see $run.log)")"
   else
     runs_fail "$run: clinic train exited with $rc (see $run.log)"
@@ -122,13 +134,13 @@ runs_finish() {  # exit 1 when anything failed
 # per line; a bad or repeated item is a usage error (exit 2).
 runs_parse_list() {
   local flag=$1 value=$2 re=$3 what=$4 item
-  if [ -z "$value" ]; then echo "clinic: error: $flag: empty list" >&2; exit 2; fi
+  [ -n "$value" ] || runs_usage_error "$flag: empty list"
   local -A seen=()
   local -a items
   IFS=, read -ra items <<<"$value"
   for item in "${items[@]}"; do
-    if ! [[ "$item" =~ $re ]]; then echo "clinic: error: $flag: '$item' is not $what" >&2; exit 2; fi
-    if [ -n "${seen[$item]:-}" ]; then echo "clinic: error: $flag: '$item' is given twice" >&2; exit 2; fi
+    [[ "$item" =~ $re ]] || runs_usage_error "$flag: '$item' is not $what"
+    [ -z "${seen[$item]:-}" ] || runs_usage_error "$flag: '$item' is given twice"
     seen[$item]=1
     echo "$item"
   done
