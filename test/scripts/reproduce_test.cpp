@@ -7,7 +7,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
-#include <sstream>
 
 #include "test/support.h"
 
@@ -15,13 +14,6 @@ namespace clinic {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string file_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Lines [from, to) of a fixture file.
 void copy_lines(const fs::path& src, const fs::path& dst, size_t from, size_t to) {
@@ -79,7 +71,7 @@ TEST(Reproduce, Iwslt14RunsEveryStageResumesAndTablesWhatEvalScores) {
     EXPECT_NE(log.find(stage), std::string::npos) << stage << "\n" << log;
   EXPECT_EQ(occurrences(log, ": training (log: "), 4u) << log;
 
-  auto table = nlohmann::json::parse(file_text(out + "/table.json"));
+  auto table = nlohmann::json::parse(read_file(out + "/table.json"));
   EXPECT_EQ(table["max_updates"], 12);
   EXPECT_DOUBLE_EQ(table["variants"]["post_ln"]["paper"]["mean"].get<double>(), 35.64);
   EXPECT_DOUBLE_EQ(table["variants"]["admin"]["paper"]["std"].get<double>(), 0.15);
@@ -89,7 +81,7 @@ TEST(Reproduce, Iwslt14RunsEveryStageResumesAndTablesWhatEvalScores) {
     for (std::string s : {"1", "2"}) {
       const std::string run = out + "/" + v + "-seed" + s;
       // Every run used the one joined dictionary of stage 2.
-      EXPECT_EQ(file_text(run + "/dict.txt"), file_text(out + "/vocab/dict.txt")) << run;
+      EXPECT_EQ(read_file(run + "/dict.txt"), read_file(out + "/vocab/dict.txt")) << run;
       // The average is of the last 2 epoch checkpoints, and an independent
       // eval of it prints the table's number.
       ASSERT_TRUE(fs::exists(run + "/checkpoint_epoch2.pt")) << run;
@@ -110,28 +102,28 @@ TEST(Reproduce, Iwslt14RunsEveryStageResumesAndTablesWhatEvalScores) {
     EXPECT_NEAR(table["variants"][v]["mean"].get<double>(), mean, 0.0051) << v;
     EXPECT_NEAR(table["variants"][v]["std"].get<double>(), sd, 0.0051) << v;
   }
-  std::string md = file_text(out + "/table.md");
+  std::string md = read_file(out + "/table.md");
   EXPECT_NE(md.find("| Post-LN | "), std::string::npos) << md;
   EXPECT_NE(md.find("35.64 ± 0.23"), std::string::npos) << md;
 
   // Re-running trains, averages and decodes nothing, and writes the same table.
-  const std::string json_before = file_text(out + "/table.json");
+  const std::string json_before = read_file(out + "/table.json");
   ASSERT_EQ(test::run_shell(reproduce_cmd(data, out), &log), 0) << log;
   EXPECT_EQ(occurrences(log, "finished earlier (skipped"), 4u) << log;
   EXPECT_EQ(occurrences(log, ": training (log: "), 0u) << log;
   EXPECT_EQ(occurrences(log, "decoding"), 0u) << log;
   EXPECT_NE(log.find("cost: none"), std::string::npos) << log;
-  EXPECT_EQ(file_text(out + "/table.json"), json_before);
+  EXPECT_EQ(read_file(out + "/table.json"), json_before);
 
   // More updates: the runs are resumed, not skipped.
   std::string more = std::regex_replace(reproduce_cmd(data, out), std::regex("--max-updates 12"),
                                         "--max-updates 14");
   ASSERT_EQ(test::run_shell(more + " --seeds 1 --variants post_ln", &log), 0) << log;
   EXPECT_EQ(occurrences(log, ": training (log: "), 1u) << log;
-  EXPECT_NE(file_text(out + "/post_ln-seed1/.runs-done").find("train.max_updates=14"),
+  EXPECT_NE(read_file(out + "/post_ln-seed1/.runs-done").find("train.max_updates=14"),
             std::string::npos);
   EXPECT_EQ(table["variants"].size(), 2u);
-  EXPECT_EQ(nlohmann::json::parse(file_text(out + "/table.json"))["variants"].size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(read_file(out + "/table.json"))["variants"].size(), 1u);
 }
 
 // The tokenized text without BPE (prepare-iwslt14.sh's tmp/, the codes one
@@ -159,8 +151,8 @@ TEST(Reproduce, Iwslt14AppliesTheCodesToTokenizedText) {
   EXPECT_NE(log.find("applying the BPE codes (clinic bpe) into " + out + "/data"), std::string::npos)
       << log;
   for (std::string lang : {"de", "en"})
-    EXPECT_EQ(file_text(out + "/data/train." + lang), file_text(fx / ("bpe10k/valid." + lang))) << lang;
-  auto table = nlohmann::json::parse(file_text(out + "/table.json"));
+    EXPECT_EQ(read_file(out + "/data/train." + lang), read_file((fx / ("bpe10k/valid." + lang)).string())) << lang;
+  auto table = nlohmann::json::parse(read_file(out + "/table.json"));
   EXPECT_EQ(table["data_dir"], out + "/data");
   EXPECT_EQ(table["variants"]["post_ln"]["n"], 1);
 }
@@ -230,14 +222,14 @@ TEST(Reproduce, Multi30kSixLayerTableIsTheMeanOfEvalOverSeeds) {
   std::string log;
   ASSERT_EQ(test::run_shell(multi30k_cmd(out, "--tables 6layer --seeds 1,2 --max-updates 2"), &log), 0)
       << log;
-  auto table = nlohmann::json::parse(file_text(out + "/6layer/table.json"));
+  auto table = nlohmann::json::parse(read_file(out + "/6layer/table.json"));
   const std::regex bleu_line(R"(BLEU = ([0-9.]+))");
   for (std::string v : {"post_ln", "pre_ln", "admin"}) {
     std::vector<double> per;
     for (std::string s : {"1", "2"}) {
       const std::string run = out + "/6layer/" + v + "-seed" + s;
       // Every run used the one vocabulary built first.
-      EXPECT_EQ(file_text(run + "/spm.model"), file_text(out + "/vocab/spm.model")) << run;
+      EXPECT_EQ(read_file(run + "/spm.model"), read_file(out + "/vocab/spm.model")) << run;
       std::string eval;
       ASSERT_EQ(test::run_shell(test::clinic_bin() + " eval --checkpoint " + run +
                                     "/checkpoint_last.pt --split test --output " + d.file("h"),
@@ -253,7 +245,7 @@ TEST(Reproduce, Multi30kSixLayerTableIsTheMeanOfEvalOverSeeds) {
     EXPECT_NEAR(table["variants"][v]["std"].get<double>(), std::abs(per[0] - per[1]) / std::sqrt(2.0),
                 0.0051);
   }
-  const std::string report = file_text(out + "/6layer/diagnose/report.md");
+  const std::string report = read_file(out + "/6layer/diagnose/report.md");
   for (std::string run : {"post_ln-seed1", "post_ln-seed2", "pre_ln-seed1", "pre_ln-seed2",
                           "admin-seed1", "admin-seed2"})
     EXPECT_NE(report.find(run), std::string::npos) << run << " not in the overlaid report";
@@ -274,7 +266,7 @@ TEST(Reproduce, Multi30kDeepTableCountsTheRunsDiagnoseCallsDiverged) {
                             &log),
             0)
       << log;
-  auto table = nlohmann::json::parse(file_text(out + "/deep/table.json"));
+  auto table = nlohmann::json::parse(read_file(out + "/deep/table.json"));
   int failed = 0;
   for (std::string v : {"post_ln", "pre_ln", "admin"}) {
     const std::string run = out + "/deep/" + v + "-seed1";
