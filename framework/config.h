@@ -324,6 +324,7 @@ struct TrainConfig {
   int64_t patience = 0;
   int64_t max_bad_steps = 5;
   bool zero_grad = true;
+  std::string host_reads = "auto";
   bool eval_bleu = false;
   std::string tensorboard = "tensorboard";
 
@@ -391,6 +392,14 @@ struct TrainConfig {
       "of all gradients so far (clipped), as a training loop without optimizer.zero_grad() "
       "does; only for reproducing such loops (docs/cases.md, case B)",
       any());
+    v("host_reads", host_reads,
+      "when an update's loss, token count and gradient norm come back to the host: "
+      "every_update (the skip, clip and loss-scale decisions on the host; a non-finite value is "
+      "localised), log_interval (decided on the device, read every log_interval updates and "
+      "before validations, checkpoints and stops: no wait for the device per update; needs "
+      "optim.foreach, one process, diag.interval 0 and zero_grad), auto (log_interval on CUDA "
+      "where it can, else every_update)",
+      one_of({"auto", "every_update", "log_interval"}));
     v("eval_bleu", eval_bleu,
       "validation also decodes and reports BLEU; best checkpoint by BLEU",
       any());

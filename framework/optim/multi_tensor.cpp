@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <string>
 #include <tuple>
@@ -53,23 +55,85 @@ std::vector<Bucket> gather(Map& state, const TensorList& params) {
   return out;
 }
 
+// The masks of a guarded step (GuardedStep). Each masked op is the unmasked
+// op with one operand replaced by a 0-dim tensor that leaves it unchanged
+// where ok (a factor f, a divisor 1) and makes it the identity where not
+// (a factor 1, a divisor inf: x / inf = 0 for finite x).
+struct Guard {
+  torch::Tensor ok, not_ok, div;  // div: 1 where ok, inf where not (double)
+  explicit Guard(const torch::Tensor& g) {
+    if (!g.defined()) return;
+    ok = g.to(torch::kBool).reshape({});
+    not_ok = ok.logical_not();
+    div = factor(1.0, std::numeric_limits<double>::infinity());
+  }
+  bool on() const { return ok.defined(); }
+  /// f where ok, `otherwise` where not.
+  torch::Tensor factor(double f, double otherwise = 1.0) const {
+    auto o = torch::TensorOptions().dtype(torch::kDouble).device(ok.device());
+    return torch::where(ok, torch::full({}, f, o), torch::full({}, otherwise, o));
+  }
+};
+
 // m <- beta1 m + (1 - beta1) g ;  v <- beta2 v + (1 - beta2) g^2, the
 // per-tensor classes' exact op sequence (mul_ then add_ / addcmul_).
-void update_moments(Bucket& b, const TensorList& grads, double beta1, double beta2) {
-  at::_foreach_mul_(b.exp_avg, beta1);
+// Guarded: a skipped step's gradient is zeroed and the decays are 1, so m
+// and v are unchanged (m * 1 + 0).
+void update_moments(Bucket& b, const TensorList& grads, double beta1, double beta2,
+                    const Guard& g) {
+  if (g.on()) {
+    for (const auto& t : grads) const_cast<torch::Tensor&>(t).masked_fill_(g.not_ok, 0);
+    mul_all_(b.exp_avg, g.factor(beta1));
+  } else {
+    at::_foreach_mul_(b.exp_avg, beta1);
+  }
   at::_foreach_add_(b.exp_avg, grads, 1 - beta1);
-  at::_foreach_mul_(b.exp_avg_sq, beta2);
+  if (g.on())
+    mul_all_(b.exp_avg_sq, g.factor(beta2));
+  else
+    at::_foreach_mul_(b.exp_avg_sq, beta2);
   at::_foreach_addcmul_(b.exp_avg_sq, grads, grads, 1 - beta2);
 }
 
+// p -= c p (decay by a scalar step), guarded as p -= c p / div.
+void decay_params(TensorList& params, double c, const Guard& g) {
+  if (!g.on()) {
+    at::_foreach_add_(params, params, -c);
+    return;
+  }
+  for (auto& p : params) p.addcdiv_(p, g.div, -c);
+}
+
+// p *= f (decoupled weight decay), guarded: f where ok, 1 where not.
+void scale_params(TensorList& params, double f, const Guard& g) {
+  if (g.on())
+    mul_all_(params, g.factor(f));
+  else
+    at::_foreach_mul_(params, f);
+}
+
+// p += c * m / denom; guarded, denom * div makes a skipped step add 0.
+void apply_step(Bucket& b, TensorList& denom, double c, const Guard& g) {
+  if (g.on()) mul_all_(denom, g.div);
+  at::_foreach_addcdiv_(b.params, b.exp_avg, denom, c);
+}
+
 // Adam's step with bias corrections: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps).
-void adam_update(Bucket& b, double lr, double beta1, double beta2, double eps) {
+void adam_update(Bucket& b, double lr, double beta1, double beta2, double eps, const Guard& g) {
   const double bc1 = 1 - std::pow(beta1, static_cast<double>(b.step));
   const double bc2 = 1 - std::pow(beta2, static_cast<double>(b.step));
   TensorList denom = at::_foreach_sqrt(b.exp_avg_sq);
   at::_foreach_div_(denom, std::sqrt(bc2));
   at::_foreach_add_(denom, eps);
-  at::_foreach_addcdiv_(b.params, b.exp_avg, denom, -(lr / bc1));
+  apply_step(b, denom, -(lr / bc1), g);
+}
+
+template <typename State, typename Map>
+void retract(Map& state, int64_t k) {
+  for (auto& kv : state) {
+    auto& st = static_cast<State&>(*kv.second);
+    st.step(std::max<int64_t>(0, st.step() - k));
+  }
 }
 
 torch::Tensor run_closure(torch::optim::Optimizer::LossClosure& closure) {
@@ -86,6 +150,8 @@ torch::Tensor MultiTensorAdam::step(LossClosure closure) {
       return torch::optim::Adam::step(closure);
   torch::NoGradGuard no_grad;
   torch::Tensor loss = run_closure(closure);
+  const Guard guard(guard_);
+  guard_ = torch::Tensor();
   for (auto& group : param_groups_) {
     auto& o = static_cast<torch::optim::AdamOptions&>(group.options());
     const auto [beta1, beta2] = o.betas();
@@ -94,12 +160,20 @@ torch::Tensor MultiTensorAdam::step(LossClosure closure) {
       TensorList grads = o.weight_decay() != 0
                              ? at::_foreach_add(b.grads, b.params, o.weight_decay())
                              : b.grads;
-      update_moments(b, grads, beta1, beta2);
-      adam_update(b, o.lr(), beta1, beta2, o.eps());
+      update_moments(b, grads, beta1, beta2, guard);
+      adam_update(b, o.lr(), beta1, beta2, o.eps(), guard);
     }
   }
   return loss;
 }
+
+bool MultiTensorAdam::can_guard() const {
+  for (const auto& group : param_groups_)
+    if (static_cast<const torch::optim::AdamOptions&>(group.options()).amsgrad()) return false;
+  return true;
+}
+
+void MultiTensorAdam::retract_steps(int64_t k) { retract<torch::optim::AdamParamState>(state_, k); }
 
 torch::Tensor MultiTensorAdamW::step(LossClosure closure) {
   for (auto& group : param_groups_)
@@ -107,22 +181,34 @@ torch::Tensor MultiTensorAdamW::step(LossClosure closure) {
       return torch::optim::AdamW::step(closure);
   torch::NoGradGuard no_grad;
   torch::Tensor loss = run_closure(closure);
+  const Guard guard(guard_);
+  guard_ = torch::Tensor();
   for (auto& group : param_groups_) {
     auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
     const auto [beta1, beta2] = o.betas();
     for (Bucket& b : gather<torch::optim::AdamWParamState>(state_, group.params())) {
       // Decoupled decay first, p *= 1 - lr * wd (Loshchilov & Hutter).
-      if (o.weight_decay() != 0) at::_foreach_mul_(b.params, 1 - o.lr() * o.weight_decay());
-      update_moments(b, b.grads, beta1, beta2);
-      adam_update(b, o.lr(), beta1, beta2, o.eps());
+      if (o.weight_decay() != 0) scale_params(b.params, 1 - o.lr() * o.weight_decay(), guard);
+      update_moments(b, b.grads, beta1, beta2, guard);
+      adam_update(b, o.lr(), beta1, beta2, o.eps(), guard);
     }
   }
   return loss;
 }
 
+bool MultiTensorAdamW::can_guard() const {
+  for (const auto& group : param_groups_)
+    if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad()) return false;
+  return true;
+}
+
+void MultiTensorAdamW::retract_steps(int64_t k) { retract<torch::optim::AdamWParamState>(state_, k); }
+
 torch::Tensor MultiTensorRAdam::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   torch::Tensor loss = run_closure(closure);
+  const Guard guard(guard_);
+  guard_ = torch::Tensor();
   for (auto& group : param_groups_) {
     auto& o = static_cast<RAdamOptions&>(group.options());
     const auto [beta1, beta2] = o.betas();
@@ -136,30 +222,43 @@ torch::Tensor MultiTensorRAdam::step(LossClosure closure) {
       TensorList grads = b.grads;
       if (torch_flavour && wd != 0) {
         if (o.decoupled_weight_decay())
-          at::_foreach_mul_(b.params, 1 - lr * wd);
+          scale_params(b.params, 1 - lr * wd, guard);
         else
           grads = at::_foreach_add(b.grads, b.params, wd);
       }
-      update_moments(b, grads, beta1, beta2);
+      update_moments(b, grads, beta1, beta2, guard);
       const double bc1 = 1 - std::pow(beta1, static_cast<double>(t));
       const double bc2 = 1 - std::pow(beta2, static_cast<double>(t));
       const double rho_t = rho(beta2, t);
       const bool rectified = torch_flavour ? rho_t > 5.0 : rho_t >= 5.0;
-      if (o.flavour() == RAdamFlavour::kClinic && wd != 0)
-        at::_foreach_add_(b.params, b.params, -wd * lr);
+      if (o.flavour() == RAdamFlavour::kClinic && wd != 0) decay_params(b.params, wd * lr, guard);
       if (rectified) {
-        if (reference && wd != 0) at::_foreach_add_(b.params, b.params, -wd * lr);
+        if (reference && wd != 0) decay_params(b.params, wd * lr, guard);
         TensorList denom = at::_foreach_sqrt(b.exp_avg_sq);
         at::_foreach_add_(denom, o.eps());
-        at::_foreach_addcdiv_(b.params, b.exp_avg, denom,
-                              -(lr * rectifier(beta2, t) * std::sqrt(bc2) / bc1));
+        apply_step(b, denom, -(lr * rectifier(beta2, t) * std::sqrt(bc2) / bc1), guard);
       } else if (torch_flavour || (reference && o.degenerate_to_sgd())) {
-        if (reference && wd != 0) at::_foreach_add_(b.params, b.params, -wd * lr);
-        at::_foreach_add_(b.params, b.exp_avg, -lr / bc1);
+        if (reference && wd != 0) decay_params(b.params, wd * lr, guard);
+        if (guard.on())
+          for (size_t i = 0; i < b.params.size(); ++i)
+            b.params[i].addcdiv_(b.exp_avg[i], guard.div, -lr / bc1);
+        else
+          at::_foreach_add_(b.params, b.exp_avg, -lr / bc1);
       }
     }
   }
   return loss;
+}
+
+void MultiTensorRAdam::retract_steps(int64_t k) { retract<RAdamParamState>(state_, k); }
+
+void mul_all_(std::vector<torch::Tensor>& tensors, const torch::Tensor& s) {
+  if (tensors.empty()) return;
+#if TORCH_VERSION_MAJOR >= 2
+  at::_foreach_mul_(tensors, s);
+#else
+  for (auto& t : tensors) t.mul_(s);
+#endif
 }
 
 torch::Tensor multi_tensor_norm(const std::vector<torch::Tensor>& tensors) {

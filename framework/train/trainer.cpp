@@ -8,6 +8,7 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <limits>
 #include <regex>
 
 #include "framework/amp/autocast.h"
@@ -356,6 +357,30 @@ void Trainer::setup() {
                          static_cast<uint64_t>(world_->rank()));
     }
   }
+  // train.host_reads (device_step.h): the update decided on the device.
+  const std::string& hr = cfg_.train.host_reads;
+  if (hr == "log_interval" || (hr == "auto" && device_.is_cuda())) {
+    auto* guarded = dynamic_cast<GuardedStep*>(optimizer_.get());
+    std::string why;
+    if (guarded == nullptr || !guarded->can_guard())
+      why = "the optimizer's step cannot be decided on the device (optim.foreach: false, AMSGrad "
+            "or a registered optimizer)";
+    else if (cfg_.diag.interval > 0)
+      why = "the stability instruments (diag.interval > 0) read every update";
+    else if (world_->size() > 1)
+      why = "data parallel sums the loss and the tokens on the host every update";
+    else if (!cfg_.train.zero_grad)
+      why = "train.zero_grad: false adds the held gradient on the host";
+    if (why.empty()) {
+      guarded_ = guarded;
+      device_step_ = std::make_unique<DeviceStep>(device_, *scaler_, cfg_.train);
+      log()->info("[train] the device decides skips, clipping and the loss scale; the host reads "
+                  "every {} updates (train.host_reads: {})",
+                  cfg_.train.log_interval, hr);
+    } else if (hr == "log_interval") {
+      log()->info("[train] train.host_reads: log_interval: {}; reading every update", why);
+    }
+  }
   world_->attach(params_);
   is_setup_ = true;
 }
@@ -439,7 +464,10 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
     }
     LossOut lo = loss_fn_(out, b.tgt_out, compute_dtype_);
     world_->before_backward(i + 1 == batches.size());
-    (scale != 1.0 ? lo.loss * scale : lo.loss).backward();
+    if (device_step_ && scaler_->enabled())
+      (lo.loss * device_step_->scale()).backward();  // the scale the device holds
+    else
+      (scale != 1.0 ? lo.loss * scale : lo.loss).backward();
     loss_sum += lo.loss.detach();
     nll_sum += lo.nll;
     s.tokens += b.tgt_tokens;
@@ -461,6 +489,22 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
     nll_sum = totals[1];
     s.tokens = static_cast<int64_t>(totals[2].item<double>());
     if (totals[3].item<double>() > 0) stop_requested() = true;
+  }
+  if (device_step_) {  // train.host_reads: log_interval (device_step.h)
+    torch::Tensor norm = device_step_->unscale_and_norm(params_, s.tokens);
+    device_step_->step(loss_sum, nll_sum, norm, s.tokens, params_, *optimizer_, *guarded_, [&] {
+      auto& groups = optimizer_->param_groups();
+      for (size_t k = 0; k < groups.size(); ++k)
+        groups[k].options().set_lr(schedules_[static_cast<size_t>(group_of_[k] + 1)](state_.update));
+    });
+    // Counted as a step until the next read says otherwise (sync_host).
+    state_.update += 1;
+    state_.tokens += s.tokens;
+    unread_updates_ += 1;
+    unread_tokens_ += s.tokens;
+    s.deferred = true;
+    s.loss = s.nll = s.grad_norm = std::numeric_limits<double>::quiet_NaN();
+    return s;
   }
   // Gradients of summed losses divided by the update's token count: the
   // same update as one batch holding all of them (fairseq's sample_size).
@@ -587,6 +631,7 @@ double Trainer::validate_bleu() {
 }
 
 void Trainer::save_checkpoint(const std::string& reason, bool best) {
+  sync_host();  // the counts, step counts and scaler a checkpoint holds are exact
   // Data parallel: every rank's generator state goes into rank 0's file, so
   // a resume (same world size) continues each rank's dropout stream.
   std::vector<torch::Tensor> rank_rngs;
@@ -658,20 +703,67 @@ bool Trainer::stop_now(std::string* why) const {
   return false;
 }
 
+void Trainer::sync_host() {
+  if (!device_step_ || unread_updates_ == 0) return;
+  const DeviceTally t = device_step_->read(host_reads_);
+  // The updates the host counted that the device skipped, taken back.
+  state_.update -= t.skipped;
+  state_.skipped += t.skipped;
+  state_.tokens += t.tokens - unread_tokens_;
+  if (t.skipped > 0) guarded_->retract_steps(t.skipped);
+  log_loss_ += t.loss;
+  log_nll_ += t.nll;
+  log_tokens_ += t.tokens;
+  log_gnorm_ += t.grad_norm;
+  log_skipped_ += t.skipped;
+  const int64_t first = state_.update + t.skipped - unread_updates_ + 1;
+  const int64_t last = state_.update + t.skipped;
+  unread_updates_ = unread_tokens_ = 0;
+  bad_in_a_row_ = t.bad_run;
+  if (t.nonfinite > 0) {
+    const std::string where =
+        "not localised (decided on the device; train.host_reads: every_update localises it)";
+    log()->warn("[train] updates {}-{}: {} with a non-finite loss or grad norm, steps skipped; "
+                "first non-finite value: {}",
+                first, last, t.nonfinite, where);
+    metrics_->write(MetricsRecord()
+                        .add("event", std::string("nonfinite"))
+                        .add("update", state_.update + 1)
+                        .add("count", t.nonfinite)
+                        .add("where", where));
+  }
+  if (t.skipped > t.nonfinite)
+    log()->info("[train] gradient overflow in {} of updates {}-{}, loss scale -> {}",
+                t.skipped - t.nonfinite, first, last, scaler_->scale());
+  if (t.max_bad_run >= cfg_.train.max_bad_steps)
+    throw DivergenceError(fmt::format(
+        "training diverged: {} consecutive non-finite updates (within updates {}-{}); the last "
+        "good checkpoint is {}/checkpoint_last.pt",
+        t.max_bad_run, first, last, run_dir_));
+  if (scaler_->enabled() && scaler_->scale() < cfg_.train.min_loss_scale)
+    throw DivergenceError(fmt::format(
+        "minimum loss scale reached ({} < train.min_loss_scale = {}); the "
+        "last good checkpoint is {}/checkpoint_last.pt",
+        scaler_->scale(), cfg_.train.min_loss_scale, run_dir_));
+}
+
 void Trainer::log_update(const UpdateStats& s, double seconds) {
   log_updates_ += 1;
-  log_skipped_ += s.skipped ? 1 : 0;
-  if (!s.skipped) {
-    log_loss_ += s.loss;
-    log_nll_ += s.nll;
-    log_tokens_ += s.tokens;
-    log_gnorm_ += s.grad_norm;
+  if (!s.deferred) {  // deferred: sync_host adds the device's sums
+    log_skipped_ += s.skipped ? 1 : 0;
+    if (!s.skipped) {
+      log_loss_ += s.loss;
+      log_nll_ += s.nll;
+      log_tokens_ += s.tokens;
+      log_gnorm_ += s.grad_norm;
+    }
   }
   bool tty = ::isatty(2);
   bool boundary = state_.update % cfg_.train.log_interval == 0 && !s.skipped;
+  if (boundary) sync_host();  // may take back skipped updates: the line says the true count
   double elapsed = seconds - log_t0_;
   if (tty && !boundary) {
-    double tps = elapsed > 0 ? log_tokens_ / elapsed : 0;
+    double tps = elapsed > 0 ? (log_tokens_ + unread_tokens_) / elapsed : 0;
     std::string eta;
     if (cfg_.train.max_updates > 0 && log_updates_ > 0 && elapsed > 0) {
       double per = elapsed / log_updates_;
@@ -729,6 +821,7 @@ void Trainer::fit() {
   log_t0_ = start_wall_;
   const auto& t = cfg_.train;
   auto run_validation = [&]() {
+    sync_host();  // the update count and the scaler it reports are exact
     // Computed once, by rank 0; every rank takes its numbers (same state).
     torch::Tensor v = torch::zeros({3}, torch::kDouble);
     if (world_->is_writer()) {
@@ -791,6 +884,11 @@ void Trainer::fit() {
       UpdateStats s = train_update(pending);
       state_.position.batch += taken;
       log_update(s, now_seconds());
+      auto due = [&](int64_t interval) {
+        return interval > 0 && state_.update % interval == 0;
+      };
+      // Deferred reads: the count may hold skipped updates; due on the true one.
+      if (device_step_ && (due(t.validate_interval) || due(t.save_interval))) sync_host();
       if (!s.skipped) {
         bool best = false;
         if (t.validate_interval > 0 && state_.update % t.validate_interval == 0)
@@ -801,6 +899,7 @@ void Trainer::fit() {
         else if (best)
           save_checkpoint("best");
       }
+      if (device_step_ && stop_now(&why)) sync_host();  // max_updates on the true count
       if (stop_now(&why)) {
         stopped = true;
         break;

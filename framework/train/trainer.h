@@ -25,6 +25,7 @@
 #include "framework/optim/schedule.h"
 #include "framework/train/checkpoint.h"
 #include "framework/train/gradient_carry.h"
+#include "framework/train/device_step.h"
 #include "framework/train/host_reads.h"
 #include "framework/train/loss.h"
 #include "framework/train/run_dir.h"
@@ -42,6 +43,10 @@ struct UpdateStats {
   int64_t tokens = 0;        // target tokens
   double grad_norm = 0;
   bool skipped = false;
+  /// train.host_reads: log_interval: decided on the device; loss, nll and
+  /// grad_norm are NaN here (the metrics line has their sums) and `skipped`
+  /// false (a skip is learnt at the next read).
+  bool deferred = false;
   std::string nonfinite_where;  // first module with a non-finite value
 };
 
@@ -88,6 +93,10 @@ class Trainer {
 
  private:
   void log_update(const UpdateStats& s, double seconds);
+  /// train.host_reads: log_interval: read what the device decided since the
+  /// last read and make the host's counts exact (device_step.h); no-op in
+  /// the eager mode. Throws DivergenceError as the eager path would.
+  void sync_host();
   bool stop_now(std::string* why) const;
   std::string locate_nonfinite(const Batch& batch);
   CheckpointMeta make_meta() const;
@@ -117,6 +126,9 @@ class Trainer {
   std::unique_ptr<Instruments> instruments_;
   GradientCarry carry_{false};  // train.zero_grad: false
   HostReads host_reads_;
+  std::unique_ptr<DeviceStep> device_step_;  // train.host_reads: log_interval
+  GuardedStep* guarded_ = nullptr;           // optimizer_ as a guarded step
+  int64_t unread_updates_ = 0, unread_tokens_ = 0;  // counted by the host since the last read
   // What checkpoint_last.pt holds: (update, skipped, epoch, batch, best
   // valid, best BLEU, stalled) of the last write: one state, one serialisation.
   std::optional<std::tuple<int64_t, int64_t, int64_t, int64_t, double, double, int64_t>> last_written_;

@@ -132,6 +132,32 @@ TEST_P(OnDevice, Bf16AutocastTracksFp32) {
   EXPECT_NEAR(loss[1], loss[0], 0.02 * loss[0]);
 }
 
+// train.host_reads (device_step.h): on CUDA `auto` decides the update on
+// the device (no read per update) and follows the eager trainer; on the
+// CPU `auto` stays eager. fp16 with the loss scaler on the device.
+TEST_P(OnDevice, DeferredReadsFollowTheEagerTrainer) {
+  TempDir d;
+  std::vector<std::vector<torch::Tensor>> params;
+  std::vector<int64_t> reads;
+  for (const char* mode : {"every_update", "auto"}) {
+    Trainer t(config(d, "admin", {"model.dropout=0", "diag.interval=0", "train.clip_norm=0.3",
+                                  "train.precision=fp16", std::string("train.host_reads=") + mode}),
+              d.file(mode));
+    t.setup();
+    for (int u = 0; u < 6; ++u) t.train_update({t.train_data().make_batch({u, u + 6, u + 12})});
+    reads.push_back(t.host_reads().count());
+    t.save_checkpoint("interval");
+    EXPECT_EQ(t.state().update, 6) << mode;
+    std::vector<torch::Tensor> ps;
+    for (const auto& p : t.model().parameters()) ps.push_back(p.detach().cpu());
+    params.push_back(ps);
+  }
+  EXPECT_EQ(reads[0], 6);
+  EXPECT_EQ(reads[1], device().is_cuda() ? 0 : 6);
+  for (size_t i = 0; i < params[0].size(); ++i)
+    test::expect_close(params[1][i], params[0][i], 1e-4, 1e-5);
+}
+
 // fp16 = autocast(fp16) + the loss scaler: on CUDA the forward computes in
 // half precision; everywhere an overflowing gradient skips the update and
 // halves the scale, and a clean update then steps.

@@ -123,6 +123,164 @@ TEST(Trainer, AnUpdateReadsTheDeviceOnceAndReadsItsOwnValues) {
   }
 }
 
+// Issue 33 item 1, train.host_reads: log_interval: the update is decided on
+// the device and the host reads nothing until it must (here: a checkpoint),
+// then once; the trajectory is the eager one (Adam without decay, fp32:
+// every masked operand an exact 1, so bitwise, clipping included), and the
+// counts the host reads back are the eager trainer's.
+TEST(Trainer, DeferredReadsTrainAsTheEagerTrainerAndReadOnce) {
+  TempDir d;
+  std::vector<std::string> o = {"model.dropout=0", "train.clip_norm=0.3", "diag.interval=0"};
+  auto with = [&](const char* mode) {
+    auto v = o;
+    v.push_back(std::string("train.host_reads=") + mode);
+    return v;
+  };
+  Trainer eager(copy_config(d, "admin", with("every_update")), d.file("eager"));
+  Trainer deferred(copy_config(d, "admin", with("log_interval")), d.file("deferred"));
+  eager.setup();
+  deferred.setup();
+  double gnorm = 0;
+  int64_t tokens = 0;
+  for (int u = 0; u < 10; ++u) {
+    Batch b = eager.train_data().make_batch({u, u + 10, u + 20, u + 30});
+    auto se = eager.train_update({b});
+    auto sd = deferred.train_update({b});
+    ASSERT_FALSE(se.skipped);
+    EXPECT_TRUE(sd.deferred && !sd.skipped && std::isnan(sd.loss));
+    EXPECT_EQ(sd.tokens, se.tokens);
+    gnorm += se.grad_norm;
+    tokens += se.tokens;
+  }
+  EXPECT_GT(gnorm / 10, 0.3) << "the clip must act for this test to test it";
+  EXPECT_EQ(eager.host_reads().count(), 10);
+  EXPECT_EQ(deferred.host_reads().count(), 0);
+  EXPECT_EQ(deferred.state().update, 10);
+  auto pe = eager.model().parameters(), pd = deferred.model().parameters();
+  for (size_t i = 0; i < pe.size(); ++i)
+    ASSERT_TRUE(torch::equal(pe[i], pd[i])) << "parameter " << i;
+  deferred.save_checkpoint("interval");
+  EXPECT_EQ(deferred.host_reads().count(), 1);
+  EXPECT_EQ(deferred.state().update, 10);
+  EXPECT_EQ(deferred.state().skipped, 0);
+  EXPECT_EQ(deferred.state().tokens, eager.state().tokens);
+  EXPECT_EQ(deferred.state().tokens, tokens);
+}
+
+// The deferred mode's log lines report what the eager mode's report.
+TEST(Trainer, DeferredReadsLogTheEagerFigures) {
+  TempDir d;
+  auto run = [&](const char* mode) {
+    Trainer t(copy_config(d, "pre_ln", {"train.max_updates=24", "train.log_interval=8",
+                                        "train.clip_norm=0.5", "model.dropout=0", "diag.interval=0",
+                                        std::string("train.host_reads=") + mode}),
+              d.file(mode));
+    t.fit();
+    int64_t valid = 0;
+    for (const auto& l : read_lines(d.file(std::string(mode) + "/metrics.jsonl")))
+      valid += l.find("\"event\": \"valid\"") != std::string::npos;
+    return std::make_tuple(test::logged_losses(d.file(std::string(mode) + "/metrics.jsonl")),
+                           t.host_reads().count(), valid);
+  };
+  auto [le, re, ve] = run("every_update");
+  auto [ld, rd, vd] = run("log_interval");
+  ASSERT_EQ(le.size(), 3u);
+  EXPECT_EQ(ld, le);
+  EXPECT_EQ(re, 24);
+  EXPECT_EQ(vd, ve);
+  // One read per log line, at most one more per validation (an epoch end
+  // with unread updates); the final checkpoint finds nothing unread.
+  EXPECT_GE(rd, 3);
+  EXPECT_LE(rd, 3 + vd);
+  EXPECT_GT(vd, 0);
+}
+
+// A skipped update, decided on the device: fp16 with an injected overflow
+// skips it, halves the scale, moves no parameter, and once read the host's
+// counts are the eager trainer's (update, skipped, scale); non-finite
+// updates the scaler does not explain stop the run at the read that finds
+// train.max_bad_steps of them in a row.
+TEST(Trainer, DeferredReadsSkipOnTheDeviceAndCountAsTheEagerTrainer) {
+  TempDir d;
+  std::vector<std::pair<int64_t, int64_t>> counts;
+  std::vector<double> scales;
+  for (const char* mode : {"every_update", "log_interval"}) {
+    Trainer t(copy_config(d, "post_ln", {"train.precision=fp16", "train.loss_scale_init=64",
+                                         "model.dropout=0", "diag.interval=0",
+                                         std::string("train.host_reads=") + mode}),
+              d.file(mode));
+    t.setup();
+    for (int u = 0; u < 6; ++u) {
+      Batch b = t.train_data().make_batch({u, u + 6, u + 12});
+      std::vector<torch::Tensor> before;
+      for (const auto& p : t.model().parameters()) before.push_back(p.detach().clone());
+      unsigned hook = 0;
+      auto w = t.model().named_parameters()["encoder_layers.0.ffn.fc1.weight"];
+      if (u == 2) hook = w.register_hook([](torch::Tensor g) { return g * INFINITY; });
+      t.train_update({b});
+      if (u == 2) {
+        w.remove_hook(hook);
+        auto params = t.model().parameters();
+        for (size_t i = 0; i < before.size(); ++i)
+          ASSERT_TRUE(torch::equal(before[i], params[i])) << mode << " parameter " << i;
+      }
+    }
+    t.save_checkpoint("interval");
+    counts.emplace_back(t.state().update, t.state().skipped);
+    scales.push_back(t.scaler().scale());
+  }
+  EXPECT_EQ(counts[0], std::make_pair(int64_t{5}, int64_t{1}));
+  EXPECT_EQ(counts[1], counts[0]);
+  EXPECT_EQ(scales[0], 32);
+  EXPECT_EQ(scales[1], scales[0]);
+
+  Trainer t(copy_config(d, "post_ln", {"train.max_bad_steps=2", "train.host_reads=log_interval",
+                                       "diag.interval=0"}),
+            d.file("bad"));
+  t.setup();
+  {
+    torch::NoGradGuard g;
+    t.model().named_parameters()["decoder_layers.1.ffn.fc1.bias"].fill_(NAN);
+  }
+  Batch b = t.train_data().make_batch({0, 1, 2});
+  t.train_update({b});
+  t.train_update({b});  // nothing read yet: the device knows, the host does not
+  EXPECT_EQ(t.state().update, 2);
+  try {
+    t.save_checkpoint("interval");
+    FAIL() << "expected DivergenceError";
+  } catch (const DivergenceError& e) {
+    EXPECT_NE(std::string(e.what()).find("2 consecutive non-finite updates"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(t.state().update, 0);
+  EXPECT_EQ(t.state().skipped, 2);
+  EXPECT_FALSE(std::filesystem::exists(d.file("bad/checkpoint_last.pt")));
+  EXPECT_NE(read_file(d.file("bad/metrics.jsonl")).find("\"event\": \"nonfinite\""),
+            std::string::npos);
+}
+
+// Where the update cannot be decided on the device, log_interval says why
+// in one line and reads every update; auto does so silently on the CPU.
+TEST(Trainer, DeferredReadsFallBackWithOneLineWhereTheyCannot) {
+  for (auto [setting, why] : std::vector<std::pair<std::string, std::string>>{
+           {"optim.foreach=false", "cannot be decided on the device"},
+           {"diag.interval=5", "the stability instruments"},
+           {"train.zero_grad=false", "train.zero_grad: false"}}) {
+    TempDir d;
+    std::vector<std::string> o = {"diag.interval=0", setting, "train.host_reads=log_interval",
+                                  "train.max_updates=2"};
+    Trainer t(copy_config(d, "pre_ln", o),
+              d.file("run"));
+    t.fit();
+    EXPECT_EQ(t.host_reads().count() >= 2, true) << setting;
+    const std::string log = read_file(d.file("run/train.log"));
+    EXPECT_NE(log.find("train.host_reads: log_interval: "), std::string::npos) << setting;
+    EXPECT_NE(log.find(why), std::string::npos) << setting;
+    EXPECT_NE(log.find("reading every update"), std::string::npos) << setting;
+  }
+}
+
 // Issue 33: the multi-tensor optimizer steps leave CPU training bit-identical
 // to the per-tensor classes (every logged figure and every parameter).
 TEST(Trainer, MultiTensorStepsTrainBitIdenticallyOnCpu) {

@@ -1,0 +1,74 @@
+#pragma once
+// The decisions of an update made on the device (issue 33 item 1), so an
+// update never waits for the device: train.host_reads: log_interval (the
+// default on CUDA). What the eager path decides on the host after reading
+// the gradient norm and the loss every update (scaled_step.h) is here a few
+// 0-dim tensor ops the device runs in order:
+//   ok      = finite(grad norm) and finite(loss)
+//   clip    = clip / (norm + 1e-6) where ok and norm > clip, else 1
+//   step    guarded by ok (GuardedStep: a skip changes no parameter or moment)
+//   scaler  fairseq's DynamicLossScaler rule (grad_scaler.h) on a device
+//           copy of its state: /2 on an overflow (floored), x2 after `window`
+//   tallies loss, nll, tokens and norm of the updates that stepped; skips;
+//           non-finite skips the scaler does not account for, and how many
+//           in a row (train.max_bad_steps).
+// The host reads it all in one copy (HostReads) every log_interval updates
+// and wherever it must be exact (validation, checkpoints, the stop rules),
+// then takes back the updates it counted that were skipped (update count,
+// optimizer step counts). Until then the updates after a skip ran with a
+// step count and an lr one update ahead; the first non-finite value cannot
+// be localised after the fact (train.host_reads: every_update does).
+#include <torch/torch.h>
+
+#include <functional>
+#include <vector>
+
+#include "framework/amp/grad_scaler.h"
+#include "framework/config.h"
+#include "framework/optim/multi_tensor.h"
+#include "framework/train/host_reads.h"
+
+namespace clinic {
+
+/// What the device tallied since the previous read.
+struct DeviceTally {
+  double loss = 0, nll = 0, grad_norm = 0;  // sums over the updates that stepped (nats)
+  int64_t tokens = 0;                       // their target tokens
+  int64_t stepped = 0, skipped = 0;
+  int64_t nonfinite = 0;  // skips the loss scaler does not account for
+  int64_t bad_run = 0;    // such skips in a row, now
+  int64_t max_bad_run = 0;  // the longest such run seen since the previous read
+};
+
+class DeviceStep {
+ public:
+  /// `scaler`: the host scaler whose state the device copy starts from and
+  /// is written back to at each read.
+  DeviceStep(torch::Device device, LossScaler& scaler, const TrainConfig& train);
+  /// The loss scale (0-dim double on the device; 1 without the scaler).
+  const torch::Tensor& scale() const { return scale_; }
+  /// Gradients times 1 / (scale * tokens) (the update's mean over tokens,
+  /// unscaled) and their global L2 norm (0-dim float, non-finite when any is).
+  torch::Tensor unscale_and_norm(const std::vector<torch::Tensor>& params, int64_t tokens);
+  /// Decide, clip, step (before_step runs first: the lr) and tally.
+  void step(const torch::Tensor& loss_sum, const torch::Tensor& nll_sum, const torch::Tensor& norm,
+            int64_t tokens, const std::vector<torch::Tensor>& params,
+            torch::optim::Optimizer& optimizer, GuardedStep& guarded,
+            const std::function<void()>& before_step);
+  /// One device-to-host copy: the tally since the last read (then reset)
+  /// and the scaler's state, written to the host scaler.
+  DeviceTally read(HostReads& reads);
+  /// The host scaler's state into the device copy (after a resume).
+  void load_scaler();
+
+ private:
+  torch::Tensor scalar(double v) const;
+  LossScaler& scaler_;
+  TrainConfig train_;
+  torch::TensorOptions opts_;
+  torch::Tensor scale_;   // 0-dim: the scale the next update multiplies its loss by
+  torch::Tensor sstate_;  // [iter, last_overflow_iter, last_rescale_iter]
+  torch::Tensor tally_;   // [loss, nll, tokens, grad_norm, stepped, skipped, nonfinite, bad_run, max_bad_run]
+};
+
+}  // namespace clinic
