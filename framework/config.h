@@ -397,7 +397,8 @@ struct TrainConfig {
       "every_update (the skip, clip and loss-scale decisions on the host; a non-finite value is "
       "localised), log_interval (decided on the device, read every log_interval updates and "
       "before validations, checkpoints and stops: no wait for the device per update; needs "
-      "optim.foreach, one process, diag.interval 0 and zero_grad), auto (log_interval on CUDA "
+      "optim.foreach, one process and zero_grad; an update the instruments measure is decided on "
+      "the host), auto (log_interval on CUDA "
       "where it can, else every_update)",
       one_of({"auto", "every_update", "log_interval"}));
     v("eval_bleu", eval_bleu,

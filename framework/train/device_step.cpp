@@ -7,12 +7,15 @@ namespace clinic {
 DeviceStep::DeviceStep(torch::Device device, LossScaler& scaler, const TrainConfig& train)
     : scaler_(scaler), train_(train), opts_(torch::TensorOptions().dtype(torch::kDouble).device(device)) {
   tally_ = torch::zeros({9}, opts_);
-  load_scaler();
+  load_host();
 }
 
 torch::Tensor DeviceStep::scalar(double v) const { return torch::full({}, v, opts_); }
 
-void DeviceStep::load_scaler() {
+void DeviceStep::load_host(int64_t bad_run) {
+  torch::NoGradGuard g;
+  tally_[7].fill_(static_cast<double>(bad_run));
+  tally_[8].copy_(torch::maximum(tally_[8], tally_[7]));
   const LossScalerState& s = scaler_.state();
   scale_ = scalar(scaler_.scale());
   sstate_ = torch::tensor({static_cast<double>(s.iter), static_cast<double>(s.last_overflow_iter),
@@ -82,10 +85,13 @@ void DeviceStep::step(const torch::Tensor& loss_sum, const torch::Tensor& nll_su
   torch::Tensor next_run = torch::where(bad, run + 1.0, torch::where(ok, zero, run));
   tally_[8].copy_(torch::maximum(tally_[8], next_run));
   tally_[7].copy_(next_run);
+  if (record_) records_.push_back(torch::stack({torch::where(ok, ld, zero), nd, okd}));
 }
 
 DeviceTally DeviceStep::read(HostReads& reads) {
-  const std::vector<double> v = reads.values(torch::cat({tally_, scale_.reshape({1}), sstate_}));
+  std::vector<torch::Tensor> parts = {tally_, scale_.reshape({1}), sstate_};
+  parts.insert(parts.end(), records_.begin(), records_.end());
+  const std::vector<double> v = reads.values(torch::cat(parts));
   DeviceTally t;
   t.loss = v[0];
   t.nll = v[1];
@@ -103,6 +109,9 @@ DeviceTally DeviceStep::read(HostReads& reads) {
     s.last_overflow_iter = static_cast<int64_t>(v[11]);
     s.last_rescale_iter = static_cast<int64_t>(v[12]);
   }
+  for (size_t i = 0; i < records_.size(); ++i)
+    t.updates.push_back({v[13 + 3 * i], v[14 + 3 * i], v[15 + 3 * i]});
+  records_.clear();
   torch::NoGradGuard g;
   tally_.narrow(0, 0, 7).zero_();
   tally_[8].copy_(tally_[7]);

@@ -15,11 +15,14 @@
 // The host reads it all in one copy (HostReads) every log_interval updates
 // and wherever it must be exact (validation, checkpoints, the stop rules),
 // then takes back the updates it counted that were skipped (update count,
-// optimizer step counts). Until then the updates after a skip ran with a
+// optimizer step counts), and hands the stability instruments each update's
+// loss in order. An update the instruments measure is decided on the host
+// (the trainer reads first, then takes the eager path). Until then the updates after a skip ran with a
 // step count and an lr one update ahead; the first non-finite value cannot
 // be localised after the fact (train.host_reads: every_update does).
 #include <torch/torch.h>
 
+#include <array>
 #include <functional>
 #include <vector>
 
@@ -38,6 +41,9 @@ struct DeviceTally {
   int64_t nonfinite = 0;  // skips the loss scaler does not account for
   int64_t bad_run = 0;    // such skips in a row, now
   int64_t max_bad_run = 0;  // the longest such run seen since the previous read
+  /// With record_updates: per update since the previous read, in order,
+  /// {loss sum (0 when skipped), grad norm, 1 stepped / 0 skipped}.
+  std::vector<std::array<double, 3>> updates;
 };
 
 class DeviceStep {
@@ -58,8 +64,13 @@ class DeviceStep {
   /// One device-to-host copy: the tally since the last read (then reset)
   /// and the scaler's state, written to the host scaler.
   DeviceTally read(HostReads& reads);
-  /// The host scaler's state into the device copy (after a resume).
-  void load_scaler();
+  /// The host scaler's state and the host's count of non-finite updates in
+  /// a row into the device copies (after a resume, after an update the host
+  /// decided).
+  void load_host(int64_t bad_run = 0);
+  /// Keep each update's loss and norm for the next read (the stability
+  /// instruments' spike detector wants every update's loss, late is fine).
+  void record_updates(bool on) { record_ = on; }
 
  private:
   torch::Tensor scalar(double v) const;
@@ -69,6 +80,8 @@ class DeviceStep {
   torch::Tensor scale_;   // 0-dim: the scale the next update multiplies its loss by
   torch::Tensor sstate_;  // [iter, last_overflow_iter, last_rescale_iter]
   torch::Tensor tally_;   // [loss, nll, tokens, grad_norm, stepped, skipped, nonfinite, bad_run, max_bad_run]
+  bool record_ = false;
+  std::vector<torch::Tensor> records_;  // per unread update: [loss, norm, stepped]
 };
 
 }  // namespace clinic

@@ -365,8 +365,6 @@ void Trainer::setup() {
     if (guarded == nullptr || !guarded->can_guard())
       why = "the optimizer's step cannot be decided on the device (optim.foreach: false, AMSGrad "
             "or a registered optimizer)";
-    else if (cfg_.diag.interval > 0)
-      why = "the stability instruments (diag.interval > 0) read every update";
     else if (world_->size() > 1)
       why = "data parallel sums the loss and the tokens on the host every update";
     else if (!cfg_.train.zero_grad)
@@ -374,6 +372,7 @@ void Trainer::setup() {
     if (why.empty()) {
       guarded_ = guarded;
       device_step_ = std::make_unique<DeviceStep>(device_, *scaler_, cfg_.train);
+      device_step_->record_updates(instruments_ != nullptr);
       log()->info("[train] the device decides skips, clipping and the loss scale; the host reads "
                   "every {} updates (train.host_reads: {})",
                   cfg_.train.log_interval, hr);
@@ -445,6 +444,26 @@ std::string Trainer::locate_nonfinite(const Batch& given) {
 
 UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   setup();
+  // Deferred reads: an update the instruments measure reads first and is
+  // decided on the host (its measurement reads anyway); the device copies
+  // then take the host's scaler and non-finite run.
+  if (device_step_ && !eager_once_ && instruments_ && instruments_->due(state_.update + 1)) {
+    sync_host();
+    if (instruments_->due(state_.update + 1)) {
+      eager_once_ = true;
+      UpdateStats s;
+      try {
+        s = train_update(batches);
+      } catch (...) {
+        eager_once_ = false;
+        throw;
+      }
+      eager_once_ = false;
+      device_step_->load_host(bad_in_a_row_);
+      return s;
+    }
+  }
+  const bool deferred = device_step_ && !eager_once_;
   model_->train();
   for (auto& p : params_)
     if (p.grad().defined()) p.mutable_grad().zero_();
@@ -464,7 +483,7 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
     }
     LossOut lo = loss_fn_(out, b.tgt_out, compute_dtype_);
     world_->before_backward(i + 1 == batches.size());
-    if (device_step_ && scaler_->enabled())
+    if (deferred && scaler_->enabled())
       (lo.loss * device_step_->scale()).backward();  // the scale the device holds
     else
       (scale != 1.0 ? lo.loss * scale : lo.loss).backward();
@@ -490,7 +509,8 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
     s.tokens = static_cast<int64_t>(totals[2].item<double>());
     if (totals[3].item<double>() > 0) stop_requested() = true;
   }
-  if (device_step_) {  // train.host_reads: log_interval (device_step.h)
+  if (deferred) {  // train.host_reads: log_interval (device_step.h)
+    if (instruments_) unread_lr_.emplace_back(schedules_[0](state_.update), s.tokens);
     torch::Tensor norm = device_step_->unscale_and_norm(params_, s.tokens);
     device_step_->step(loss_sum, nll_sum, norm, s.tokens, params_, *optimizer_, *guarded_, [&] {
       auto& groups = optimizer_->param_groups();
@@ -720,6 +740,15 @@ void Trainer::sync_host() {
   const int64_t last = state_.update + t.skipped;
   unread_updates_ = unread_tokens_ = 0;
   bad_in_a_row_ = t.bad_run;
+  if (instruments_) {  // each applied update's loss, in order, as the eager path hands it over
+    int64_t u = state_.update - t.stepped;
+    for (size_t i = 0; i < t.updates.size() && i < unread_lr_.size(); ++i) {
+      const auto& [loss, norm, stepped] = t.updates[i];
+      const auto& [lr, tokens] = unread_lr_[i];
+      if (stepped > 0) instruments_->on_update(++u, loss / tokens / kLn2, lr, norm);
+    }
+    unread_lr_.clear();
+  }
   if (t.nonfinite > 0) {
     const std::string where =
         "not localised (decided on the device; train.host_reads: every_update localises it)";

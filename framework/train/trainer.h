@@ -129,6 +129,8 @@ class Trainer {
   std::unique_ptr<DeviceStep> device_step_;  // train.host_reads: log_interval
   GuardedStep* guarded_ = nullptr;           // optimizer_ as a guarded step
   int64_t unread_updates_ = 0, unread_tokens_ = 0;  // counted by the host since the last read
+  std::vector<std::pair<double, int64_t>> unread_lr_;  // with instruments: (lr, tokens) per unread update
+  bool eager_once_ = false;  // this update is decided on the host (instruments measure it)
   // What checkpoint_last.pt holds: (update, skipped, epoch, batch, best
   // valid, best BLEU, stalled) of the last write: one state, one serialisation.
   std::optional<std::tuple<int64_t, int64_t, int64_t, int64_t, double, double, int64_t>> last_written_;
