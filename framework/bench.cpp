@@ -27,6 +27,7 @@
 #include "framework/optim/optimizers.h"
 #include "framework/optim/schedule.h"
 #include "framework/train/loss.h"
+#include "framework/train/device_step.h"
 #include "framework/train/scaled_step.h"
 #include "framework/train/trainer.h"
 
@@ -92,8 +93,11 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   at::ScalarType dtype = cfg.train.precision == "bf16" ? at::kBFloat16
                          : (cfg.train.precision == "fp16" && device.is_cuda()) ? at::kHalf
                                                                               : at::kFloat;
+  // --throughput draws on the device (no host-to-device copy per update);
+  // on the CPU both draw from the same generator, so the batches are equal.
   auto rand_ids = [&](int64_t rows, int64_t len) {
-    return torch::randint(kEos + 1, V, {rows, len}, torch::kLong);
+    return torch::randint(kEos + 1, V, {rows, len},
+                          torch::TensorOptions(torch::kLong).device(o.throughput ? device : torch::kCPU));
   };
   if (o.task != "random" && o.task != "copy")
     throw ConfigError("bench --task " + o.task + ": expected random or copy");
@@ -193,8 +197,52 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     instruments = std::make_unique<Instruments>(dc, *model, *opt, *diag_metrics, probe,
                                                 static_cast<uint64_t>(cfg.train.seed));
   }
+  // --throughput: the trainer's deferred step (device_step.h).
+  std::unique_ptr<DeviceStep> device_step;
+  GuardedStep* guarded = nullptr;
+  HostReads reads;
+  std::vector<std::pair<int64_t, torch::Tensor>> device_curve;
+  double t_start = 0, t_total = 0;
+  if (o.throughput) {
+    if (o.compare_python || o.diag || profiled)
+      throw ConfigError("bench --throughput times updates back to back: not with "
+                        "--compare-python, --diag or --profile, which time phases");
+    guarded = dynamic_cast<GuardedStep*>(opt.get());
+    if (guarded == nullptr || !guarded->can_guard())
+      throw ConfigError("bench --throughput decides each update on the device: it needs "
+                        "optim.foreach: true and adam, adamw or radam");
+    device_step = std::make_unique<DeviceStep>(device, scaler, cfg.train);
+  }
   for (int64_t step = 0; step < o.warmup + o.steps + profiled; ++step) {
     bool timed = step >= o.warmup && step < o.warmup + o.steps;
+    if (o.throughput) {
+      if (step == o.warmup) {
+        sync();
+        reset_device_peak_memory(device);
+        t_start = now_seconds();
+      }
+      Batch b = make_batch();
+      opt->zero_grad();
+      DecoderFeatures out;
+      {
+        AutocastGuard ag(device.type(), dtype);
+        out = model->forward_features(b.src, b.tgt_in);
+      }
+      auto lo = loss_fn(out, b.tgt_out, dtype);
+      (scaler.enabled() ? lo.loss * device_step->scale() : lo.loss).backward();
+      torch::Tensor norm = device_step->unscale_and_norm(params, B * L);
+      device_step->step(lo.loss, lo.nll, norm, B * L, params, *opt, *guarded, nullptr);
+      if (timed && ((step - o.warmup) % curve_every == 0 || step == o.warmup + o.steps - 1))
+        device_curve.emplace_back(step - o.warmup + 1, lo.loss.detach().to(torch::kDouble) /
+                                                           static_cast<double>(B * L));
+      if (step == o.warmup) rss_first = process_memory().rss_mb;
+      if (step == o.warmup + o.steps - 1) {
+        sync();
+        t_total = now_seconds() - t_start;
+        rss_last = process_memory().rss_mb;
+      }
+      continue;
+    }
     // One extra, untimed update under the profiler: its overhead skews no figure.
     std::optional<torch::autograd::profiler::RecordProfile> prof;
     if (step == o.warmup + o.steps && profiled) prof.emplace(trace);
@@ -267,6 +315,21 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
       t_opt += t4 - t3 - td;  // the measurement before the step is not training time
     }
   }
+  if (o.throughput) {  // after the clock: the curve and the scaler's counts
+    const DeviceTally t = device_step->read(reads);
+    overflows = t.skipped;
+    // x2 per growth, /2 per overflow: exact while no floor clamps a halving.
+    if (cfg.train.threshold_loss_scale == 0 && scaler.enabled())
+      growths = static_cast<int64_t>(std::llround(std::log2(scaler.scale() / cfg.train.loss_scale_init))) +
+                overflows;
+    std::vector<torch::Tensor> ls;
+    for (const auto& [u, l] : device_curve) ls.push_back(l.reshape({1}));
+    if (!ls.empty()) {
+      const std::vector<double> v = reads.values(torch::cat(ls));
+      for (size_t i = 0; i < v.size(); ++i) curve.emplace_back(device_curve[i].first, v[i]);
+      last_loss = v.back();
+    }
+  }
   if (o.compare_python) {
     run_python();
     std::filesystem::remove_all(tmp);
@@ -274,7 +337,8 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   if (profiled) write_file_atomic(o.profile, trace.str());
   if (!diag_file.empty()) std::filesystem::remove(diag_file);
   double rss_growth = rss_last - rss_first;
-  double total = t_data + t_fwd + t_bwd + t_opt;
+  // --throughput: no phase split (the phase fields stay 0), the wall time.
+  double total = o.throughput ? t_total : t_data + t_fwd + t_bwd + t_opt;
   double ups = o.steps / total;
   double flops = transformer_train_flops(cfg.model, V, B, L, L);
   double achieved = flops * ups / 1e9;
@@ -341,13 +405,15 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         "\"beam5_latency_bs1_s\": {:.4f}, \"beam5_uncached_sentences_per_s\": {:.2f}, "
         "\"beam5_cache_speedup\": {:.2f}, \"device\": \"{}\", \"task\": \"{}\", "
         "\"device_peak_memory_mb\": {:.1f}, \"gemm_peak_dtype\": \"{}\", \"loss_scale\": {}, "
-        "\"loss_scale_overflows\": {}, \"loss_scale_growths\": {}, \"loss_curve\": [{}]{}{}}}\n",
+        "\"loss_scale_overflows\": {}, \"loss_scale_growths\": {}, \"loss_curve\": [{}], "
+        "\"mode\": \"{}\", \"ms_per_update\": {:.3f}{}{}}}\n",
         cfg.source, cfg.train.precision, threads, TORCH_VERSION, B, L, o.steps, ups, tok,
         tgt_tok, t_fwd / o.steps, t_bwd / o.steps, t_opt / o.steps, t_data / o.steps,
         peak_rss_mb(), rss_growth, flops, achieved, peak, achieved / peak, last_loss, beam5_sps,
         beam5_tps, beam1_sps, beam1_tps, lat1, beam5_full_sps,
         beam5_full_sps > 0 ? beam5_sps / beam5_full_sps : 0.0, device.str(), o.task,
         device_peak_mb, c10::toString(dtype), scaler.scale(), overflows, growths, curve_json,
+        o.throughput ? "throughput" : "phases", 1000.0 / ups,
         o.compare_python
             ? fmt::format(", \"loss_eval\": {:.6f}, \"python_loss_eval\": {:.6f}, "
                           "\"python_tokens_per_s\": {:.1f}, \"python_ratio\": {:.3f}",
@@ -362,9 +428,12 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
                      o.steps)
       << fmt::format("train: {:.3f} updates/s | {:.0f} tokens/s | {:.0f} tgt tokens/s\n",
                      ups, tok, tgt_tok)
-      << fmt::format("split per update: forward {:.3f}s backward {:.3f}s optimizer {:.3f}s "
-                     "data {:.3f}s\n",
-                     t_fwd / o.steps, t_bwd / o.steps, t_opt / o.steps, t_data / o.steps)
+      << (o.throughput
+              ? fmt::format("back to back, decided on the device: {:.2f} ms per update\n",
+                            1000.0 / ups)
+              : fmt::format("split per update: forward {:.3f}s backward {:.3f}s optimizer {:.3f}s "
+                            "data {:.3f}s\n",
+                            t_fwd / o.steps, t_bwd / o.steps, t_opt / o.steps, t_data / o.steps))
       << fmt::format("FLOPs/update {:.3g} | achieved {:.1f} GFLOP/s | GEMM peak {:.1f} "
                      "GFLOP/s | MFU {:.1f}%\n",
                      flops, achieved, peak, 100 * achieved / peak)

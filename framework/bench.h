@@ -32,6 +32,12 @@ struct BenchOptions {
   std::string task = "random";
   /// Points of the loss curve in --json ("loss_curve"), evenly spaced.
   int64_t curve_points = 20;
+  /// Time the updates back to back as training runs them with
+  /// train.host_reads: log_interval: batches drawn on the device, each
+  /// update decided there (device_step.h), no synchronisation or read until
+  /// the last timed update (the loss curve is kept on the device). No phase
+  /// split; not with --compare-python, --diag or --profile.
+  bool throughput = false;
 };
 
 /// Analytic matmul FLOPs of one training update (3x forward: forward,

@@ -28,6 +28,9 @@ void add_bench_command(CLI::App& app, Action& action) {
                 "synthetic batches: random (throughput) or copy (target = source, a loss "
                 "curve that falls)")
       ->check(CLI::IsMember({"random", "copy"}));
+  b->add_flag("--throughput", opts.throughput,
+              "time updates back to back, decided on the device (train.host_reads: log_interval): "
+              "no per-phase synchronisation, no host read per update");
   b->add_option("--curve-points", opts.curve_points, "points of the --json loss_curve")
       ->check(CLI::Range(1, 100000));
   b->callback([&action] {

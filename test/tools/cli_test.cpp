@@ -482,6 +482,52 @@ TEST(Cli, BenchPrintsDocumentedJsonFields) {
   EXPECT_EQ(out.find("train:"), std::string::npos) << out;
 }
 
+// bench --throughput: the updates back to back, decided on the device. On
+// the CPU it draws the same batches as the phase-timed bench (one
+// generator), so its loss curve is the phase-timed one: fp32 RAdam with
+// decay, dropout on; within 1e-4 (the masked decay and the 1 / tokens
+// applied to the gradient instead of the loss may round differently).
+TEST(Cli, BenchThroughputTrainsAsThePhaseTimedBench) {
+  auto curve = [&](const std::string& extra) {
+    std::string out;
+    EXPECT_EQ(run_shell(clinic() + " bench multi30k/admin --steps 30 --warmup 1 --json --task copy "
+                                   "--curve-points 30 --set data.vocab_size=64 --set model.d_model=32 --set model.ffn_dim=64 "
+                                   "--set model.encoder_layers=2 --set model.decoder_layers=2 "
+                                   "--set data.max_tokens=256 --set train.threads=1 "
+                                   "--set train.precision=fp32 --set train.clip_norm=0.5" +
+                                   extra,
+                        &out),
+              0)
+        << out;
+    std::vector<double> c;
+    auto p = out.find("\"loss_curve\": [");
+    EXPECT_NE(p, std::string::npos) << out;
+    if (p == std::string::npos) return std::make_pair(c, out);
+    std::string body = out.substr(p + 15, out.find("]]", p) - p - 15);
+    for (size_t q = body.find(", "); q != std::string::npos; q = body.find(", ", q + 1)) {
+      if (body[q - 1] == ']') continue;  // between points
+      c.push_back(std::stod(body.substr(q + 2)));
+    }
+    return std::make_pair(c, out);
+  };
+  auto [phases, po] = curve("");
+  auto [fast, fo] = curve(" --throughput");
+  ASSERT_EQ(phases.size(), 30u) << po;
+  ASSERT_EQ(fast.size(), phases.size()) << fo;
+  for (size_t i = 0; i < phases.size(); ++i)
+    EXPECT_NEAR(fast[i], phases[i], 1e-4 * phases[i]) << "point " << i;
+  EXPECT_LT(phases.back(), phases.front());
+  EXPECT_NE(fo.find("\"mode\": \"throughput\""), std::string::npos) << fo;
+  EXPECT_NE(po.find("\"mode\": \"phases\""), std::string::npos) << po;
+  // What it cannot do is one error.
+  std::string out;
+  EXPECT_NE(run_shell(clinic() + " bench multi30k/admin --steps 1 --throughput --diag", &out), 0);
+  EXPECT_NE(out.find("clinic: error: bench --throughput"), std::string::npos) << out;
+  EXPECT_NE(run_shell(clinic() + " bench multi30k/admin --steps 1 --throughput "
+                                 "--set optim.foreach=false", &out), 0);
+  EXPECT_NE(out.find("needs optim.foreach: true"), std::string::npos) << out;
+}
+
 TEST(Cli, BenchPythonReferenceAgreesOnTheLoss) {
   std::string out;
   if (run_shell("/usr/bin/python3 -c 'import torch'", &out) != 0)
