@@ -38,6 +38,10 @@ struct BenchOptions {
   /// the last timed update (the loss curve is kept on the device). No phase
   /// split; not with --compare-python, --diag or --profile.
   bool throughput = false;
+  /// When set: the freshly initialised model as TorchScript, written here
+  /// before the first update (the weights tools/bench/reference_train.py
+  /// starts from in scripts/gpu-check.sh perf).
+  std::string save_init;
 };
 
 /// Analytic matmul FLOPs of one training update (3x forward: forward,

@@ -15,8 +15,11 @@
 #                                  line per precision. Results go to $OUT (or
 #                                  build-gpu/out). Budget: well under 10 minutes.
 #
+#   scripts/gpu-check.sh perf      on the GPU machine: build, then clinic beside
+#                                  plain PyTorch and torch.compile (perf_gpu below).
 # With the device tool: prepare here, then
 #   run(command="scripts/gpu-check.sh run", carry=[".gpu"], timeout_s=540)
+#   run(command="scripts/gpu-check.sh perf", carry=[".gpu"], timeout_s=560)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -181,10 +184,85 @@ EOF
   stamp "done"
 }
 
+# Issue 33 item 5: clinic beside plain PyTorch on the same GPU, one table.
+# The same IWSLT-small model (iwslt14/post_ln: 6+6 layers, d 512, FFN 1024,
+# 4 heads, shared 10k vocabulary) from the same initial weights (bench
+# --save-init), the same optimizer (Adam, betas 0.9/0.98, no decay, lr 5e-4
+# constant), synthetic copy batches of 32-token rows, at 4,096 and 32,768
+# tokens per update, fp32 / bf16 / fp16:
+#   clinic         clinic bench: phase-timed, the host reads every update (today's path)
+#   clinic_device  clinic bench --throughput: decided on the device (train.host_reads: log_interval)
+#   torch_eager    tools/bench/reference_train.py (autocast; fp16 with GradScaler)
+#   torch_compile  the same under torch.compile (bf16); mode=max-autotune too (bf16, 4,096
+#                  tokens) with PERF_AUTOTUNE=1: its autotuning takes minutes of the budget
+# (clinic with CUDA graphs: not built yet.) Then one learning run per side
+# (bf16, 4,096 tokens, a 512-token copy vocabulary, 300 updates) for the loss
+# curves. Prints the table with MFU against clinic's measured GEMM peak of that
+# dtype; writes $out/perf.json (for docs/bench/).
+# PERF_DEVICE, PERF_TOKENS, PERF_STEPS and PERF_SETS (extra --set k=v words)
+# shrink it for a dry run on the CPU: scripts/gpu-check.sh perf-dry.
+perf_gpu() {
+  local bin=${PERF_BIN:-build-gpu/bin/clinic} rec=iwslt14/post_ln dev=${PERF_DEVICE:-cuda}
+  local pdir="$out/perf" ref=tools/bench/reference_train.py
+  rm -rf "$pdir" && mkdir -p "$pdir"
+  local extra=()
+  for kv in ${PERF_SETS:-}; do extra+=(--set "$kv"); done
+  local common=(--set train.device="$dev" --set train.threads=4 --set train.loss_scale_init=65536
+                --set diag.interval=0 --set optim.name=adam --set optim.weight_decay=0
+                --set optim.lr=5e-4 "${extra[@]}" --task copy --json)
+  local pyargs=(--device "$dev" --threads 4 --curve-points 5 --lr 5e-4 --label-smoothing 0.1 --dropout 0.3
+                --attention-dropout 0.1 --activation-dropout 0.1)
+  stamp "perf: initial weights"
+  "$bin" bench "$rec" "${common[@]}" --set data.vocab_size=10000 --steps 1 --warmup 0 \
+    --save-init "$pdir/init.pt" >/dev/null 2>>"$pdir/log" ||
+    { echo "clinic: error: perf: bench --save-init failed ($pdir/log)" >&2; return 1; }
+  local tokens prec steps warm rows
+  for tokens in ${PERF_TOKENS:-4096 32768}; do
+    rows=$((tokens / 32))
+    if [ "$tokens" -le 4096 ]; then steps=100 warm=10; else steps=30 warm=5; fi
+    steps=${PERF_STEPS:-$steps}
+    for prec in fp32 bf16 fp16; do
+      stamp "perf: $tokens tokens, $prec"
+      local tag="$tokens-$prec" set=(--set data.vocab_size=10000 --set data.max_tokens="$tokens"
+                                     --set train.precision="$prec" --steps "$steps" --warmup "$warm")
+      timeout 120 "$bin" bench "$rec" "${common[@]}" "${set[@]}" >"$pdir/clinic-$tag.json" 2>>"$pdir/log"
+      timeout 120 "$bin" bench "$rec" "${common[@]}" "${set[@]}" --throughput \
+        >"$pdir/clinic_device-$tag.json" 2>>"$pdir/log"
+      timeout 120 "$py" "$ref" "$pdir/init.pt" --copy "$rows,32" --precision "$prec" \
+        --steps "$steps" --warmup "$warm" "${pyargs[@]}" >"$pdir/torch_eager-$tag.json" 2>>"$pdir/log"
+      if [ "$prec" = bf16 ]; then
+        timeout 240 "$py" "$ref" "$pdir/init.pt" --copy "$rows,32" --precision "$prec" --compile default \
+          --steps "$steps" --warmup "$warm" "${pyargs[@]}" >"$pdir/torch_compile-$tag.json" 2>>"$pdir/log"
+        if [ "$tokens" -le 4096 ] && [ "${PERF_AUTOTUNE:-0}" = 1 ]; then
+          timeout 300 "$py" "$ref" "$pdir/init.pt" --copy "$rows,32" --precision "$prec" \
+            --compile max-autotune --steps "$steps" --warmup "$warm" "${pyargs[@]}" \
+            >"$pdir/torch_autotune-$tag.json" 2>>"$pdir/log"
+        fi
+      fi
+    done
+  done
+  stamp "perf: loss curves (bf16, 4,096 tokens, 512-token vocabulary, 300 updates)"
+  "$bin" bench "$rec" "${common[@]}" --set data.vocab_size=512 --steps 1 --warmup 0 \
+    --save-init "$pdir/init512.pt" >/dev/null 2>>"$pdir/log"
+  timeout 120 "$bin" bench "$rec" "${common[@]}" --set data.vocab_size=512 --set train.precision=bf16 \
+    --steps "${PERF_STEPS:-300}" --warmup 0 --curve-points 30 --throughput \
+    >"$pdir/curve-clinic_device.json" 2>>"$pdir/log"
+  timeout 120 "$py" "$ref" "$pdir/init512.pt" --copy 128,32 --precision bf16 --steps "${PERF_STEPS:-300}" --warmup 0 \
+    "${pyargs[@]}" --curve-points 30 >"$pdir/curve-torch_eager.json" 2>>"$pdir/log"
+  "$py" scripts/perf_table.py "$pdir" "$out/machine.txt" | tee "$out/perf.txt"
+  stamp "perf done"
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   run) build_gpu || exit 1; tests_gpu; rc=$?; bench_gpu; exit $rc ;;
   tests) build_gpu || exit 1; tests_gpu ;;  # build + test suite only
   bench) build_gpu || exit 1; bench_gpu ;;  # build + training figures only
-  *) echo "usage: scripts/gpu-check.sh prepare|run|tests|bench" >&2; exit 2 ;;
+  perf) build_gpu || exit 1; perf_gpu ;;    # build + clinic beside PyTorch (issue 33)
+  perf-dry)  # the perf pipeline on this machine's build, tiny (no GPU): PERF_PY = a python with torch 2.x
+    mkdir -p "$out"; py=${PERF_PY:-python3}; PERF_BIN=${PERF_BIN:-build/bin/clinic}
+    PERF_DEVICE=${PERF_DEVICE:-cpu} PERF_TOKENS=${PERF_TOKENS:-256} PERF_STEPS=${PERF_STEPS:-4} \
+      PERF_SETS=${PERF_SETS:-"model.d_model=32 model.ffn_dim=64 model.encoder_layers=2 model.decoder_layers=2"} \
+      perf_gpu ;;
+  *) echo "usage: scripts/gpu-check.sh prepare|run|tests|bench|perf|perf-dry" >&2; exit 2 ;;
 esac

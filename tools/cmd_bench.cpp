@@ -31,6 +31,9 @@ void add_bench_command(CLI::App& app, Action& action) {
   b->add_flag("--throughput", opts.throughput,
               "time updates back to back, decided on the device (train.host_reads: log_interval): "
               "no per-phase synchronisation, no host read per update");
+  b->add_option("--save-init", opts.save_init,
+                "write the freshly initialised model as TorchScript here (for "
+                "tools/bench/reference_train.py)");
   b->add_option("--curve-points", opts.curve_points, "points of the --json loss_curve")
       ->check(CLI::Range(1, 100000));
   b->callback([&action] {

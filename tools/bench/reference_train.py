@@ -1,18 +1,31 @@
 #!/usr/bin/python3
-"""Plain-PyTorch reference for `clinic bench --compare-python`.
+"""Plain-PyTorch reference for `clinic bench --compare-python` and for
+`scripts/gpu-check.sh perf` (issue 33: clinic beside PyTorch on the same GPU).
 
 The same encoder-decoder Transformer (fairseq conventions: fused in-projection,
 sinusoidal positions, embeddings scaled by sqrt(d), tied output projection),
-written the way a PyTorch user would, trained on the same batch with Adam.
-Runs on Debian's python3-torch, i.e. the same LibTorch 1.13 kernels as clinic.
+written the way a PyTorch user would, trained with Adam.
+With --compare-python it runs on Debian's python3-torch, i.e. the same
+LibTorch 1.13 kernels as clinic; on a GPU, on the PyTorch 2.x wheel.
 
-Usage: /usr/bin/python3 tools/bench/reference_train.py MODEL.pt BATCH.pt
-           --steps N --threads T --lr LR --label-smoothing EPS --dropout P
-           --attention-dropout P --activation-dropout P [--pre-ln]
-  MODEL.pt  clinic's TorchScript export of the freshly initialised model (weights)
-  BATCH.pt  TorchScript module with buffers src, tgt_in, tgt_out
-Prints one JSON object: loss_eval (label-smoothed loss per target token in
-eval mode before training, nats), tokens_per_s, tgt_tokens_per_s, phase times.
+Usage: reference_train.py MODEL.pt [BATCH.pt] --steps N --threads T --lr LR
+           --label-smoothing EPS --dropout P --attention-dropout P
+           --activation-dropout P [--pre-ln]
+           [--device cpu|cuda] [--precision fp32|bf16|fp16]
+           [--compile none|default|max-autotune] [--copy ROWS,LEN] [--warmup N]
+           [--curve-points K] [--seed S] [--loss-scale-init X]
+  MODEL.pt  clinic's TorchScript export of the freshly initialised model
+            (weights; `clinic bench --save-init`)
+  BATCH.pt  TorchScript module with buffers src, tgt_in, tgt_out (one batch
+            trained on every step), or --copy ROWS,LEN: a new synthetic copy
+            batch per step (target = source, as `clinic bench --task copy`),
+            drawn on the device.
+--precision: autocast in bf16 or fp16 (fp16 with torch's GradScaler);
+--compile: torch.compile of the model (compile time reported apart, in the
+warm-up). Prints one JSON object: loss_eval (label-smoothed loss per target
+token in eval mode before training, nats), tokens_per_s, tgt_tokens_per_s,
+ms_per_update, phase times (only without --copy: they synchronise),
+peak_memory_mb (CUDA), loss_curve, warmup_s.
 """
 import argparse
 import json
@@ -103,14 +116,15 @@ class Transformer(nn.Module):
         return F.dropout(x, self.p, self.training)
 
     def forward(self, src, tgt):
-        src_mask = torch.zeros(src.shape, dtype=torch.float).masked_fill(src == 0, float("-inf"))[:, None, None, :]
+        src_mask = torch.zeros(src.shape, dtype=torch.float, device=src.device).masked_fill(
+            src == 0, float("-inf"))[:, None, None, :]
         x = self.embed_tokens(src)
         for layer in self.enc:
             x = layer(x, src_mask)
         if self.enc_norm is not None:
             x = self.enc_norm(x)
         T = tgt.size(1)
-        future = torch.full((T, T), float("-inf")).triu(1)
+        future = torch.full((T, T), float("-inf"), device=tgt.device).triu(1)
         y = self.embed_tokens(tgt)
         for layer in self.dec:
             y = layer(y, future, x, src_mask)
@@ -128,10 +142,18 @@ def smoothed_loss(logits, target, eps):
     return (1 - eps) * nll + eps / lprobs.size(-1) * smooth
 
 
+def copy_batch(rows, length, vocab, device, gen):
+    """A copy batch as `clinic bench --task copy` makes it: ids above EOS
+    (clinic's pad 0, BOS 2, EOS 3), target = source, input = BOS + source[:-1]."""
+    src = torch.randint(4, vocab, (rows, length), device=device, generator=gen)
+    bos = torch.full((rows, 1), 2, dtype=src.dtype, device=device)
+    return src, torch.cat([bos, src[:, :-1]], 1), src
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
-    ap.add_argument("batch")
+    ap.add_argument("batch", nargs="?")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -140,9 +162,21 @@ def main():
     ap.add_argument("--attention-dropout", type=float, default=0.0)
     ap.add_argument("--activation-dropout", type=float, default=0.0)
     ap.add_argument("--pre-ln", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    ap.add_argument("--compile", choices=("none", "default", "max-autotune"), default="none")
+    ap.add_argument("--copy", help="ROWS,LEN: a synthetic copy batch per step")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--curve-points", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--loss-scale-init", type=float, default=65536.0)
     args = ap.parse_args()
+    if (args.batch is None) == (args.copy is None):
+        ap.error("give BATCH.pt or --copy ROWS,LEN (one of them)")
     torch.set_num_threads(args.threads)
-    exported = torch.jit.load(args.model)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    exported = torch.jit.load(args.model, map_location="cpu")
     P = {}
     for n, t in list(exported.named_parameters()) + list(exported.named_buffers()):
         P[n[2:].replace("_", ".")] = t.detach()
@@ -155,35 +189,96 @@ def main():
     n_dec = len({k.split(".")[1] for k in P if k.startswith("decoder_layers.")})
     d, heads = exported.d_model, exported.heads
     f = P["encoder_layers.0.ffn.fc1.weight"].size(0)
-    model = Transformer(P, n_enc, n_dec, d, f, heads, args)
-    b = torch.jit.load(args.batch)
-    src, tgt_in, tgt_out = b.src, b.tgt_in, b.tgt_out
+    vocab = P["encoder_embed.weight"].size(0)
+    model = Transformer(P, n_enc, n_dec, d, f, heads, args).to(device)
+    gen = None
+    if args.copy:
+        rows, length = (int(x) for x in args.copy.split(","))
+        gen = torch.Generator(device=device)
+        gen.manual_seed(args.seed)
+        next_batch = lambda: copy_batch(rows, length, vocab, device, gen)
+    else:
+        b = torch.jit.load(args.batch, map_location="cpu")
+        fixed = (b.src.to(device), b.tgt_in.to(device), b.tgt_out.to(device))
+        next_batch = lambda: fixed
+    src, tgt_in, tgt_out = next_batch()
     ntok = int((tgt_out != 0).sum())
+    src_tok = int((src != 0).sum())
     model.eval()
     with torch.no_grad():
         loss_eval = float(smoothed_loss(model(src, tgt_in), tgt_out, args.label_smoothing)) / ntok
     model.train()
+    fwd = model
+    if args.compile != "none":
+        fwd = torch.compile(model, mode=None if args.compile == "default" else args.compile)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98))
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    scaler = None
+    if args.precision == "fp16":
+        scaler = torch.amp.GradScaler(device.type, init_scale=args.loss_scale_init)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    phases = not args.copy  # a fixed batch: time the phases (synchronising) as before
+    every = max(1, args.steps // args.curve_points) if args.curve_points > 0 else 0
+    curve = []
     t_f = t_b = t_o = 0.0
-    for step in range(args.steps + 1):  # step 0 warms up
+    t_warm0 = time.perf_counter()
+    t_start = None
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            sync()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            t_start = time.perf_counter()
+        timed = step >= args.warmup
+        if step > 0:
+            src, tgt_in, tgt_out = next_batch()
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = smoothed_loss(model(src, tgt_in), tgt_out, args.label_smoothing) / ntok
+        if dtype is None:
+            logits = fwd(src, tgt_in)
+        else:
+            with torch.autocast(device.type, dtype=dtype):
+                logits = fwd(src, tgt_in)
+        loss = smoothed_loss(logits, tgt_out, args.label_smoothing) / ntok
+        if phases:
+            sync()
         t1 = time.perf_counter()
-        loss.backward()
+        (scaler.scale(loss) if scaler else loss).backward()
+        if phases:
+            sync()
         t2 = time.perf_counter()
-        opt.step()
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        if phases:
+            sync()
         t3 = time.perf_counter()
-        if step > 0:
+        if timed:
+            k = step - args.warmup
+            if every and (k % every == 0 or k == args.steps - 1):
+                curve.append((k + 1, loss.detach()))
             t_f, t_b, t_o = t_f + t1 - t0, t_b + t2 - t1, t_o + t3 - t2
-    total = t_f + t_b + t_o
-    src_tok = int((src != 0).sum())
-    print(json.dumps({
+    sync()
+    total = time.perf_counter() - t_start
+    warmup_s = t_start - t_warm0
+    out = {
         "loss_eval": loss_eval,
         "tokens_per_s": (src_tok + ntok) * args.steps / total,
         "tgt_tokens_per_s": ntok * args.steps / total,
-        "forward_s": t_f / args.steps, "backward_s": t_b / args.steps, "optimizer_s": t_o / args.steps,
-    }))
+        "ms_per_update": 1000.0 * total / args.steps,
+        "warmup_s": warmup_s,
+        "loss_curve": [[u, float(l)] for u, l in curve],
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "torch": torch.__version__, "precision": args.precision, "compile": args.compile,
+    }
+    if phases:
+        out.update(forward_s=t_f / args.steps, backward_s=t_b / args.steps, optimizer_s=t_o / args.steps)
+    if cuda:
+        out["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
