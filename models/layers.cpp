@@ -414,7 +414,8 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
                                               const torch::Tensor& key_pad_mask,
                                               const torch::Tensor& future_mask,
                                               torch::Tensor* cache_k,
-                                              torch::Tensor* cache_v) {
+                                              torch::Tensor* cache_v,
+                                              bool future_is_causal) {
   const int64_t B = query.size(0), T = query.size(1);
   const int64_t d = options.embed_dim(), H = options.heads(), dh = d / H;
   auto heads = [&](const torch::Tensor& t) {  // [B, L, d] -> [B, H, L, dh]
@@ -472,12 +473,15 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
                                            options.self_attention() ? "self_attn" : "cross_attn",
                                            probs});
     }
+    // The causal mask alone, square: is_causal instead of a mask tensor.
+    const bool causal = future_is_causal && future_mask.defined() && !key_pad_mask.defined() &&
+                        q.size(2) == k.size(2);
     ctx = at::scaled_dot_product_attention(
-        q, k, v, keep.defined() ? c10::optional<torch::Tensor>(keep)
-                                : c10::nullopt,
-        p, /*is_causal=*/false);
+        q, k, v, keep.defined() && !causal ? c10::optional<torch::Tensor>(keep) : c10::nullopt,
+        p, /*is_causal=*/causal);
   }
 #else
+  (void)future_is_causal;  // 1.13 masks the scores itself
   {
     const double scaling = 1.0 / std::sqrt(static_cast<double>(dh));
     // q, k, v stay strided views of the projections ([B, L, H, dh] memory):

@@ -68,12 +68,17 @@ class MultiheadAttentionImpl : public torch::nn::Module {
   /// [T, S] bool (true = blocked) or undefined. With cache_k / cache_v
   /// (incremental decoding) self-attention appends this step's keys and
   /// cross-attention computes the encoder keys once. Returns [B, T, d].
+  /// `future_is_causal`: the caller promises future_mask is the causal mask
+  /// (ones(T, T).triu(1)); with no key padding, LibTorch 2.x's SDPA then
+  /// runs with is_causal and no mask tensor, which its flash kernel needs
+  /// (an explicit mask limits it to the memory-efficient or math kernels).
   torch::Tensor forward(const torch::Tensor& query,
                         const torch::Tensor& memory,
                         const torch::Tensor& key_pad_mask,
                         const torch::Tensor& future_mask,
                         torch::Tensor* cache_k = nullptr,
-                        torch::Tensor* cache_v = nullptr);
+                        torch::Tensor* cache_v = nullptr,
+                        bool future_is_causal = false);
 
   MultiheadAttentionOptions options;
   torch::Tensor in_proj_weight;  // [3d, d]: q, k, v rows

@@ -89,7 +89,7 @@ torch::Tensor DecoderLayerImpl::forward(
     torch::Tensor* self_k, torch::Tensor* self_v, torch::Tensor* cross_k,
     torch::Tensor* cross_v) {
   torch::Tensor h = self_sublayer->forward(x, [&](const torch::Tensor& in) {
-    return self_attn(in, in, torch::Tensor(), future, self_k, self_v);
+    return self_attn(in, in, torch::Tensor(), future, self_k, self_v, /*future_is_causal=*/true);
   });
   h = cross_sublayer->forward(h, [&](const torch::Tensor& in) {
     return cross_attn(in, enc, enc_pad, torch::Tensor(), cross_k, cross_v);

@@ -184,5 +184,43 @@ TEST(Dropout, IsTheIdentityInEvalModeOrAtZero) {
   EXPECT_THROW(apply_dropout(x, 1.0, true), c10::Error);
 }
 
+// Decoder self-attention tells the attention its future mask is the causal
+// one (LibTorch 2.x: SDPA with is_causal, no mask tensor, the flash kernel's
+// condition). Against attention written out by hand (softmax(q k^T / sqrt(dh)
+// + mask) v, then out_proj), forward and input gradient, with the flag and
+// without it (the explicit-mask path), and with key padding (no shortcut).
+TEST(Attention, CausalFlagAndExplicitMaskGiveTheHandWrittenAttention) {
+  torch::manual_seed(3);
+  const int64_t B = 2, T = 7, d = 16, H = 4, dh = d / H;
+  MultiheadAttention attn(MultiheadAttentionOptions(d, H));
+  attn->eval();
+  auto future = torch::ones({T, T}, torch::kBool).triu(1);
+  auto reference = [&](const torch::Tensor& x, const torch::Tensor& pad) {
+    auto qkv = torch::nn::functional::linear(x, attn->in_proj_weight, attn->in_proj_bias).chunk(3, -1);
+    auto split = [&](const torch::Tensor& t) { return t.view({B, T, H, dh}).transpose(1, 2); };
+    auto scores = torch::matmul(split(qkv[0]), split(qkv[1]).transpose(2, 3)) / std::sqrt(double(dh));
+    scores = scores.masked_fill(future, -INFINITY);
+    if (pad.defined()) scores = scores.masked_fill(pad.view({B, 1, 1, T}), -INFINITY);
+    auto ctx = torch::matmul(torch::softmax(scores, -1), split(qkv[2]));
+    return attn->out_proj(ctx.transpose(1, 2).reshape({B, T, d}));
+  };
+  auto pad = torch::zeros({B, T}, torch::kBool);
+  pad[1][T - 1] = true;  // a padded key: must not take the causal shortcut
+  for (bool flag : {true, false}) {
+    for (bool padded : {false, true}) {
+      auto x = torch::randn({B, T, d}).requires_grad_(true);
+      auto xr = x.detach().clone().requires_grad_(true);
+      torch::Tensor kp = padded ? pad : torch::Tensor();
+      auto y = attn(x, x, kp, future, nullptr, nullptr, flag);
+      auto yr = reference(xr, kp);
+      test::expect_close(y, yr, 1e-5, 1e-6);
+      auto g = torch::randn_like(y);
+      y.backward(g);
+      yr.backward(g);
+      test::expect_close(x.grad(), xr.grad(), 1e-4, 1e-6);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace clinic
