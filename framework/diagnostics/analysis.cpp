@@ -73,6 +73,9 @@ std::vector<AnalyzeRow> run_analysis(const RunConfig& recipe, const AnalyzeOptio
         cfg.train.seed = seed;
         cfg.train.tensorboard.clear();
         cfg.diag.interval = 0;
+        // Each update checked on the host as it runs (a diverging stack
+        // stops here as in training), not at a read that never comes.
+        cfg.train.host_reads = "every_update";
         Trainer t(cfg, o.work_dir);  // shares vocabulary and caches; Admin is profiled here
         t.setup();
         auto plan = plan_epoch(t.train_data(), cfg.data.max_tokens, cfg.data.max_sentences,
