@@ -226,6 +226,16 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
                         "optim.foreach: true and adam, adamw or radam");
     device_step = std::make_unique<DeviceStep>(device, scaler, cfg.train);
   }
+  // Gradients zeroed, forward under autocast, the criterion's summed loss.
+  auto forward_loss = [&](const Batch& b) {
+    opt->zero_grad();
+    DecoderFeatures out;
+    {
+      AutocastGuard ag(device.type(), dtype);
+      out = model->forward_features(b.src, b.tgt_in);
+    }
+    return loss_fn(out, b.tgt_out, dtype);
+  };
   for (int64_t step = 0; step < o.warmup + o.steps + profiled; ++step) {
     bool timed = step >= o.warmup && step < o.warmup + o.steps;
     if (o.throughput) {
@@ -234,14 +244,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         reset_device_peak_memory(device);
         t_start = now_seconds();
       }
-      Batch b = make_batch();
-      opt->zero_grad();
-      DecoderFeatures out;
-      {
-        AutocastGuard ag(device.type(), dtype);
-        out = model->forward_features(b.src, b.tgt_in);
-      }
-      auto lo = loss_fn(out, b.tgt_out, dtype);
+      auto lo = forward_loss(make_batch());
       (scaler.enabled() ? lo.loss * device_step->scale() : lo.loss).backward();
       torch::Tensor norm = device_step->unscale_and_norm(params, B * L);
       device_step->step(lo.loss, lo.nll, norm, B * L, params, *opt, *guarded, nullptr);
@@ -265,13 +268,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     if (step == o.warmup) reset_device_peak_memory(device);
     Batch b = o.compare_python ? fixed : make_batch();
     double t1 = now_seconds();
-    opt->zero_grad();
-    DecoderFeatures out;
-    {
-      AutocastGuard ag(device.type(), dtype);
-      out = model->forward_features(b.src, b.tgt_in);
-    }
-    auto lo = loss_fn(out, b.tgt_out, dtype);
+    auto lo = forward_loss(b);
     auto loss = lo.loss / static_cast<double>(B * L);
     sync();
     double t2 = now_seconds();
