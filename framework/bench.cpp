@@ -197,18 +197,10 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     instruments = std::make_unique<Instruments>(dc, *model, *opt, *diag_metrics, probe,
                                                 static_cast<uint64_t>(cfg.train.seed));
   }
-  if (!o.save_init.empty()) {  // before any update; atomic: an old file survives a failure
-    const std::string tmp_init = o.save_init + ".tmp";
-    try {
-      model->to_torchscript().save(tmp_init);
-      std::filesystem::rename(tmp_init, o.save_init);
-    } catch (const std::exception& e) {
-      std::error_code ec;
-      std::filesystem::remove(tmp_init, ec);
-      std::string why = e.what();
-      why = why.substr(0, why.find('\n'));
-      throw DataError(fmt::format("--save-init {}: cannot write ({})", o.save_init, why));
-    }
+  if (!o.save_init.empty()) {  // before any update; serialised in memory, written atomically
+    std::ostringstream bytes;
+    model->to_torchscript().save(bytes);
+    write_file_atomic(o.save_init, bytes.str());
   }
   // --throughput: the trainer's deferred step (device_step.h).
   std::unique_ptr<DeviceStep> device_step;

@@ -34,12 +34,22 @@ class LossScaler {
   bool enabled_;
 };
 
+/// The defined gradients of `params`, in order.
+std::vector<torch::Tensor> defined_grads(const std::vector<torch::Tensor>& params);
 /// Multiply every defined gradient by `factor` and return the total L2 norm
 /// (a 0-dim tensor; non-finite when any gradient is). Multi-tensor ops.
 torch::Tensor scale_grads_and_norm(const std::vector<torch::Tensor>& params,
                                    double factor);
+/// The same with `factor` a 0-dim tensor on the gradients' device (the
+/// update decided there, device_step.h): no host value needed.
+torch::Tensor scale_grads_and_norm(const std::vector<torch::Tensor>& params,
+                                   const torch::Tensor& factor);
 /// Scale gradients so their total norm is at most max_norm; returns nothing.
 void clip_grads(const std::vector<torch::Tensor>& params, double max_norm,
                 double total_norm);
+/// The same rule on the device: `total_norm` (0-dim double) stays there,
+/// and nothing is scaled where `ok` (0-dim bool) is false.
+void clip_grads(const std::vector<torch::Tensor>& params, double max_norm,
+                const torch::Tensor& total_norm, const torch::Tensor& ok);
 
 }  // namespace clinic

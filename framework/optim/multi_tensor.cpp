@@ -145,9 +145,7 @@ torch::Tensor run_closure(torch::optim::Optimizer::LossClosure& closure) {
 }  // namespace
 
 torch::Tensor MultiTensorAdam::step(LossClosure closure) {
-  for (auto& group : param_groups_)  // AMSGrad: the per-tensor step (not in foreach here)
-    if (static_cast<torch::optim::AdamOptions&>(group.options()).amsgrad())
-      return torch::optim::Adam::step(closure);
+  if (!can_guard()) return torch::optim::Adam::step(closure);  // AMSGrad: the per-tensor step
   torch::NoGradGuard no_grad;
   torch::Tensor loss = run_closure(closure);
   const Guard guard(guard_);
@@ -167,6 +165,8 @@ torch::Tensor MultiTensorAdam::step(LossClosure closure) {
   return loss;
 }
 
+// AMSGrad is not in foreach here: such a group takes the per-tensor step,
+// which has no guard.
 bool MultiTensorAdam::can_guard() const {
   for (const auto& group : param_groups_)
     if (static_cast<const torch::optim::AdamOptions&>(group.options()).amsgrad()) return false;
@@ -176,9 +176,7 @@ bool MultiTensorAdam::can_guard() const {
 void MultiTensorAdam::retract_steps(int64_t k) { retract<torch::optim::AdamParamState>(state_, k); }
 
 torch::Tensor MultiTensorAdamW::step(LossClosure closure) {
-  for (auto& group : param_groups_)
-    if (static_cast<torch::optim::AdamWOptions&>(group.options()).amsgrad())
-      return torch::optim::AdamW::step(closure);
+  if (!can_guard()) return torch::optim::AdamW::step(closure);  // AMSGrad: the per-tensor step
   torch::NoGradGuard no_grad;
   torch::Tensor loss = run_closure(closure);
   const Guard guard(guard_);

@@ -26,14 +26,10 @@ void DeviceStep::load_host(int64_t bad_run) {
 
 torch::Tensor DeviceStep::unscale_and_norm(const std::vector<torch::Tensor>& params,
                                            int64_t tokens) {
-  torch::NoGradGuard g;
-  std::vector<torch::Tensor> grads;
-  for (const auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
   // The eager path's factor 1 / (scale * tokens), in the same double
   // arithmetic, so the two paths scale by the same float.
-  mul_all_(grads, torch::reciprocal(scale_ * static_cast<double>(std::max<int64_t>(tokens, 1))));
-  return multi_tensor_norm(grads);
+  return scale_grads_and_norm(
+      params, torch::reciprocal(scale_ * static_cast<double>(std::max<int64_t>(tokens, 1))));
 }
 
 void DeviceStep::step(const torch::Tensor& loss_sum, const torch::Tensor& nll_sum,
@@ -48,13 +44,7 @@ void DeviceStep::step(const torch::Tensor& loss_sum, const torch::Tensor& nll_su
   const torch::Tensor zero = scalar(0.0);
   const torch::Tensor ok = torch::isfinite(nd).logical_and(torch::isfinite(ld));
   const torch::Tensor overflow = ok.logical_not();
-  if (train_.clip_norm > 0) {  // clip_grads' rule: scale by clip / (norm + 1e-6) above the clip
-    std::vector<torch::Tensor> grads;
-    for (const auto& p : params)
-      if (p.grad().defined()) grads.push_back(p.grad());
-    const double c = train_.clip_norm;
-    mul_all_(grads, torch::where(ok.logical_and(nd > c), scalar(c).div(nd + 1e-6), scalar(1.0)));
-  }
+  clip_grads(params, train_.clip_norm, nd, ok);
   if (before_step) before_step();
   guarded.guard_next_step(ok);
   optimizer.step();

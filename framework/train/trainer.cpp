@@ -451,14 +451,11 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
     sync_host();
     if (instruments_->due(state_.update + 1)) {
       eager_once_ = true;
-      UpdateStats s;
-      try {
-        s = train_update(batches);
-      } catch (...) {
-        eager_once_ = false;
-        throw;
-      }
-      eager_once_ = false;
+      struct Clear {
+        bool& flag;
+        ~Clear() { flag = false; }
+      } clear{eager_once_};
+      UpdateStats s = train_update(batches);
       device_step_->load_host(bad_in_a_row_);
       return s;
     }
@@ -512,11 +509,8 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   if (deferred) {  // train.host_reads: log_interval (device_step.h)
     if (instruments_) unread_lr_.emplace_back(schedules_[0](state_.update), s.tokens);
     torch::Tensor norm = device_step_->unscale_and_norm(params_, s.tokens);
-    device_step_->step(loss_sum, nll_sum, norm, s.tokens, params_, *optimizer_, *guarded_, [&] {
-      auto& groups = optimizer_->param_groups();
-      for (size_t k = 0; k < groups.size(); ++k)
-        groups[k].options().set_lr(schedules_[static_cast<size_t>(group_of_[k] + 1)](state_.update));
-    });
+    device_step_->step(loss_sum, nll_sum, norm, s.tokens, params_, *optimizer_, *guarded_,
+                       [&] { set_group_lrs(); });
     // Counted as a step until the next read says otherwise (sync_host).
     state_.update += 1;
     state_.tokens += s.tokens;
@@ -552,9 +546,7 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   };
   hooks.before_step = [&] {
     carry_.keep(params_);
-    auto& groups = optimizer_->param_groups();
-    for (size_t k = 0; k < groups.size(); ++k)
-      groups[k].options().set_lr(schedules_[static_cast<size_t>(group_of_[k] + 1)](state_.update));
+    set_group_lrs();
   };
   if (!scaled_step(*scaler_, std::isfinite(s.grad_norm) && std::isfinite(s.loss), s.grad_norm,
                    cfg_.train.clip_norm, params_, *optimizer_, hooks)) {
@@ -583,11 +575,7 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
     } else {
       log()->info("[train] gradient overflow, loss scale -> {}", scaler_->scale());
     }
-    if (scaler_->enabled() && scaler_->scale() < cfg_.train.min_loss_scale)
-      throw DivergenceError(fmt::format(
-          "minimum loss scale reached ({} < train.min_loss_scale = {}); the "
-          "last good checkpoint is {}/checkpoint_last.pt",
-          scaler_->scale(), cfg_.train.min_loss_scale, run_dir_));
+    check_loss_scale_floor();
     for (auto& p : params_)
       if (p.grad().defined()) p.mutable_grad().zero_();
     return s;
@@ -769,6 +757,16 @@ void Trainer::sync_host() {
         "training diverged: {} consecutive non-finite updates (within updates {}-{}); the last "
         "good checkpoint is {}/checkpoint_last.pt",
         t.max_bad_run, first, last, run_dir_));
+  check_loss_scale_floor();
+}
+
+void Trainer::set_group_lrs() {
+  auto& groups = optimizer_->param_groups();
+  for (size_t k = 0; k < groups.size(); ++k)
+    groups[k].options().set_lr(schedules_[static_cast<size_t>(group_of_[k] + 1)](state_.update));
+}
+
+void Trainer::check_loss_scale_floor() const {
   if (scaler_->enabled() && scaler_->scale() < cfg_.train.min_loss_scale)
     throw DivergenceError(fmt::format(
         "minimum loss scale reached ({} < train.min_loss_scale = {}); the "
@@ -920,10 +918,10 @@ void Trainer::fit() {
       if (device_step_ && (due(t.validate_interval) || due(t.save_interval))) sync_host();
       if (!s.skipped) {
         bool best = false;
-        if (t.validate_interval > 0 && state_.update % t.validate_interval == 0)
+        if (due(t.validate_interval))
           best = run_validation();
         // One serialisation per update: a best interval save links both names.
-        if (t.save_interval > 0 && state_.update % t.save_interval == 0)
+        if (due(t.save_interval))
           save_checkpoint("interval", best);
         else if (best)
           save_checkpoint("best");

@@ -97,6 +97,10 @@ class Trainer {
   /// last read and make the host's counts exact (device_step.h); no-op in
   /// the eager mode. Throws DivergenceError as the eager path would.
   void sync_host();
+  /// Each torch group's lr: its schedule's value for the next update.
+  void set_group_lrs();
+  /// DivergenceError when the loss scale fell below train.min_loss_scale.
+  void check_loss_scale_floor() const;
   bool stop_now(std::string* why) const;
   std::string locate_nonfinite(const Batch& batch);
   CheckpointMeta make_meta() const;
