@@ -8,6 +8,8 @@
 #   env: CLINIC (build/bin/clinic) STEPS (10) REPEAT (3) THREADS (0 = all cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/median.sh
+source scripts/lib/median.sh
 CLINIC=${CLINIC:-build/bin/clinic}
 RECIPE=${1:-multi30k/admin}
 declare -A ups opt
@@ -21,7 +23,6 @@ for ((i = 1; i <= ${REPEAT:-3}; i++)); do
     ups[$f]+="$u "; opt[$f]+="$o "
   done
 done
-median() { printf '%s\n' $1 | sort -g | awk '{ x[NR] = $1 } END { print (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2 }'; }
 for f in false true; do echo "median foreach=$f: $(median "${ups[$f]}") updates/s, optimizer $(median "${opt[$f]}") s/update"; done
 awk -v a="$(median "${ups[false]}")" -v b="$(median "${ups[true]}")" -v oa="$(median "${opt[false]}")" -v ob="$(median "${opt[true]}")" \
   'BEGIN { printf "foreach on / off: %.3f x updates/s; optimizer step %.3f x the time\n", b / a, ob / oa }'

@@ -11,6 +11,8 @@
 #   env: CLINIC (build/bin/clinic) STEPS (6) REPEAT (3) THREADS (1) PRECISION (bf16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/median.sh
+source scripts/lib/median.sh
 CLINIC=${CLINIC:-build/bin/clinic}
 RECIPE=${1:-multi30k/admin}
 declare -A ups
@@ -25,7 +27,6 @@ for ((i = 1; i <= ${REPEAT:-3}; i++)); do
     ups[$mode]+="$u "
   done
 done
-median() { printf '%s\n' $1 | sort -g | awk '{ x[NR] = $1 } END { print (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2 }'; }
 for mode in phases throughput; do echo "median $mode: $(median "${ups[$mode]}") updates/s"; done
 awk -v a="$(median "${ups[phases]}")" -v b="$(median "${ups[throughput]}")" \
   'BEGIN { printf "decided on the device / on the host: %.3f x updates/s\n", b / a }'

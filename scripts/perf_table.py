@@ -63,17 +63,14 @@ def main():
                          "peak_memory_mb": mem, "last_loss": last,
                          "warmup_s": r.get("warmup_s")})
 
-    def tps(system, tokens, prec):
+    def value(key, system, tokens, prec):
         for row in rows:
-            if (row["system"], row["tokens"], row["precision"]) == (system, tokens, prec) and "tokens_per_s" in row:
-                return row["tokens_per_s"]
+            if (row["system"], row["tokens"], row["precision"]) == (system, tokens, prec) and key in row:
+                return row[key]
         return None
 
-    def mfu(system, tokens, prec):
-        for row in rows:
-            if (row["system"], row["tokens"], row["precision"]) == (system, tokens, prec) and "mfu" in row:
-                return row["mfu"]
-        return None
+    def tps(system, tokens, prec):
+        return value("tokens_per_s", system, tokens, prec)
 
     checks = []
 
@@ -91,7 +88,7 @@ def main():
           tps("torch_compile", 4096, "bf16"), 1.2)
     ratio("32768 bf16 / fp32 (clinic_device)", tps("clinic_device", 32768, "bf16"),
           tps("clinic_device", 32768, "fp32"), 1.8)
-    m = mfu("clinic_device", 32768, "bf16")
+    m = value("mfu", "clinic_device", 32768, "bf16")
     checks.append(("32768 bf16: clinic_device MFU", m, 0.35))
     print("targets (issue 33):")
     for name, value, target in checks:
