@@ -36,6 +36,10 @@
 #              per-seed values and the paper's numbers beside them.
 # Any --set is passed to every clinic train (e.g. a smaller model for a trial).
 set -euo pipefail
+# The whole script is one brace group, read before it runs: a long reproduction
+# keeps running as it started when the file changes under it (a git pull), as
+# bash would otherwise read the new file's bytes from where it had got to.
+{
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CLINIC=${CLINIC:-$ROOT/build/bin/clinic}
 # One run at a time unless --jobs says otherwise: every run trains on the one
@@ -233,7 +237,7 @@ for v in "${variants[@]}"; do
   for s in "${seeds[@]}"; do
     run=$OUT/$v-seed$s
     mkdir -p "$run"
-    [ -f "$run/checkpoint_last.pt" ] || [ -s "$run/dict.txt" ] || cp "$VOCAB" "$run/dict.txt"
+    [ -f "$run/checkpoint_last.pt" ] || [ -s "$run/dict.txt" ] || runs_copy_atomic "$VOCAB" "$run/dict.txt"
     runs_train "$run" "$updates" "iwslt14/$v" "${RECIPE_SETS[@]}" --set train.seed="$s"
   done
 done
@@ -321,3 +325,5 @@ runs_write_atomic "$OUT/table.md" "${md%$'\n'}"
 runs_write_atomic "$OUT/table.json" "$json"
 cat "$OUT/table.md"
 echo "table: $OUT/table.md, $OUT/table.json"
+exit
+}

@@ -4,7 +4,7 @@
 #
 #   scripts/reproduce.sh multi30k [--tables 6layer,deep,table1] [--seeds 1,2,3]
 #       [--max-updates N] [--lr X] [--out runs/reproduce-multi30k] [--jobs 2]
-#       [--set key=value ...]
+#       [--records DIR] [--set key=value ...]
 #
 #   6layer  recipes/multi30k/{post_ln,pre_ln,admin} (3+3 layers, d=256), bf16,
 #           1,500 updates (N), BLEU of the last checkpoint on test_2016_flickr
@@ -22,8 +22,18 @@
 # Every run at train.threads=1, JOBS at a time (2 cores: 2), niced; one joined
 # SentencePiece vocabulary (built once, copied into every run). Resumable:
 # finished runs, evals and verdicts are kept; OUT/TABLE/table.{md,json} are
-# rewritten atomically. Any --set goes to every clinic train.
+# rewritten atomically. Each run is evaluated in its own job as soon as it has
+# trained. --records DIR keeps every finished run's small results (command,
+# metrics.jsonl, BLEU lines and hypotheses) in DIR/TABLE/RUN: a later call with
+# the same DIR restores what is missing from OUT instead of training it again,
+# so a table can be finished over several sessions on machines that do not keep
+# runs/ (docs/results.md keeps its records in docs/results/reproduce-multi30k).
+# Any --set goes to every clinic train.
 set -euo pipefail
+# The whole script is one brace group, read before it runs: a long reproduction
+# keeps running as it started when the file changes under it (a git pull), as
+# bash would otherwise read the new file's bytes from where it had got to.
+{
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 CLINIC=${CLINIC:-$ROOT/build/bin/clinic}
@@ -35,6 +45,7 @@ SEEDS=1,2,3
 MAX_UPDATES=
 LR=3e-3
 OUT=runs/reproduce-multi30k
+RECORDS=
 SETS=()
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || runs_usage_error "$1 needs a value"
@@ -45,6 +56,7 @@ while [ $# -gt 0 ]; do
     --lr) LR=$2 ;;
     --out) OUT=$2 ;;
     --jobs) JOBS=$2 ;;
+    --records) RECORDS=$2 ;;
     --set) SETS+=(--set "$2") ;;
     *) runs_usage_error "unknown option $1" ;;
   esac
@@ -61,6 +73,11 @@ mapfile -t seeds <<<"$list"
 [ -x "$CLINIC" ] || runs_error "$CLINIC: not built (scripts/build.sh)"
 mkdir -p "$OUT" || runs_error "$OUT: cannot create the output directory"
 OUT=$(cd "$OUT" && pwd)
+RUNS_OUT=$OUT
+if [ -n "$RECORDS" ]; then
+  mkdir -p "$RECORDS" || runs_error "$RECORDS: cannot create the records directory"
+  RUNS_RECORDS=$(cd "$RECORDS" && pwd)
+fi
 RUNS_FAILURES=$OUT/failures.txt
 rm -f "$RUNS_FAILURES"
 seed_list=$(IFS=,; echo "${seeds[*]}")
@@ -80,10 +97,13 @@ if [ ! -s "$VOCAB" ]; then
     { cat "$OUT/vocab.log" >&2; runs_error "clinic vocab failed (log: $OUT/vocab.log)"; }
 fi
 echo "vocabulary: $VOCAB"
-train() {  # train RUN UPDATES ARG...
+train() {  # train RUN UPDATES ARG...: from its record, or with the one vocabulary
   local run=$1; shift
-  mkdir -p "$run"
-  [ -f "$run/checkpoint_last.pt" ] || [ -s "$run/spm.model" ] || cp "$VOCAB" "$run/spm.model"
+  runs_restore "$run" "${@:2}"
+  if ! runs_is_done "$run" "${@:2}"; then
+    mkdir -p "$run"
+    [ -f "$run/checkpoint_last.pt" ] || [ -s "$run/spm.model" ] || runs_copy_atomic "$VOCAB" "$run/spm.model"
+  fi
   runs_train "$run" "$@"
 }
 
@@ -91,26 +111,33 @@ train() {  # train RUN UPDATES ARG...
 eval_once() {
   local run=$1 file=$2; shift 2
   [ -s "$file" ] && [ "$file" -nt "$run/.runs-done" ] && return 0
-  if "$CLINIC" eval "$@" > "$file.tmp" 2> "$file.log"; then
-    mv "$file.tmp" "$file"
-  else
-    runs_fail "$run: clinic eval failed: $(grep 'clinic: error' "$file.log" | head -n 1)"
-    rm -f "$file.tmp"
+  if "$CLINIC" eval "$@" > "$file.tmp" 2> "$file.log" && mv "$file.tmp" "$file"; then
+    return 0
   fi
+  runs_fail "$run: clinic eval failed: $(grep 'clinic: error' "$file.log" | head -n 1)"
+  rm -f "$file.tmp"
 }
 
 # ---- 6layer -----------------------------------------------------------------
+finish_6layer() {  # finish_6layer RUN: BLEU of its last checkpoint on test
+  eval_once "$1" "$1/test.bleu" --checkpoint "$1/checkpoint_last.pt" --split test \
+    --threads 1 --output "$1/test.hyp"
+}
 table_6layer() {
   local T=$OUT/6layer updates=${MAX_UPDATES:-1500} v s runs=()
   echo "== 6layer: post_ln, pre_ln, admin x seeds $seed_list, $updates updates each"
-  for v in post_ln pre_ln admin; do
-    for s in "${seeds[@]}"; do
+  RUNS_ON_DONE=finish_6layer RUNS_RECORD_FILES="test.bleu test.hyp"
+  # Seed by seed: a table cut short still has every variant on its first seeds.
+  for s in "${seeds[@]}"; do
+    for v in post_ln pre_ln admin; do
       train "$T/$v-seed$s" "$updates" "multi30k/$v" --set train.seed="$s" --set train.threads=1 \
         --set train.precision=bf16 --set train.max_updates="$updates" "${SETS[@]}"
-      runs+=("$T/$v-seed$s")
     done
   done
   runs_wait
+  for v in post_ln pre_ln admin; do
+    for s in "${seeds[@]}"; do runs+=("$T/$v-seed$s"); done
+  done
   runs_diagnose "$T/diagnose" "${runs[@]}"
   local md="# Multi30k De-En, 3+3 layers: Post-LN / Pre-LN / Admin over seeds $seed_list
 
@@ -124,8 +151,8 @@ checkpoint. Mean ± sample std (n-1). Curves: [diagnose/report.md](diagnose/repo
     vals=() per=() losses=()
     for s in "${seeds[@]}"; do
       local run=$T/$v-seed$s
-      eval_once "$run" "$run/test.bleu" --checkpoint "$run/checkpoint_last.pt" --split test \
-        --threads 1 --output "$run/test.hyp"
+      finish_6layer "$run"
+      runs_record "$run"
       local b; b=$(runs_bleu "$run/test.bleu")
       [ -z "$b" ] || { vals+=("$b"); per+=("\"$s\": $b"); }
       losses+=("$(grep -o '"valid_loss": *[0-9.]*' "$run/metrics.jsonl" 2>/dev/null | tail -n 1 | sed 's/.*: *//' || true)")
@@ -147,10 +174,23 @@ $json
 }
 
 # ---- deep -------------------------------------------------------------------
+# finish_deep RUN: clinic diagnose's verdict, then (unless it diverged) BLEU on test.
+finish_deep() {
+  local run=$1
+  if [ ! -s "$run/verdict.txt" ] || [ "$run/verdict.txt" -ot "$run/.runs-done" ]; then
+    { "$CLINIC" diagnose "$run" --out "$run/report" > "$run/verdict.txt.tmp" 2>&1 &&
+        mv "$run/verdict.txt.tmp" "$run/verdict.txt"; } ||
+      { rm -f "$run/verdict.txt.tmp"; runs_fail "$run: clinic diagnose failed"; return 0; }
+  fi
+  grep -q '\[divergence\]' "$run/verdict.txt" ||
+    eval_once "$run" "$run/test.bleu" --checkpoint "$run/checkpoint_last.pt" --split test \
+      --threads 1 --output "$run/test.hyp"
+}
 table_deep() {
   local T=$OUT/deep updates=${MAX_UPDATES:-400} v s
   echo "== deep: 18+18 layers, post_ln, pre_ln, admin x seeds $seed_list, lr $LR, $updates updates each"
   RUNS_EXIT_IS_RESULT=1  # a run stopped by non-finite losses is a result: diagnose judges it
+  RUNS_ON_DONE=finish_deep RUNS_RECORD_FILES="verdict.txt test.bleu test.hyp"
   for v in post_ln pre_ln admin; do
     for s in "${seeds[@]}"; do
       train "$T/$v-seed$s" "$updates" multi30k/deep --set model.residual="$v" \
@@ -173,19 +213,15 @@ of the runs that train: mean ± sample std (n-1).
     vals=() per=() verdicts=() failed=0
     for s in "${seeds[@]}"; do
       local run=$T/$v-seed$s
-      if [ ! -s "$run/verdict.txt" ] || [ "$run/verdict.txt" -ot "$run/.runs-done" ]; then
-        "$CLINIC" diagnose "$run" --out "$run/report" > "$run/verdict.txt.tmp" 2>&1 &&
-          mv "$run/verdict.txt.tmp" "$run/verdict.txt" ||
-          { runs_fail "$run: clinic diagnose failed"; continue; }
-      fi
+      finish_deep "$run"
+      runs_record "$run"
+      [ -s "$run/verdict.txt" ] || continue
       if grep -q '\[divergence\]' "$run/verdict.txt"; then
         failed=$((failed + 1))
         local at; at=$(sed -n 's/.*\[divergence\] \([a-z ]*diverged at update [0-9]*\).*/\1/p' "$run/verdict.txt" | head -n 1)
         verdicts+=("seed $s: failed (${at:-divergence})")
         per+=("\"$s\": {\"failed\": true, \"verdict\": \"${at:-divergence}\"}")
       else
-        eval_once "$run" "$run/test.bleu" --checkpoint "$run/checkpoint_last.pt" --split test \
-          --threads 1 --output "$run/test.hyp"
         local b; b=$(runs_bleu "$run/test.bleu")
         [ -z "$b" ] || vals+=("$b")
         verdicts+=("seed $s: ${b:-?} BLEU")
@@ -209,10 +245,24 @@ $json
 }
 
 # ---- table1 -----------------------------------------------------------------
+VAL=data/multi30k/val
+ROTATED=$OUT/table1/val-rotated.de  # val's sources shifted by one line
+# finish_table1 RUN: greedy BLEU on val with its own and with rotated sources.
+finish_table1() {
+  local run=$1
+  eval_once "$run" "$run/val-real.bleu" --checkpoint "$run/checkpoint_last.pt" --src "$VAL.de" \
+    --ref "$VAL.en" --beam 1 --threads 1 --output "$run/val-real.hyp"
+  eval_once "$run" "$run/val-rotated.bleu" --checkpoint "$run/checkpoint_last.pt" \
+    --src "$ROTATED" --ref "$VAL.en" --beam 1 --threads 1 --output "$run/val-rotated.hyp"
+}
 table_table1() {
   local T=$OUT/table1 updates=${MAX_UPDATES:-400} st s enc dec
   local -A RES=([postpost]="post_ln post_ln" [postpre]="post_ln pre_ln" [prepre]="pre_ln pre_ln")
   echo "== table1: Post/Post, Post/Pre, Pre/Pre (18+18) x seeds $seed_list, lr $LR, $updates updates each"
+  mkdir -p "$T"
+  runs_write_atomic "$ROTATED" "$(tail -n +2 "$VAL.de"; head -n 1 "$VAL.de")"
+  RUNS_ON_DONE=finish_table1
+  RUNS_RECORD_FILES="val-real.bleu val-real.hyp val-rotated.bleu val-rotated.hyp"
   for st in postpost postpre prepre; do
     read -r enc dec <<<"${RES[$st]}"
     for s in "${seeds[@]}"; do
@@ -222,8 +272,6 @@ table_table1() {
     done
   done
   runs_wait
-  local VAL=data/multi30k/val
-  runs_write_atomic "$T/val-rotated.de" "$(tail -n +2 "$VAL.de"; head -n 1 "$VAL.de")"
   local md="# Table 1 at CPU scale (18+18, d=128) over seeds $seed_list
 
 Command: \`$cmdline\` (lr $LR, $updates updates). Judged as docs/analysis.md 2.1: greedy BLEU on val
@@ -236,10 +284,8 @@ distinct translations; a model that ignores its source loses no BLEU to the rota
     own=() rot=() dist=()
     for s in "${seeds[@]}"; do
       local run=$T/$st-seed$s
-      eval_once "$run" "$run/val-real.bleu" --checkpoint "$run/checkpoint_last.pt" --src "$VAL.de" \
-        --ref "$VAL.en" --beam 1 --threads 1 --output "$run/val-real.hyp"
-      eval_once "$run" "$run/val-rotated.bleu" --checkpoint "$run/checkpoint_last.pt" \
-        --src "$T/val-rotated.de" --ref "$VAL.en" --beam 1 --threads 1 --output "$run/val-rotated.hyp"
+      finish_table1 "$run"
+      runs_record "$run"
       local b; b=$(runs_bleu "$run/val-real.bleu"); [ -z "$b" ] || own+=("$b")
       b=$(runs_bleu "$run/val-rotated.bleu"); [ -z "$b" ] || rot+=("$b")
       [ ! -f "$run/val-real.hyp" ] || dist+=("$(sort -u "$run/val-real.hyp" | wc -l)")
@@ -263,3 +309,5 @@ $json
 
 for t in "${tables[@]}"; do "table_$t"; done
 runs_finish
+exit
+}

@@ -9,6 +9,17 @@
 #   RUNS_EXIT_IS_RESULT  1: a run that exits non-zero (stopped on non-finite
 #                   losses, say) is a finished result, not a failure (the deep
 #                   table: diagnose judges it)
+#   RUNS_ON_DONE    a function called as `RUNS_ON_DONE RUN` in the run's own job
+#                   once it finished (its evaluation, say), so two runs evaluate
+#                   while the next two train
+#   RUNS_RECORDS, RUNS_OUT, RUNS_RECORD_FILES  keep each finished run's small
+#                   results — .runs-done, metrics.jsonl and RUNS_RECORD_FILES
+#                   (names in the run dir) — in RUNS_RECORDS/<RUN relative to
+#                   RUNS_OUT>/ (written after RUNS_ON_DONE, as a whole directory
+#                   renamed into place). A run whose dir does not exist but whose
+#                   record holds the same command is restored from the record
+#                   instead of trained: a table outlives its run directories (a
+#                   new machine, a deleted runs/), checkpoints aside.
 # A run is finished when its dir holds .runs-done with the very command that
 # trained it: re-running skips it; a changed command (more updates, another
 # flag) resumes the run dir, which clinic train continues exactly.
@@ -34,6 +45,13 @@ runs_write_atomic() {
     { rm -f "$1.tmp"; runs_error "$1: cannot write (full disk, or no such writable directory)"; }
 }
 
+# runs_copy_atomic SRC DST: SRC copied to DST.tmp.PID, then renamed; a failed
+# copy is one error and DST keeps what it held.
+runs_copy_atomic() {
+  { cp "$1" "$2.tmp.$$" && mv "$2.tmp.$$" "$2"; } 2>/dev/null ||
+    { rm -f "$2.tmp.$$"; runs_error "$2: cannot write a copy of $1 (full disk, or no such writable directory)"; }
+}
+
 runs_fail() {  # a failed run or stage: said at once, collected for the end
   echo "$*" >&2
   [ -z "${RUNS_FAILURES:-}" ] || echo "$*" >> "$RUNS_FAILURES"
@@ -50,6 +68,7 @@ runs_is_done() {  # runs_is_done RUN ARG...: trained with exactly this command?
 # runs_wait waits for all.
 runs_train() {
   local run=$1 max=$2; shift 2
+  runs_restore "$run" "$@"
   if runs_is_done "$run" "$@"; then
     echo "$(basename "$run"): finished earlier (skipped; $run/.runs-done)"
     return 0
@@ -95,9 +114,59 @@ _runs_one() {
   elif [ "$rc" = 0 ] || [ "${RUNS_EXIT_IS_RESULT:-0}" = 1 ]; then
     runs_write_atomic "$run/.runs-done" "$(printf '%q ' "$@")"
     echo "$name: finished in $(( $(date +%s) - start )) s$([ "$rc" = 0 ] || echo " (clinic train exited with $rc: kept as a result, see $run.log)")"
+    [ -z "${RUNS_ON_DONE:-}" ] || "$RUNS_ON_DONE" "$run"
+    runs_record "$run"
   else
     runs_fail "$run: clinic train exited with $rc (see $run.log)"
   fi
+}
+
+_runs_record_dir() {  # where RUN's record lives
+  echo "$RUNS_RECORDS/${1#"$RUNS_OUT"/}"
+}
+
+# runs_record RUN: RUN's record rewritten from its dir (nothing without
+# RUNS_RECORDS or before .runs-done). A failed write is said and collected;
+# the record it replaces stays whole.
+runs_record() {
+  local run=$1 f ok=1
+  [ -n "${RUNS_RECORDS:-}" ] && [ -f "$run/.runs-done" ] || return 0
+  local dst; dst=$(_runs_record_dir "$run")
+  local tmp=$dst.tmp.$$
+  { rm -rf "$tmp" && mkdir -p "$tmp"; } 2>/dev/null || ok=0
+  for f in .runs-done metrics.jsonl ${RUNS_RECORD_FILES:-}; do
+    if [ "$ok" = 1 ] && [ -f "$run/$f" ]; then cp "$run/$f" "$tmp/" 2>/dev/null || ok=0; fi
+  done
+  # The old record moves aside only once the new one is whole.
+  if [ "$ok" = 1 ]; then
+    { rm -rf "$dst.old" && { [ ! -d "$dst" ] || mv "$dst" "$dst.old"; } && mv "$tmp" "$dst"; } 2>/dev/null || ok=0
+  fi
+  if [ "$ok" = 1 ]; then
+    rm -rf "$dst.old"
+  else
+    rm -rf "$tmp"
+    if [ ! -d "$dst" ] && [ -d "$dst.old" ]; then mv "$dst.old" "$dst" || true; fi
+    runs_fail "$dst: cannot write the record of $run (full disk, or no such writable directory)"
+  fi
+}
+
+# runs_restore RUN ARG...: RUN's dir made from its record when the dir does not
+# exist and the record was trained with exactly this command. A dir that exists
+# (a run in progress, someone's files) is never touched.
+runs_restore() {
+  local run=$1; shift
+  [ -n "${RUNS_RECORDS:-}" ] && [ ! -e "$run" ] || return 0
+  local rec f; rec=$(_runs_record_dir "$run")
+  runs_is_done "$rec" "$@" || return 0
+  mkdir -p "$run.tmp.$$" || runs_error "$run: cannot create the run directory"
+  for f in "$rec"/.runs-done "$rec"/*; do
+    [ ! -f "$f" ] || cp "$f" "$run.tmp.$$/" || { rm -rf "$run.tmp.$$"; runs_error "$run: cannot restore $f"; }
+  done
+  # Results newer than .runs-done, as a run evaluated here leaves them (a git
+  # checkout gives every file the same time).
+  find "$run.tmp.$$" -type f ! -name .runs-done -exec touch {} + 2>/dev/null || true
+  mv "$run.tmp.$$" "$run" || { rm -rf "$run.tmp.$$"; runs_error "$run: cannot restore from $rec"; }
+  echo "$(basename "$run"): restored from its record $rec (no checkpoint)"
 }
 
 # SIGTERM/SIGINT to the driver stops every run (each checkpoints) before exiting.

@@ -251,6 +251,53 @@ TEST(Reproduce, Multi30kSixLayerTableIsTheMeanOfEvalOverSeeds) {
     EXPECT_NE(report.find(run), std::string::npos) << run << " not in the overlaid report";
 }
 
+// --records keeps what a finished run showed (command, metrics, BLEU line,
+// hypotheses) outside OUT: a later call with an empty OUT restores it instead
+// of training, and tables the same numbers, even after a git checkout has
+// given every record file one time stamp. A record trained with another
+// command is not used, and a run dir that exists is never replaced by one.
+TEST(Reproduce, Multi30kRecordsRestoreFinishedRunsInsteadOfTrainingThem) {
+  test::TempDir d;
+  const std::string rec = d.file("records");
+  const std::string args = "--tables 6layer --seeds 1 --records " + rec;
+  std::string log;
+  ASSERT_EQ(test::run_shell(multi30k_cmd(d.file("a"), args + " --max-updates 2"), &log), 0) << log;
+  EXPECT_EQ(occurrences(log, ": training ("), 3u) << log;
+  for (std::string v : {"post_ln", "pre_ln", "admin"}) {
+    const std::string r = rec + "/6layer/" + v + "-seed1";
+    EXPECT_EQ(read_file(r + "/test.bleu"), read_file(d.file("a") + "/6layer/" + v + "-seed1/test.bleu"));
+    EXPECT_EQ(read_file(r + "/.runs-done"), read_file(d.file("a") + "/6layer/" + v + "-seed1/.runs-done"));
+    EXPECT_FALSE(fs::exists(r + "/checkpoint_last.pt")) << "a record keeps no checkpoint";
+  }
+  const std::string first = read_file(d.file("a") + "/6layer/table.json");
+  // One time stamp on every record file, as a fresh clone has them.
+  ASSERT_EQ(test::run_shell("find " + rec + " -type f -exec touch -d '2020-01-01 00:00:00' {} +", &log), 0);
+
+  // b: an empty OUT. Nothing trains and nothing is evaluated (there is no
+  // checkpoint to evaluate: an eval would fail the driver); the same table.
+  ASSERT_EQ(test::run_shell(multi30k_cmd(d.file("b"), args + " --max-updates 2"), &log), 0) << log;
+  EXPECT_EQ(occurrences(log, "restored from its record"), 3u) << log;
+  EXPECT_EQ(occurrences(log, ": training ("), 0u) << log;
+  EXPECT_EQ(read_file(d.file("b") + "/6layer/table.json"), first);
+  EXPECT_NE(read_file(d.file("b") + "/6layer/diagnose/report.md").find("admin-seed1"), std::string::npos);
+
+  // c: pre_ln's dir already holds someone's file: it trains there, keeps the
+  // file, and the other two come from their records.
+  fs::create_directories(d.file("c") + "/6layer/pre_ln-seed1");
+  { std::ofstream(d.file("c") + "/6layer/pre_ln-seed1/keep.txt") << "mine\n"; }
+  ASSERT_EQ(test::run_shell(multi30k_cmd(d.file("c"), args + " --max-updates 2"), &log), 0) << log;
+  EXPECT_EQ(occurrences(log, "restored from its record"), 2u) << log;
+  EXPECT_NE(log.find("pre_ln-seed1: training ("), std::string::npos) << log;
+  EXPECT_EQ(read_file(d.file("c") + "/6layer/pre_ln-seed1/keep.txt"), "mine\n");
+
+  // d: another budget is another command: every run trains.
+  ASSERT_EQ(test::run_shell(multi30k_cmd(d.file("d"), args + " --max-updates 3"), &log), 0) << log;
+  EXPECT_EQ(occurrences(log, "restored from its record"), 0u) << log;
+  EXPECT_EQ(occurrences(log, ": training ("), 3u) << log;
+  EXPECT_NE(read_file(rec + "/6layer/admin-seed1/.runs-done").find("train.max_updates=3"),
+            std::string::npos) << "the record follows the newest finished run";
+}
+
 // The deep table's verdict is clinic diagnose's: at lr 5 without warmup, with
 // every update logged, losses jump; a run counts as failed exactly when its
 // diagnose prints [divergence], is then not scored, and the others are.
