@@ -12,15 +12,31 @@
 #include "framework/optim/state_key.h"
 
 namespace clinic {
+
+// Tensors of one group that step together: same device, dtype and step.
+struct MultiTensorBucket {
+  int64_t step = 0;
+  std::vector<torch::Tensor> params, grads, exp_avg, exp_avg_sq;
+};
+
+// What stage() leaves for launch() (CapturableStep). A bucket here is one
+// group's tensors on one (device, dtype), whatever their step counts.
+struct CapturePlan {
+  struct Bucket : MultiTensorBucket {
+    size_t group = 0;
+    std::vector<OptimStateKey> keys;  // which tensors, in order
+    torch::Tensor steps;  // [n] double on the device: each tensor's step count
+  };
+  std::vector<torch::Tensor> lr;  // per group: 0-dim double on the device
+  std::vector<Bucket> buckets;
+  torch::Tensor guard;  // the guard_next_step of this update, if any
+  bool dirty = true;    // device step counts to be rebuilt from the host's
+};
+
 namespace {
 
 using TensorList = std::vector<torch::Tensor>;
-
-// Tensors of one group that step together: same device, dtype and step.
-struct Bucket {
-  int64_t step = 0;
-  TensorList params, grads, exp_avg, exp_avg_sq;
-};
+using Bucket = MultiTensorBucket;
 
 // Walks a group's parameters with gradients, creating the state the
 // per-tensor class would create (zeros_like, step 0), advancing each
@@ -128,6 +144,100 @@ void adam_update(Bucket& b, double lr, double beta1, double beta2, double eps, c
   apply_step(b, denom, -(lr / bc1), g);
 }
 
+// ---- capturable steps (CapturableStep) ------------------------------------
+
+// stage(): the host's half. Walks the groups as gather() does (same state,
+// same host step counts), writes each group's lr into its device tensor and
+// buckets the tensors by (group, device, dtype). The device copies of the
+// step counts are kept where a bucket holds the same tensors as before;
+// otherwise (first stage, a tensor gained or lost its gradient, a load or a
+// retraction) they are rebuilt from the host's, one host-to-device copy.
+template <typename State, typename Map, typename LrOf>
+void stage_plan(CapturePlan& plan, Map& state,
+                std::vector<torch::optim::OptimizerParamGroup>& groups, LrOf lr_of) {
+  std::vector<CapturePlan::Bucket> next;
+  std::vector<std::vector<double>> host_steps;
+  std::map<std::tuple<size_t, std::string, int>, size_t> index;
+  plan.lr.resize(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (const auto& p : groups[g].params()) {
+      if (!p.grad().defined()) continue;
+      TORCH_CHECK(!p.grad().is_sparse(), "multi-tensor optimizers take dense gradients");
+      auto key = optim_state_key(p);
+      auto it = state.find(key);
+      if (it == state.end()) {
+        auto st = std::make_unique<State>();
+        st->step(0);
+        st->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
+        st->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
+        it = state.emplace(key, std::move(st)).first;
+      }
+      auto& st = static_cast<State&>(*it->second);
+      st.step(st.step() + 1);
+      auto [pos, fresh] =
+          index.emplace(std::make_tuple(g, p.device().str(), static_cast<int>(p.scalar_type())), next.size());
+      if (fresh) {
+        next.emplace_back();
+        next.back().group = g;
+        host_steps.emplace_back();
+      }
+      CapturePlan::Bucket& b = next[pos->second];
+      b.keys.push_back(key);
+      b.params.push_back(p);
+      b.grads.push_back(p.grad());
+      b.exp_avg.push_back(st.exp_avg());
+      b.exp_avg_sq.push_back(st.exp_avg_sq());
+      host_steps[pos->second].push_back(static_cast<double>(st.step() - 1));  // launch() adds 1
+      if (!plan.lr[g].defined())
+        plan.lr[g] = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(p.device()));
+    }
+    if (plan.lr[g].defined()) plan.lr[g].fill_(lr_of(groups[g].options()));
+  }
+  for (size_t i = 0; i < next.size(); ++i) {
+    CapturePlan::Bucket& b = next[i];
+    if (!plan.dirty)
+      for (const auto& old : plan.buckets)
+        if (old.group == b.group && old.keys == b.keys) b.steps = old.steps;
+    if (!b.steps.defined())
+      b.steps = torch::tensor(host_steps[i], torch::kDouble).to(b.params.front().device());
+  }
+  plan.buckets = std::move(next);
+  plan.dirty = false;
+}
+
+// f where the guard is ok, 1 where not (f a tensor of coefficients).
+torch::Tensor guarded_factor(const Guard& g, const torch::Tensor& f) {
+  return g.on() ? torch::where(g.ok, f, torch::ones_like(f)) : f;
+}
+
+// t[i] *= f[i] for a list and a [n] tensor of per-tensor coefficients.
+void mul_each_(TensorList& ts, const torch::Tensor& f) {
+  const TensorList fs = f.unbind();
+  for (size_t i = 0; i < ts.size(); ++i) ts[i].mul_(fs[i]);
+}
+
+// p[i] += c[i] * m[i] / (sqrt(v[i]) / bc2_sqrt[i] + eps): Adam's and RAdam's
+// adaptive step with device coefficients. A guarded skip has c = 0, and
+// m / denom is finite (m is, denom >= eps), so the parameters stay bit for bit.
+void adaptive_step(CapturePlan::Bucket& b, torch::Tensor c, const torch::Tensor& bc2_sqrt,
+                   double eps, const Guard& g) {
+  if (g.on()) c = c * g.ok;
+  TensorList denom = at::_foreach_sqrt(b.exp_avg_sq);
+  if (bc2_sqrt.defined()) {
+    const TensorList bs = bc2_sqrt.unbind();
+    for (size_t i = 0; i < denom.size(); ++i) denom[i].div_(bs[i]);
+  }
+  at::_foreach_add_(denom, eps);
+  TensorList upd = at::_foreach_div(b.exp_avg, denom);
+  mul_each_(upd, c);
+  at::_foreach_add_(b.params, upd);
+}
+
+template <typename Options>
+double lr_of_options(const torch::optim::OptimizerOptions& o) {
+  return static_cast<const Options&>(o).lr();
+}
+
 template <typename State, typename Map>
 void retract(Map& state, int64_t k) {
   for (auto& kv : state) {
@@ -148,6 +258,11 @@ torch::Tensor MultiTensorAdam::step(LossClosure closure) {
   if (!can_guard()) return torch::optim::Adam::step(closure);  // AMSGrad: the per-tensor step
   torch::NoGradGuard no_grad;
   torch::Tensor loss = run_closure(closure);
+  if (plan_) {
+    stage();
+    launch();
+    return loss;
+  }
   const Guard guard(guard_);
   guard_ = torch::Tensor();
   for (auto& group : param_groups_) {
@@ -173,12 +288,20 @@ bool MultiTensorAdam::can_guard() const {
   return true;
 }
 
-void MultiTensorAdam::retract_steps(int64_t k) { retract<torch::optim::AdamParamState>(state_, k); }
+void MultiTensorAdam::retract_steps(int64_t k) {
+  retract<torch::optim::AdamParamState>(state_, k);
+  if (plan_) plan_->dirty = true;
+}
 
 torch::Tensor MultiTensorAdamW::step(LossClosure closure) {
   if (!can_guard()) return torch::optim::AdamW::step(closure);  // AMSGrad: the per-tensor step
   torch::NoGradGuard no_grad;
   torch::Tensor loss = run_closure(closure);
+  if (plan_) {
+    stage();
+    launch();
+    return loss;
+  }
   const Guard guard(guard_);
   guard_ = torch::Tensor();
   for (auto& group : param_groups_) {
@@ -200,11 +323,19 @@ bool MultiTensorAdamW::can_guard() const {
   return true;
 }
 
-void MultiTensorAdamW::retract_steps(int64_t k) { retract<torch::optim::AdamWParamState>(state_, k); }
+void MultiTensorAdamW::retract_steps(int64_t k) {
+  retract<torch::optim::AdamWParamState>(state_, k);
+  if (plan_) plan_->dirty = true;
+}
 
 torch::Tensor MultiTensorRAdam::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   torch::Tensor loss = run_closure(closure);
+  if (plan_) {
+    stage();
+    launch();
+    return loss;
+  }
   const Guard guard(guard_);
   guard_ = torch::Tensor();
   for (auto& group : param_groups_) {
@@ -248,7 +379,123 @@ torch::Tensor MultiTensorRAdam::step(LossClosure closure) {
   return loss;
 }
 
-void MultiTensorRAdam::retract_steps(int64_t k) { retract<RAdamParamState>(state_, k); }
+void MultiTensorRAdam::retract_steps(int64_t k) {
+  retract<RAdamParamState>(state_, k);
+  if (plan_) plan_->dirty = true;
+}
+
+// ---- CapturableStep -----------------------------------------------------------
+// set_capturable / load / stage are the same for the three classes; launch()
+// is each one's step with device coefficients (the branches of its step()
+// above, as arithmetic on [n] tensors of per-tensor values).
+#define CLINIC_CAPTURABLE_COMMON(Cls, Base, State, Options)                          \
+  void Cls::load(torch::serialize::InputArchive& archive) {                          \
+    Base::load(archive);                                                             \
+    if (plan_) plan_->dirty = true;                                                  \
+  }                                                                                  \
+  void Cls::set_capturable(bool on) {                                                \
+    TORCH_CHECK(!on || can_guard(), #Cls ": AMSGrad has no capturable step");        \
+    if (!on) plan_.reset();                                                          \
+    else if (!plan_) plan_ = std::make_shared<CapturePlan>();                        \
+  }                                                                                  \
+  void Cls::stage() {                                                                \
+    TORCH_CHECK(plan_, #Cls "::stage() needs set_capturable(true)");                 \
+    stage_plan<State>(*plan_, state_, param_groups_, lr_of_options<Options>);        \
+    plan_->guard = std::move(guard_);                                                \
+    guard_ = torch::Tensor();                                                        \
+  }
+CLINIC_CAPTURABLE_COMMON(MultiTensorAdam, torch::optim::Adam, torch::optim::AdamParamState,
+                         torch::optim::AdamOptions)
+CLINIC_CAPTURABLE_COMMON(MultiTensorAdamW, torch::optim::AdamW, torch::optim::AdamWParamState,
+                         torch::optim::AdamWOptions)
+CLINIC_CAPTURABLE_COMMON(MultiTensorRAdam, RAdam, RAdamParamState, RAdamOptions)
+#undef CLINIC_CAPTURABLE_COMMON
+
+void MultiTensorAdam::launch() {
+  TORCH_CHECK(plan_, "MultiTensorAdam::launch() needs set_capturable(true)");
+  torch::NoGradGuard no_grad;
+  const Guard guard(plan_->guard);
+  for (CapturePlan::Bucket& b : plan_->buckets) {
+    auto& o = static_cast<torch::optim::AdamOptions&>(param_groups_[b.group].options());
+    const auto [beta1, beta2] = o.betas();
+    b.steps.add_(1);
+    TensorList grads = o.weight_decay() != 0
+                           ? at::_foreach_add(b.grads, b.params, o.weight_decay())
+                           : b.grads;
+    update_moments(b, grads, beta1, beta2, guard);
+    const torch::Tensor lr = plan_->lr[b.group].to(b.steps.device());
+    adaptive_step(b, -lr / (1 - torch::pow(beta1, b.steps)),
+                  (1 - torch::pow(beta2, b.steps)).sqrt(), o.eps(), guard);
+  }
+}
+
+void MultiTensorAdamW::launch() {
+  TORCH_CHECK(plan_, "MultiTensorAdamW::launch() needs set_capturable(true)");
+  torch::NoGradGuard no_grad;
+  const Guard guard(plan_->guard);
+  for (CapturePlan::Bucket& b : plan_->buckets) {
+    auto& o = static_cast<torch::optim::AdamWOptions&>(param_groups_[b.group].options());
+    const auto [beta1, beta2] = o.betas();
+    b.steps.add_(1);
+    const torch::Tensor lr = plan_->lr[b.group].to(b.steps.device());
+    if (o.weight_decay() != 0) mul_all_(b.params, guarded_factor(guard, 1 - lr * o.weight_decay()));
+    update_moments(b, b.grads, beta1, beta2, guard);
+    adaptive_step(b, -lr / (1 - torch::pow(beta1, b.steps)),
+                  (1 - torch::pow(beta2, b.steps)).sqrt(), o.eps(), guard);
+  }
+}
+
+// RAdam with t a tensor: rho_t, the threshold and the rectifier per tensor;
+// the host's `if (rectified) ... else if (sgd) ...` becomes two coefficients,
+// each 0 where its branch is not taken.
+void MultiTensorRAdam::launch() {
+  TORCH_CHECK(plan_, "MultiTensorRAdam::launch() needs set_capturable(true)");
+  torch::NoGradGuard no_grad;
+  const Guard guard(plan_->guard);
+  for (CapturePlan::Bucket& b : plan_->buckets) {
+    auto& o = static_cast<RAdamOptions&>(param_groups_[b.group].options());
+    const auto [beta1, beta2] = o.betas();
+    const double wd = o.weight_decay();
+    const bool torch_flavour = o.flavour() == RAdamFlavour::kTorch;
+    const bool reference = o.flavour() == RAdamFlavour::kReference;
+    const bool sgd = torch_flavour || (reference && o.degenerate_to_sgd());
+    b.steps.add_(1);
+    const torch::Tensor& t = b.steps;
+    const torch::Tensor lr = plan_->lr[b.group].to(t.device());
+    TensorList grads = b.grads;
+    if (torch_flavour && wd != 0) {
+      if (o.decoupled_weight_decay())
+        mul_all_(b.params, guarded_factor(guard, 1 - lr * wd));
+      else
+        grads = at::_foreach_add(b.grads, b.params, wd);
+    }
+    update_moments(b, grads, beta1, beta2, guard);
+    const torch::Tensor b2t = torch::pow(beta2, t);
+    const torch::Tensor bc1 = 1 - torch::pow(beta1, t), bc2 = 1 - b2t;
+    const double rho_inf = 2.0 / (1.0 - beta2) - 1.0;
+    const torch::Tensor rho_t = rho_inf - 2.0 * t * b2t / bc2;  // RAdam::rho
+    const torch::Tensor rectified = torch_flavour ? rho_t > 5.0 : rho_t >= 5.0;
+    // RAdam::rectifier; the clamp keeps the lanes below rho_t = 4 (not taken) finite.
+    const torch::Tensor r =
+        ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)).clamp_min(0).sqrt();
+    const torch::Tensor zero = torch::zeros_like(t);
+    if (wd != 0 && o.flavour() == RAdamFlavour::kClinic)
+      mul_all_(b.params, guarded_factor(guard, 1 - wd * lr));
+    if (wd != 0 && reference) {  // decays only on the steps that update
+      const torch::Tensor steps_here = sgd ? torch::ones_like(t) : rectified.to(torch::kDouble);
+      mul_each_(b.params, guarded_factor(guard, 1 - wd * lr * steps_here));
+    }
+    adaptive_step(b, torch::where(rectified, -lr * r * bc2.sqrt() / bc1, zero), torch::Tensor(),
+                  o.eps(), guard);
+    if (sgd) {
+      torch::Tensor c = torch::where(rectified, zero, -lr / bc1);
+      if (guard.on()) c = c * guard.ok;
+      TensorList upd = at::_foreach_mul(b.exp_avg, 1.0);
+      mul_each_(upd, c);
+      at::_foreach_add_(b.params, upd);
+    }
+  }
+}
 
 void mul_all_(std::vector<torch::Tensor>& tensors, const torch::Tensor& s) {
   if (tensors.empty()) return;

@@ -14,11 +14,41 @@
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 
+#include <memory>
 #include <vector>
 
 #include "framework/optim/radam.h"
 
 namespace clinic {
+
+struct CapturePlan;  // multi_tensor.cpp: the staged buckets and device scalars
+
+/// A step split for CUDA graphs (issue 33 item 3). A captured graph replays
+/// the kernels it recorded with the scalar arguments they had at capture,
+/// so a step whose lr, bias corrections or RAdam rectification are host
+/// doubles would replay update 1's step forever. With set_capturable(true)
+/// the multi-tensor steps take every per-update value from tensors on the
+/// parameters' device instead, in two halves:
+///   stage()   the host's part, run eagerly before every update: creates
+///             missing state, advances the host step counts (checkpoints
+///             keep them), writes each group's lr into its device tensor;
+///   launch()  the device's part: kernels only, whose arguments are the same
+///             on every update (betas, eps, weight decay; the tensors), so a
+///             graph of it replays correctly. Each tensor's step count lives
+///             on the device as well (one double per tensor, advanced here),
+///             and bias corrections, rho_t, the rectifier and RAdam's branch
+///             are computed from it on the device, per tensor, branch-free.
+/// step() is stage() then launch(). The trajectories are those of the host
+/// coefficients up to rounding (tested); tensors whose step counts differ
+/// (one lacked a gradient on some update) step together.
+class CapturableStep {
+ public:
+  virtual ~CapturableStep() = default;
+  virtual void set_capturable(bool on) = 0;
+  virtual bool capturable() const = 0;
+  virtual void stage() = 0;
+  virtual void launch() = 0;
+};
 
 /// A step the device decides (issue 33: no host read per update). The next
 /// step() changes the parameters and moments only where `ok` (a 0-dim bool
@@ -39,40 +69,58 @@ class GuardedStep {
   virtual void retract_steps(int64_t k) = 0;
 };
 
-class MultiTensorAdam : public torch::optim::Adam, public GuardedStep {
+class MultiTensorAdam : public torch::optim::Adam, public GuardedStep, public CapturableStep {
  public:
   using torch::optim::Adam::Adam;
   torch::Tensor step(LossClosure closure = nullptr) override;
+  void load(torch::serialize::InputArchive& archive) override;
+  void set_capturable(bool on) override;
+  bool capturable() const override { return plan_ != nullptr; }
+  void stage() override;
+  void launch() override;
   bool can_guard() const override;
   void guard_next_step(torch::Tensor ok) override { guard_ = std::move(ok); }
   void retract_steps(int64_t k) override;
 
  private:
   torch::Tensor guard_;
+  std::shared_ptr<CapturePlan> plan_;  // set while capturable
 };
 
-class MultiTensorAdamW : public torch::optim::AdamW, public GuardedStep {
+class MultiTensorAdamW : public torch::optim::AdamW, public GuardedStep, public CapturableStep {
  public:
   using torch::optim::AdamW::AdamW;
   torch::Tensor step(LossClosure closure = nullptr) override;
+  void load(torch::serialize::InputArchive& archive) override;
+  void set_capturable(bool on) override;
+  bool capturable() const override { return plan_ != nullptr; }
+  void stage() override;
+  void launch() override;
   bool can_guard() const override;
   void guard_next_step(torch::Tensor ok) override { guard_ = std::move(ok); }
   void retract_steps(int64_t k) override;
 
  private:
   torch::Tensor guard_;
+  std::shared_ptr<CapturePlan> plan_;  // set while capturable
 };
 
-class MultiTensorRAdam : public RAdam, public GuardedStep {
+class MultiTensorRAdam : public RAdam, public GuardedStep, public CapturableStep {
  public:
   using RAdam::RAdam;
   torch::Tensor step(LossClosure closure = nullptr) override;
+  void load(torch::serialize::InputArchive& archive) override;
+  void set_capturable(bool on) override;
+  bool capturable() const override { return plan_ != nullptr; }
+  void stage() override;
+  void launch() override;
   bool can_guard() const override { return true; }
   void guard_next_step(torch::Tensor ok) override { guard_ = std::move(ok); }
   void retract_steps(int64_t k) override;
 
  private:
   torch::Tensor guard_;
+  std::shared_ptr<CapturePlan> plan_;  // set while capturable
 };
 
 /// t *= s for every t, s a 0-dim tensor on their device (one foreach op on

@@ -216,6 +216,144 @@ TEST(MultiTensor, AmsgradCannotBeGuarded) {
   EXPECT_FALSE(ams.can_guard());  // its step is the per-tensor class's
 }
 
+// CapturableStep (issue 33 item 3, CUDA graphs): the steps whose kernels read
+// lr and step counts from device tensors, against the per-tensor classes
+// (host coefficients; golden-tested in optim_test.cpp). The lr changes on
+// every update, as a warmup schedule's does, and tensor 3 lacks a gradient
+// on every third update (its step count falls behind the others' in the
+// same bucket, and the bucket's tensors change: both device paths run).
+// Coefficients are computed in another order than the host's, so within
+// the guarded test's tolerance.
+double mt_lr(int u) { return 0.03 * (1.0 + 0.5 * std::sin(0.9 * u)); }
+
+void mt_set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& g : opt.param_groups()) g.options().set_lr(lr);
+}
+
+TEST(MultiTensor, CapturableStepsFollowThePerTensorClassUnderAChangingLr) {
+  for (const auto& [name, cfg] : mt_configs()) {
+    auto a = mt_params(), b = mt_params();
+    auto per_tensor = mt_build(cfg, false, a);
+    auto cap_opt = mt_build(cfg, true, b);
+    auto* cap = dynamic_cast<CapturableStep*>(cap_opt.get());
+    ASSERT_NE(cap, nullptr) << name;
+    cap->set_capturable(true);
+    ASSERT_TRUE(cap->capturable());
+    for (int u = 0; u < 30; ++u) {  // past RAdam's rho_t threshold
+      mt_set_grads(a, u);
+      mt_set_grads(b, u);
+      mt_set_lr(*per_tensor, mt_lr(u));
+      mt_set_lr(*cap_opt, mt_lr(u));
+      per_tensor->step();
+      cap_opt->step();
+      for (size_t i = 0; i < a.size(); ++i) test::expect_close(b[i].detach(), a[i].detach(), 1e-5, 1e-6);
+    }
+    auto start = mt_params();
+    EXPECT_GT((a[0] - start[0]).abs().max().item<double>(), 1e-3) << name;
+  }
+}
+
+// launch() must use only what stage() wrote: a graph replays launch()'s
+// kernels without running any host code. After stage(), the host lr is set
+// to nonsense; the step is still the one with the staged lr.
+TEST(MultiTensor, CapturableLaunchUsesTheLrStageWrote) {
+  for (const auto& [name, cfg] : mt_configs()) {
+    auto a = mt_params(), b = mt_params();
+    auto oa = mt_build(cfg, true, a), ob = mt_build(cfg, true, b);
+    auto* ca = dynamic_cast<CapturableStep*>(oa.get());
+    auto* cb = dynamic_cast<CapturableStep*>(ob.get());
+    ca->set_capturable(true);
+    cb->set_capturable(true);
+    for (int u = 0; u < 12; ++u) {
+      mt_set_grads(a, u);
+      mt_set_grads(b, u);
+      mt_set_lr(*oa, mt_lr(u));
+      mt_set_lr(*ob, mt_lr(u));
+      oa->step();
+      cb->stage();
+      mt_set_lr(*ob, 1e3);
+      cb->launch();
+      for (size_t i = 0; i < a.size(); ++i)
+        ASSERT_TRUE(torch::equal(a[i].detach(), b[i].detach())) << name << " update " << u << " tensor " << i;
+    }
+  }
+}
+
+// A guarded skip in capturable mode leaves parameters and state bit for bit
+// (after retract_steps); a checkpoint loaded into a fresh capturable
+// optimizer, or into the same one after steps it then forgets, goes on with
+// the loaded step counts (the device copies are rebuilt from them: were
+// they not, the bias corrections would be off by 10 or by 3 steps, far
+// outside the tolerance).
+TEST(MultiTensor, CapturableStepsSkipExactlyAndResumeFromCheckpoints) {
+  for (const auto& [name, cfg] : mt_configs()) {
+    auto a = mt_params(), b = mt_params();
+    auto per_tensor = mt_build(cfg, false, a);
+    auto cap_opt = mt_build(cfg, true, b);
+    dynamic_cast<CapturableStep&>(*cap_opt).set_capturable(true);
+    for (int u = 0; u < 24; ++u) {
+      auto* guarded = dynamic_cast<GuardedStep*>(cap_opt.get());
+      if (u == 4 || u == 16) {
+        mt_set_grads(b, u);
+        b[2].mutable_grad().view(-1)[1] = std::numeric_limits<float>::quiet_NaN();
+        std::vector<torch::Tensor> before;
+        for (auto& p : b) before.push_back(p.detach().clone());
+        std::stringstream s0, s1;
+        torch::serialize::OutputArchive o0, o1;
+        cap_opt->save(o0);
+        o0.save_to(s0);
+        guarded->guard_next_step(torch::tensor(false));
+        cap_opt->step();
+        guarded->retract_steps(1);
+        cap_opt->save(o1);
+        o1.save_to(s1);
+        for (size_t i = 0; i < b.size(); ++i)
+          ASSERT_TRUE(torch::equal(b[i].detach(), before[i])) << name << " update " << u << " tensor " << i;
+        EXPECT_EQ(s0.str(), s1.str()) << name << " update " << u << ": the optimizer state changed";
+        continue;
+      }
+      if (u == 10 || u == 20) {  // checkpoint; resume from it
+        std::stringstream buf;
+        torch::serialize::OutputArchive out;
+        cap_opt->save(out);
+        out.save_to(buf);
+        torch::serialize::InputArchive in;
+        in.load_from(buf);
+        if (u == 10) {  // in a fresh capturable optimizer
+          cap_opt = mt_build(cfg, true, b);
+          dynamic_cast<CapturableStep&>(*cap_opt).set_capturable(true);
+        } else {  // in the same one, after 3 steps it then forgets
+          std::vector<torch::Tensor> saved;
+          for (auto& p : b) saved.push_back(p.detach().clone());
+          for (int k = 0; k < 3; ++k) {
+            mt_set_grads(b, 100 + k);
+            cap_opt->step();
+          }
+          torch::NoGradGuard no_grad;
+          for (size_t i = 0; i < b.size(); ++i) b[i].copy_(saved[i]);
+        }
+        cap_opt->load(in);
+      }
+      mt_set_grads(a, u);
+      mt_set_grads(b, u);
+      mt_set_lr(*per_tensor, mt_lr(u));
+      mt_set_lr(*cap_opt, mt_lr(u));
+      per_tensor->step();
+      guarded = dynamic_cast<GuardedStep*>(cap_opt.get());
+      guarded->guard_next_step(torch::tensor(true));
+      cap_opt->step();
+      for (size_t i = 0; i < a.size(); ++i) test::expect_close(b[i].detach(), a[i].detach(), 1e-5, 1e-6);
+    }
+  }
+}
+
+TEST(MultiTensor, AmsgradHasNoCapturableStep) {
+  auto ps = mt_params();
+  MultiTensorAdam ams(ps, torch::optim::AdamOptions(1e-3).amsgrad(true));
+  EXPECT_THROW(ams.set_capturable(true), c10::Error);
+  EXPECT_FALSE(ams.capturable());
+}
+
 TEST(MultiTensor, NormIsTheL2NormOfAllElements) {
   auto ps = mt_params();
   std::vector<torch::Tensor> ts;
