@@ -38,27 +38,34 @@ namespace {
 using TensorList = std::vector<torch::Tensor>;
 using Bucket = MultiTensorBucket;
 
-// Walks a group's parameters with gradients, creating the state the
-// per-tensor class would create (zeros_like, step 0), advancing each
-// tensor's step by one, and buckets them. `State` is the per-tensor class's
+// p's state, created as the per-tensor class creates it (zeros_like, step
+// 0) when missing, with its step advanced by one. p has a dense gradient.
+template <typename State, typename Map>
+State& advance(Map& state, const torch::Tensor& p) {
+  TORCH_CHECK(!p.grad().is_sparse(), "multi-tensor optimizers take dense gradients");
+  auto key = optim_state_key(p);
+  auto it = state.find(key);
+  if (it == state.end()) {
+    auto s = std::make_unique<State>();
+    s->step(0);
+    s->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
+    s->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
+    it = state.emplace(key, std::move(s)).first;
+  }
+  auto& st = static_cast<State&>(*it->second);
+  st.step(st.step() + 1);
+  return st;
+}
+
+// Walks a group's parameters with gradients, advancing each one's state
+// (advance) and buckets them. `State` is the per-tensor class's
 // state type, so checkpoints are interchangeable with it.
 template <typename State, typename Map>
 std::vector<Bucket> gather(Map& state, const TensorList& params) {
   std::map<std::tuple<std::string, int, int64_t>, Bucket> by;
   for (const auto& p : params) {
     if (!p.grad().defined()) continue;
-    TORCH_CHECK(!p.grad().is_sparse(), "multi-tensor optimizers take dense gradients");
-    auto key = optim_state_key(p);
-    auto it = state.find(key);
-    if (it == state.end()) {
-      auto s = std::make_unique<State>();
-      s->step(0);
-      s->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
-      s->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
-      it = state.emplace(key, std::move(s)).first;
-    }
-    auto& st = static_cast<State&>(*it->second);
-    st.step(st.step() + 1);
+    State& st = advance<State>(state, p);
     Bucket& b = by[{p.device().str(), static_cast<int>(p.scalar_type()), st.step()}];
     b.step = st.step();
     b.params.push_back(p);
@@ -162,18 +169,8 @@ void stage_plan(CapturePlan& plan, Map& state,
   for (size_t g = 0; g < groups.size(); ++g) {
     for (const auto& p : groups[g].params()) {
       if (!p.grad().defined()) continue;
-      TORCH_CHECK(!p.grad().is_sparse(), "multi-tensor optimizers take dense gradients");
-      auto key = optim_state_key(p);
-      auto it = state.find(key);
-      if (it == state.end()) {
-        auto st = std::make_unique<State>();
-        st->step(0);
-        st->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
-        st->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
-        it = state.emplace(key, std::move(st)).first;
-      }
-      auto& st = static_cast<State&>(*it->second);
-      st.step(st.step() + 1);
+      State& st = advance<State>(state, p);
+      const auto key = optim_state_key(p);
       auto [pos, fresh] =
           index.emplace(std::make_tuple(g, p.device().str(), static_cast<int>(p.scalar_type())), next.size());
       if (fresh) {
