@@ -238,8 +238,9 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
       }
       auto lo = forward_loss(make_batch());
       (scaler.enabled() ? lo.loss * device_step->scale() : lo.loss).backward();
-      torch::Tensor norm = device_step->unscale_and_norm(params, B * L);
-      device_step->step(lo.loss, lo.nll, norm, B * L, params, *opt, *guarded, nullptr);
+      const torch::Tensor tokens = device_step->tokens(B * L);
+      torch::Tensor norm = device_step->unscale_and_norm(params, tokens);
+      device_step->step(lo.loss, lo.nll, norm, tokens, params, *guarded, [&] { opt->step(); });
       if (timed && ((step - o.warmup) % curve_every == 0 || step == o.warmup + o.steps - 1))
         device_curve.emplace_back(step - o.warmup + 1, lo.loss.detach().to(torch::kDouble) /
                                                            static_cast<double>(B * L));

@@ -325,6 +325,7 @@ struct TrainConfig {
   int64_t max_bad_steps = 5;
   bool zero_grad = true;
   std::string host_reads = "auto";
+  bool cuda_graph = false;
   bool eval_bleu = false;
   std::string tensorboard = "tensorboard";
 
@@ -401,6 +402,13 @@ struct TrainConfig {
       "the host), auto (log_interval on CUDA "
       "where it can, else every_update)",
       one_of({"auto", "every_update", "log_interval"}));
+    v("cuda_graph", cuda_graph,
+      "capture one update per batch shape as a CUDA graph and replay it (one launch per "
+      "update): needs train.host_reads deciding on the device, data.shape_buckets, "
+      "train.update_freq 1 and a multi-tensor Adam, AdamW or RAdam; the first update of each "
+      "shape runs eagerly, then it is captured; where capture fails the run goes on eagerly "
+      "(one log line). Off CUDA the update runs as its graph would, without a capture",
+      any());
     v("eval_bleu", eval_bleu,
       "validation also decodes and reports BLEU; best checkpoint by BLEU",
       any());

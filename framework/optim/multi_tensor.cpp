@@ -29,8 +29,11 @@ struct CapturePlan {
   };
   std::vector<torch::Tensor> lr;  // per group: 0-dim double on the device
   std::vector<Bucket> buckets;
-  torch::Tensor guard;  // the guard_next_step of this update, if any
   bool dirty = true;    // device step counts to be rebuilt from the host's
+  // Changes whenever a bucket's tensors do (other tensors, or the same
+  // state replaced by load()): a graph captured under another layout reads
+  // memory the step no longer uses and must be captured again.
+  uint64_t layout = 0;
 };
 
 namespace {
@@ -153,6 +156,13 @@ void adam_update(Bucket& b, double lr, double beta1, double beta2, double eps, c
 
 // ---- capturable steps (CapturableStep) ------------------------------------
 
+bool same_memory(const TensorList& a, const TensorList& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].data_ptr() != b[i].data_ptr()) return false;
+  return true;
+}
+
 // stage(): the host's half. Walks the groups as gather() does (same state,
 // same host step counts), writes each group's lr into its device tensor and
 // buckets the tensors by (group, device, dtype). The device copies of the
@@ -190,14 +200,27 @@ void stage_plan(CapturePlan& plan, Map& state,
     }
     if (plan.lr[g].defined()) plan.lr[g].fill_(lr_of(groups[g].options()));
   }
+  // The device step counts keep their memory (a captured graph reads it):
+  // a bucket of the same tensors as before keeps its tensor, and when the
+  // host's counts changed under it (a load, a retraction) they are copied in.
+  bool changed = next.size() != plan.buckets.size();
   for (size_t i = 0; i < next.size(); ++i) {
     CapturePlan::Bucket& b = next[i];
-    if (!plan.dirty)
-      for (const auto& old : plan.buckets)
-        if (old.group == b.group && old.keys == b.keys) b.steps = old.steps;
-    if (!b.steps.defined())
+    const CapturePlan::Bucket* same = nullptr;
+    for (const auto& old : plan.buckets)
+      if (old.group == b.group && old.keys == b.keys) same = &old;
+    if (same != nullptr) {
+      b.steps = same->steps;
+      if (plan.dirty) b.steps.copy_(torch::tensor(host_steps[i], torch::kDouble));
+      changed = changed || !same_memory(same->params, b.params) ||
+                !same_memory(same->grads, b.grads) || !same_memory(same->exp_avg, b.exp_avg) ||
+                !same_memory(same->exp_avg_sq, b.exp_avg_sq);
+    } else {
       b.steps = torch::tensor(host_steps[i], torch::kDouble).to(b.params.front().device());
+      changed = true;
+    }
   }
+  if (changed) ++plan.layout;
   plan.buckets = std::move(next);
   plan.dirty = false;
 }
@@ -398,9 +421,8 @@ void MultiTensorRAdam::retract_steps(int64_t k) {
   void Cls::stage() {                                                                \
     TORCH_CHECK(plan_, #Cls "::stage() needs set_capturable(true)");                 \
     stage_plan<State>(*plan_, state_, param_groups_, lr_of_options<Options>);        \
-    plan_->guard = std::move(guard_);                                                \
-    guard_ = torch::Tensor();                                                        \
-  }
+  }                                                                                  \
+  uint64_t Cls::layout() const { return plan_ ? plan_->layout : 0; }
 CLINIC_CAPTURABLE_COMMON(MultiTensorAdam, torch::optim::Adam, torch::optim::AdamParamState,
                          torch::optim::AdamOptions)
 CLINIC_CAPTURABLE_COMMON(MultiTensorAdamW, torch::optim::AdamW, torch::optim::AdamWParamState,
@@ -411,7 +433,10 @@ CLINIC_CAPTURABLE_COMMON(MultiTensorRAdam, RAdam, RAdamParamState, RAdamOptions)
 void MultiTensorAdam::launch() {
   TORCH_CHECK(plan_, "MultiTensorAdam::launch() needs set_capturable(true)");
   torch::NoGradGuard no_grad;
-  const Guard guard(plan_->guard);
+  // The guard is consumed here, not in stage(): inside a graph the ok
+  // tensor is computed by the same replay, after the host staged.
+  const Guard guard(guard_);
+  guard_ = torch::Tensor();
   for (CapturePlan::Bucket& b : plan_->buckets) {
     auto& o = static_cast<torch::optim::AdamOptions&>(param_groups_[b.group].options());
     const auto [beta1, beta2] = o.betas();
@@ -429,7 +454,10 @@ void MultiTensorAdam::launch() {
 void MultiTensorAdamW::launch() {
   TORCH_CHECK(plan_, "MultiTensorAdamW::launch() needs set_capturable(true)");
   torch::NoGradGuard no_grad;
-  const Guard guard(plan_->guard);
+  // The guard is consumed here, not in stage(): inside a graph the ok
+  // tensor is computed by the same replay, after the host staged.
+  const Guard guard(guard_);
+  guard_ = torch::Tensor();
   for (CapturePlan::Bucket& b : plan_->buckets) {
     auto& o = static_cast<torch::optim::AdamWOptions&>(param_groups_[b.group].options());
     const auto [beta1, beta2] = o.betas();
@@ -448,7 +476,10 @@ void MultiTensorAdamW::launch() {
 void MultiTensorRAdam::launch() {
   TORCH_CHECK(plan_, "MultiTensorRAdam::launch() needs set_capturable(true)");
   torch::NoGradGuard no_grad;
-  const Guard guard(plan_->guard);
+  // The guard is consumed here, not in stage(): inside a graph the ok
+  // tensor is computed by the same replay, after the host staged.
+  const Guard guard(guard_);
+  guard_ = torch::Tensor();
   for (CapturePlan::Bucket& b : plan_->buckets) {
     auto& o = static_cast<RAdamOptions&>(param_groups_[b.group].options());
     const auto [beta1, beta2] = o.betas();

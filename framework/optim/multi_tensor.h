@@ -48,6 +48,10 @@ class CapturableStep {
   virtual bool capturable() const = 0;
   virtual void stage() = 0;
   virtual void launch() = 0;
+  /// Which tensors launch() reads and writes: changes when they change
+  /// (state created or replaced, a tensor gaining or losing its gradient),
+  /// so a graph captured under another value must be captured again.
+  virtual uint64_t layout() const = 0;
 };
 
 /// A step the device decides (issue 33: no host read per update). The next
@@ -78,6 +82,7 @@ class MultiTensorAdam : public torch::optim::Adam, public GuardedStep, public Ca
   bool capturable() const override { return plan_ != nullptr; }
   void stage() override;
   void launch() override;
+  uint64_t layout() const override;
   bool can_guard() const override;
   void guard_next_step(torch::Tensor ok) override { guard_ = std::move(ok); }
   void retract_steps(int64_t k) override;
@@ -96,6 +101,7 @@ class MultiTensorAdamW : public torch::optim::AdamW, public GuardedStep, public 
   bool capturable() const override { return plan_ != nullptr; }
   void stage() override;
   void launch() override;
+  uint64_t layout() const override;
   bool can_guard() const override;
   void guard_next_step(torch::Tensor ok) override { guard_ = std::move(ok); }
   void retract_steps(int64_t k) override;
@@ -114,6 +120,7 @@ class MultiTensorRAdam : public RAdam, public GuardedStep, public CapturableStep
   bool capturable() const override { return plan_ != nullptr; }
   void stage() override;
   void launch() override;
+  uint64_t layout() const override;
   bool can_guard() const override { return true; }
   void guard_next_step(torch::Tensor ok) override { guard_ = std::move(ok); }
   void retract_steps(int64_t k) override;

@@ -7,6 +7,9 @@ namespace clinic {
 DeviceStep::DeviceStep(torch::Device device, LossScaler& scaler, const TrainConfig& train)
     : scaler_(scaler), train_(train), opts_(torch::TensorOptions().dtype(torch::kDouble).device(device)) {
   tally_ = torch::zeros({9}, opts_);
+  last_ = torch::zeros({3}, opts_);
+  scale_ = scalar(1.0);
+  sstate_ = torch::zeros({3}, opts_);
   load_host();
 }
 
@@ -17,26 +20,23 @@ void DeviceStep::load_host(int64_t bad_run) {
   tally_[7].fill_(static_cast<double>(bad_run));
   tally_[8].copy_(torch::maximum(tally_[8], tally_[7]));
   const LossScalerState& s = scaler_.state();
-  scale_ = scalar(scaler_.scale());
-  sstate_ = torch::tensor({static_cast<double>(s.iter), static_cast<double>(s.last_overflow_iter),
-                           static_cast<double>(s.last_rescale_iter)},
-                          torch::kDouble)
-                .to(opts_.device());
+  scale_.fill_(scaler_.scale());
+  sstate_.copy_(torch::tensor({static_cast<double>(s.iter), static_cast<double>(s.last_overflow_iter),
+                               static_cast<double>(s.last_rescale_iter)},
+                              torch::kDouble));
 }
 
 torch::Tensor DeviceStep::unscale_and_norm(const std::vector<torch::Tensor>& params,
-                                           int64_t tokens) {
+                                           const torch::Tensor& tokens) {
   // The eager path's factor 1 / (scale * tokens), in the same double
   // arithmetic, so the two paths scale by the same float.
-  return scale_grads_and_norm(
-      params, torch::reciprocal(scale_ * static_cast<double>(std::max<int64_t>(tokens, 1))));
+  return scale_grads_and_norm(params, torch::reciprocal(scale_ * tokens.clamp_min(1.0)));
 }
 
 void DeviceStep::step(const torch::Tensor& loss_sum, const torch::Tensor& nll_sum,
-                      const torch::Tensor& norm, int64_t tokens,
-                      const std::vector<torch::Tensor>& params,
-                      torch::optim::Optimizer& optimizer, GuardedStep& guarded,
-                      const std::function<void()>& before_step) {
+                      const torch::Tensor& norm, const torch::Tensor& tokens,
+                      const std::vector<torch::Tensor>& params, GuardedStep& guarded,
+                      const std::function<void()>& optimizer_step) {
   torch::NoGradGuard g;
   const torch::Tensor nd = norm.detach().to(torch::kDouble).reshape({});
   const torch::Tensor ld = loss_sum.detach().to(torch::kDouble).reshape({});
@@ -45,9 +45,8 @@ void DeviceStep::step(const torch::Tensor& loss_sum, const torch::Tensor& nll_su
   const torch::Tensor ok = torch::isfinite(nd).logical_and(torch::isfinite(ld));
   const torch::Tensor overflow = ok.logical_not();
   clip_grads(params, train_.clip_norm, nd, ok);
-  if (before_step) before_step();
   guarded.guard_next_step(ok);
-  optimizer.step();
+  optimizer_step();
 
   torch::Tensor bad = overflow;  // a skip the scaler does not account for
   if (scaler_.enabled()) {
@@ -68,14 +67,18 @@ void DeviceStep::step(const torch::Tensor& loss_sum, const torch::Tensor& nll_su
   }
   const torch::Tensor okd = ok.to(torch::kDouble);
   tally_.narrow(0, 0, 7).add_(torch::stack({torch::where(ok, ld, zero), torch::where(ok, nl, zero),
-                                            okd * static_cast<double>(tokens),
+                                            okd * tokens,
                                             torch::where(ok, nd, zero), okd, 1.0 - okd,
                                             bad.to(torch::kDouble)}));
   torch::Tensor run = tally_[7];
   torch::Tensor next_run = torch::where(bad, run + 1.0, torch::where(ok, zero, run));
   tally_[8].copy_(torch::maximum(tally_[8], next_run));
   tally_[7].copy_(next_run);
-  if (record_) records_.push_back(torch::stack({torch::where(ok, ld, zero), nd, okd}));
+  last_.copy_(torch::stack({torch::where(ok, ld, zero), nd, okd}));
+}
+
+void DeviceStep::keep_last() {
+  if (record_) records_.push_back(last_.clone());
 }
 
 DeviceTally DeviceStep::read(HostReads& reads) {

@@ -53,14 +53,23 @@ class DeviceStep {
   DeviceStep(torch::Device device, LossScaler& scaler, const TrainConfig& train);
   /// The loss scale (0-dim double on the device; 1 without the scaler).
   const torch::Tensor& scale() const { return scale_; }
+  /// The update's target tokens as the 0-dim double on the device that
+  /// unscale_and_norm and step take (a graph reads it: train.cuda_graph).
+  torch::Tensor tokens(int64_t n) const { return scalar(static_cast<double>(n)); }
   /// Gradients times 1 / (scale * tokens) (the update's mean over tokens,
   /// unscaled) and their global L2 norm (0-dim float, non-finite when any is).
-  torch::Tensor unscale_and_norm(const std::vector<torch::Tensor>& params, int64_t tokens);
-  /// Decide, clip, step (before_step runs first: the lr) and tally.
+  torch::Tensor unscale_and_norm(const std::vector<torch::Tensor>& params,
+                                 const torch::Tensor& tokens);
+  /// Decide, clip, guard and run `optimizer_step` (the optimizer's step and
+  /// whatever host work precedes it eagerly; launch() alone in a graph), and
+  /// tally. Kernels only, whose arguments are the same every update: the
+  /// body of a captured update (graphed_update.h).
   void step(const torch::Tensor& loss_sum, const torch::Tensor& nll_sum, const torch::Tensor& norm,
-            int64_t tokens, const std::vector<torch::Tensor>& params,
-            torch::optim::Optimizer& optimizer, GuardedStep& guarded,
-            const std::function<void()>& before_step);
+            const torch::Tensor& tokens, const std::vector<torch::Tensor>& params,
+            GuardedStep& guarded, const std::function<void()>& optimizer_step);
+  /// After each step (eager or replayed): with record_updates, a copy of the
+  /// update's {loss, norm, stepped} for the next read.
+  void keep_last();
   /// One device-to-host copy: the tally since the last read (then reset)
   /// and the scaler's state, written to the host scaler.
   DeviceTally read(HostReads& reads);
@@ -77,11 +86,14 @@ class DeviceStep {
   LossScaler& scaler_;
   TrainConfig train_;
   torch::TensorOptions opts_;
+  // scale_, sstate_, tally_ and last_ keep their memory for the run: a
+  // captured update reads and writes them in place.
   torch::Tensor scale_;   // 0-dim: the scale the next update multiplies its loss by
   torch::Tensor sstate_;  // [iter, last_overflow_iter, last_rescale_iter]
   torch::Tensor tally_;   // [loss, nll, tokens, grad_norm, stepped, skipped, nonfinite, bad_run, max_bad_run]
   bool record_ = false;
-  std::vector<torch::Tensor> records_;  // per unread update: [loss, norm, stepped]
+  torch::Tensor last_;  // [loss, norm, stepped] of the last step (written in place)
+  std::vector<torch::Tensor> records_;  // per unread update: copies of last_
 };
 
 }  // namespace clinic

@@ -380,8 +380,55 @@ void Trainer::setup() {
       log()->info("[train] train.host_reads: log_interval: {}; reading every update", why);
     }
   }
+  if (cfg_.train.cuda_graph) {  // graphed_update.h
+    auto* capturable = dynamic_cast<CapturableStep*>(optimizer_.get());
+    std::string why;
+    if (!device_step_)
+      why = "the updates are decided on the host (train.host_reads, above)";
+    else if (capturable == nullptr)
+      why = "the optimizer has no capturable step (a registered optimizer)";
+    else if (cfg_.data.shape_buckets <= 0 && !fixed_source())
+      why = "batch shapes vary without data.shape_buckets";
+    else if (cfg_.train.update_freq != 1)
+      why = "train.update_freq > 1 (one captured batch per update)";
+    if (why.empty()) {
+      if (!capturer_set_) capturer_ = device_.is_cuda() ? cuda_graph_capturer() : nullptr;
+      capturable_ = capturable;
+      capturable_->set_capturable(true);
+      graphs_ = std::make_unique<UpdateGraphs>(
+          [this](const Batch& b, const torch::Tensor& tokens) { graph_body(b, tokens); },
+          [this](int64_t n) { return device_step_->tokens(n); }, capturer_);
+      if (capturer_)
+        log()->info("[train] train.cuda_graph: one captured update per batch shape, replayed "
+                    "from its second update");
+      else
+        log()->info("[train] train.cuda_graph: no capture on {} (CUDA only); each update runs "
+                    "as its graph would (static batch buffers, lr and step counts on the device)",
+                    device_.str());
+    } else {
+      log()->info("[train] train.cuda_graph: {}; eager updates", why);
+    }
+  }
   world_->attach(params_);
   is_setup_ = true;
+}
+
+void Trainer::graph_body(const Batch& b, const torch::Tensor& tokens) {
+  // train_update's deferred path for one batch, with the token count and the
+  // optimizer's launch() reading device tensors: nothing here may depend on
+  // a host value that changes between two updates of this shape.
+  for (auto& p : params_)
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  DecoderFeatures out;
+  {
+    AutocastGuard ag(device_.type(), compute_dtype_);
+    out = model_->forward_features(b.src, b.tgt_in);
+  }
+  LossOut lo = loss_fn_(out, b.tgt_out, compute_dtype_);
+  (scaler_->enabled() ? lo.loss * device_step_->scale() : lo.loss).backward();
+  torch::Tensor norm = device_step_->unscale_and_norm(params_, tokens);
+  device_step_->step(lo.loss.detach(), lo.nll, norm, tokens, params_, *guarded_,
+                     [this] { capturable_->launch(); });
 }
 
 std::string Trainer::locate_nonfinite(const Batch& given) {
@@ -462,6 +509,33 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   }
   const bool deferred = device_step_ && !eager_once_;
   model_->train();
+  if (deferred && graphs_ && batches.size() == 1) {  // train.cuda_graph
+    const Batch b = batches[0].src.device() == device_ ? batches[0] : batches[0].to(device_);
+    if (instruments_) unread_lr_.emplace_back(schedules_[0](state_.update), b.tgt_tokens);
+    // stage() steps the tensors that have a gradient, before the backward
+    // that makes them: a graph needs them all from the first update. A
+    // parameter no batch reaches is then stepped with a zero gradient.
+    for (auto& p : params_)
+      if (p.requires_grad() && !p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    set_group_lrs();
+    capturable_->stage();  // the host's half of the step; the graph holds launch()
+    graphs_->run(b, capturable_->layout());
+    if (!graphs_->refused().empty() && !said_refused_) {
+      said_refused_ = true;
+      log()->info("[train] train.cuda_graph: capture failed ({}); eager updates from here",
+                  graphs_->refused());
+    }
+    device_step_->keep_last();
+    UpdateStats s;
+    s.tokens = b.tgt_tokens;
+    state_.update += 1;
+    state_.tokens += s.tokens;
+    unread_updates_ += 1;
+    unread_tokens_ += s.tokens;
+    s.deferred = true;
+    s.loss = s.nll = s.grad_norm = std::numeric_limits<double>::quiet_NaN();
+    return s;
+  }
   for (auto& p : params_)
     if (p.grad().defined()) p.mutable_grad().zero_();
   const double scale = scaler_->scale();
@@ -508,9 +582,13 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
   }
   if (deferred) {  // train.host_reads: log_interval (device_step.h)
     if (instruments_) unread_lr_.emplace_back(schedules_[0](state_.update), s.tokens);
-    torch::Tensor norm = device_step_->unscale_and_norm(params_, s.tokens);
-    device_step_->step(loss_sum, nll_sum, norm, s.tokens, params_, *optimizer_, *guarded_,
-                       [&] { set_group_lrs(); });
+    const torch::Tensor tokens = device_step_->tokens(s.tokens);
+    torch::Tensor norm = device_step_->unscale_and_norm(params_, tokens);
+    device_step_->step(loss_sum, nll_sum, norm, tokens, params_, *guarded_, [&] {
+      set_group_lrs();
+      optimizer_->step();
+    });
+    device_step_->keep_last();
     // Counted as a step until the next read says otherwise (sync_host).
     state_.update += 1;
     state_.tokens += s.tokens;

@@ -26,6 +26,7 @@
 #include "framework/train/checkpoint.h"
 #include "framework/train/gradient_carry.h"
 #include "framework/train/device_step.h"
+#include "framework/train/graphed_update.h"
 #include "framework/train/host_reads.h"
 #include "framework/train/loss.h"
 #include "framework/train/run_dir.h"
@@ -90,8 +91,19 @@ class Trainer {
   const RunConfig& config() const { return cfg_; }
   const ParallelCorpus& train_data() const { return train_; }
   torch::Device device() const { return device_; }
+  /// train.cuda_graph: the captured updates (null when updates are eager).
+  const UpdateGraphs* update_graphs() const { return graphs_.get(); }
+  /// The capture backend train.cuda_graph uses (before setup(); default
+  /// CUDA's graph on CUDA, none elsewhere). A seam for tests.
+  void set_graph_capturer(MakeCapturer make) {
+    capturer_ = std::move(make);
+    capturer_set_ = true;
+  }
 
  private:
+  /// The update a graph captures (graphed_update.h): kernels only, reading
+  /// the batch and its token count from `statics` and `tokens`.
+  void graph_body(const Batch& statics, const torch::Tensor& tokens);
   void log_update(const UpdateStats& s, double seconds);
   /// train.host_reads: log_interval: read what the device decided since the
   /// last read and make the host's counts exact (device_step.h); no-op in
@@ -135,6 +147,11 @@ class Trainer {
   int64_t unread_updates_ = 0, unread_tokens_ = 0;  // counted by the host since the last read
   std::vector<std::pair<double, int64_t>> unread_lr_;  // with instruments: (lr, tokens) per unread update
   bool eager_once_ = false;  // this update is decided on the host (instruments measure it)
+  std::unique_ptr<UpdateGraphs> graphs_;  // train.cuda_graph
+  CapturableStep* capturable_ = nullptr;  // optimizer_ as a capturable step, with graphs_
+  MakeCapturer capturer_;
+  bool capturer_set_ = false;
+  bool said_refused_ = false;  // the capture-failure line is logged once
   // What checkpoint_last.pt holds: (update, skipped, epoch, batch, best
   // valid, best BLEU, stalled) of the last write: one state, one serialisation.
   std::optional<std::tuple<int64_t, int64_t, int64_t, int64_t, double, double, int64_t>> last_written_;

@@ -339,6 +339,55 @@ TEST(MultiTensor, CapturableStepsSkipExactlyAndResumeFromCheckpoints) {
   }
 }
 
+// What a captured graph of launch() relies on: with gradients written in
+// place, stage() keeps every tensor launch() reads, the device step counts
+// included (a retraction copies the host's counts into them), and says so by
+// an unchanged layout(); load() replaces the moments, and layout() changes.
+TEST(MultiTensor, CapturableLayoutKeepsItsMemoryUntilALoadReplacesIt) {
+  for (const auto& [name, cfg] : mt_configs()) {
+    auto a = mt_params(), b = mt_params();
+    auto host = mt_build(cfg, true, a);  // host coefficients: the oracle
+    auto opt = mt_build(cfg, true, b);
+    auto& cap = dynamic_cast<CapturableStep&>(*opt);
+    cap.set_capturable(true);
+    auto in_place = [](std::vector<torch::Tensor>& ps, int u) {
+      torch::NoGradGuard g;
+      for (auto& p : ps) {
+        auto x = p.detach();
+        auto v = 0.3 * x + 0.1 * x.pow(3) - 0.05 * std::sin(0.7 * u) * torch::ones_like(x);
+        if (p.grad().defined()) p.mutable_grad().copy_(v);
+        else p.mutable_grad() = v;
+      }
+    };
+    uint64_t layout = 0;
+    std::vector<const void*> moments;
+    for (int u = 0; u < 8; ++u) {
+      in_place(a, u);
+      in_place(b, u);
+      host->step();
+      cap.stage();
+      if (u == 0) layout = cap.layout();
+      EXPECT_EQ(cap.layout(), layout) << name << " update " << u;
+      cap.launch();
+      if (u == 4) {  // a skip taken back: the host's counts into the same device tensors
+        dynamic_cast<GuardedStep&>(*opt).retract_steps(1);
+        dynamic_cast<GuardedStep&>(*host).retract_steps(1);
+      }
+      for (size_t i = 0; i < a.size(); ++i) test::expect_close(b[i].detach(), a[i].detach(), 1e-5, 1e-6);
+    }
+    std::stringstream buf;
+    torch::serialize::OutputArchive out;
+    opt->save(out);
+    out.save_to(buf);
+    torch::serialize::InputArchive in;
+    in.load_from(buf);
+    opt->load(in);
+    in_place(b, 8);
+    cap.stage();
+    EXPECT_NE(cap.layout(), layout) << name << ": load() replaced the moments";
+  }
+}
+
 TEST(MultiTensor, AmsgradHasNoCapturableStep) {
   auto ps = mt_params();
   MultiTensorAdam ams(ps, torch::optim::AdamOptions(1e-3).amsgrad(true));
