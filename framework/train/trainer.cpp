@@ -413,6 +413,20 @@ void Trainer::setup() {
   is_setup_ = true;
 }
 
+UpdateStats Trainer::count_deferred(int64_t tokens) {
+  device_step_->keep_last();
+  // Counted as a step until the next read says otherwise (sync_host).
+  state_.update += 1;
+  state_.tokens += tokens;
+  unread_updates_ += 1;
+  unread_tokens_ += tokens;
+  UpdateStats s;
+  s.tokens = tokens;
+  s.deferred = true;
+  s.loss = s.nll = s.grad_norm = std::numeric_limits<double>::quiet_NaN();
+  return s;
+}
+
 void Trainer::graph_body(const Batch& b, const torch::Tensor& tokens) {
   // train_update's deferred path for one batch, with the token count and the
   // optimizer's launch() reading device tensors: nothing here may depend on
@@ -525,16 +539,7 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
       log()->info("[train] train.cuda_graph: capture failed ({}); eager updates from here",
                   graphs_->refused());
     }
-    device_step_->keep_last();
-    UpdateStats s;
-    s.tokens = b.tgt_tokens;
-    state_.update += 1;
-    state_.tokens += s.tokens;
-    unread_updates_ += 1;
-    unread_tokens_ += s.tokens;
-    s.deferred = true;
-    s.loss = s.nll = s.grad_norm = std::numeric_limits<double>::quiet_NaN();
-    return s;
+    return count_deferred(b.tgt_tokens);
   }
   for (auto& p : params_)
     if (p.grad().defined()) p.mutable_grad().zero_();
@@ -588,15 +593,7 @@ UpdateStats Trainer::train_update(const std::vector<Batch>& batches) {
       set_group_lrs();
       optimizer_->step();
     });
-    device_step_->keep_last();
-    // Counted as a step until the next read says otherwise (sync_host).
-    state_.update += 1;
-    state_.tokens += s.tokens;
-    unread_updates_ += 1;
-    unread_tokens_ += s.tokens;
-    s.deferred = true;
-    s.loss = s.nll = s.grad_norm = std::numeric_limits<double>::quiet_NaN();
-    return s;
+    return count_deferred(s.tokens);
   }
   // Gradients of summed losses divided by the update's token count: the
   // same update as one batch holding all of them (fairseq's sample_size).

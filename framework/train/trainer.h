@@ -104,6 +104,9 @@ class Trainer {
   /// The update a graph captures (graphed_update.h): kernels only, reading
   /// the batch and its token count from `statics` and `tokens`.
   void graph_body(const Batch& statics, const torch::Tensor& tokens);
+  /// After an update the device decided: the host's counts (device_step.h)
+  /// and its stats (NaN figures: read later).
+  UpdateStats count_deferred(int64_t tokens);
   void log_update(const UpdateStats& s, double seconds);
   /// train.host_reads: log_interval: read what the device decided since the
   /// last read and make the host's counts exact (device_step.h); no-op in
