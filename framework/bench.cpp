@@ -28,6 +28,7 @@
 #include "framework/optim/schedule.h"
 #include "framework/train/loss.h"
 #include "framework/train/device_step.h"
+#include "framework/train/graphed_update.h"
 #include "framework/train/scaled_step.h"
 #include "framework/train/trainer.h"
 
@@ -218,6 +219,39 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
                         "optim.foreach: true and adam, adamw or radam");
     device_step = std::make_unique<DeviceStep>(device, scaler, cfg.train);
   }
+  // --throughput with train.cuda_graph: the trainer's captured update
+  // (graphed_update.h) on the bench's one batch shape: the batch copied into
+  // static buffers, the optimizer's stage() on the host, the rest one replay.
+  std::unique_ptr<UpdateGraphs> graphs;
+  CapturableStep* capturable = nullptr;
+  if (cfg.train.cuda_graph && !o.throughput)
+    throw ConfigError("bench: train.cuda_graph times captured updates back to back: add --throughput");
+  if (o.throughput && cfg.train.cuda_graph) {
+    capturable = dynamic_cast<CapturableStep*>(opt.get());
+    if (capturable == nullptr)
+      throw ConfigError("bench --throughput with train.cuda_graph: optim." + cfg.optim.name +
+                        " has no capturable step");
+    capturable->set_capturable(true);
+    for (auto& p : params)  // a graph needs every gradient before its first backward
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    device_step->record_updates(true);  // each update's loss: the curve, read after the clock
+    graphs = std::make_unique<UpdateGraphs>(
+        [&](const Batch& b, const torch::Tensor& tokens) {
+          for (auto& p : params) p.mutable_grad().zero_();  // in place: a graph keeps them
+          DecoderFeatures f;
+          {
+            AutocastGuard ag(device.type(), dtype);
+            f = model->forward_features(b.src, b.tgt_in);
+          }
+          LossOut lo = loss_fn(f, b.tgt_out, dtype);
+          (scaler.enabled() ? lo.loss * device_step->scale() : lo.loss).backward();
+          torch::Tensor norm = device_step->unscale_and_norm(params, tokens);
+          device_step->step(lo.loss.detach(), lo.nll, norm, tokens, params, *guarded,
+                            [&] { capturable->launch(); });
+        },
+        [&](int64_t n) { return device_step->tokens(n); },
+        device.is_cuda() ? cuda_graph_capturer() : nullptr);
+  }
   // Gradients zeroed, forward under autocast, the criterion's summed loss.
   auto forward_loss = [&](const Batch& b) {
     opt->zero_grad();
@@ -235,6 +269,20 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         sync();
         reset_device_peak_memory(device);
         t_start = now_seconds();
+      }
+      if (graphs) {
+        Batch b = make_batch();
+        b.tgt_tokens = b.src_tokens = B * L;
+        capturable->stage();
+        graphs->run(b, capturable->layout());
+        device_step->keep_last();
+        if (step == o.warmup) rss_first = process_memory().rss_mb;
+        if (step == o.warmup + o.steps - 1) {
+          sync();
+          t_total = now_seconds() - t_start;
+          rss_last = process_memory().rss_mb;
+        }
+        continue;
       }
       auto lo = forward_loss(make_batch());
       (scaler.enabled() ? lo.loss * device_step->scale() : lo.loss).backward();
@@ -325,6 +373,16 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     if (cfg.train.threshold_loss_scale == 0 && scaler.enabled())
       growths = static_cast<int64_t>(std::llround(std::log2(scaler.scale() / cfg.train.loss_scale_init))) +
                 overflows;
+    for (size_t i = 0; i < t.updates.size(); ++i) {  // graphed: every update's record
+      const int64_t k = static_cast<int64_t>(i) - o.warmup;  // timed update k + 1
+      if (k >= 0 && (k % curve_every == 0 || k == o.steps - 1)) {
+        last_loss = t.updates[i][0] / static_cast<double>(B * L);
+        curve.emplace_back(k + 1, last_loss);
+      }
+    }
+    if (graphs && !graphs->refused().empty())
+      throw std::runtime_error("bench: train.cuda_graph: capture failed (" + graphs->refused() +
+                               "); the figures would be eager ones");
     std::vector<torch::Tensor> ls;
     for (const auto& [u, l] : device_curve) ls.push_back(l.reshape({1}));
     if (!ls.empty()) {
@@ -416,7 +474,7 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         beam5_tps, beam1_sps, beam1_tps, lat1, beam5_full_sps,
         beam5_full_sps > 0 ? beam5_sps / beam5_full_sps : 0.0, device.str(), o.task,
         device_peak_mb, c10::toString(dtype), scaler.scale(), overflows, growths, curve_json,
-        o.throughput ? "throughput" : "phases", 1000.0 / ups,
+        graphs ? "throughput_graph" : o.throughput ? "throughput" : "phases", 1000.0 / ups,
         o.compare_python
             ? fmt::format(", \"loss_eval\": {:.6f}, \"python_loss_eval\": {:.6f}, "
                           "\"python_tokens_per_s\": {:.1f}, \"python_ratio\": {:.3f}",

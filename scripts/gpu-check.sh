@@ -195,7 +195,8 @@ EOF
 #   torch_eager    tools/bench/reference_train.py (autocast; fp16 with GradScaler)
 #   torch_compile  the same under torch.compile (bf16); mode=max-autotune too (bf16, 4,096
 #                  tokens) with PERF_AUTOTUNE=1: its autotuning takes minutes of the budget
-# (clinic with CUDA graphs: not built yet.) Then one learning run per side
+#   clinic_graph   --throughput with train.cuda_graph: one captured update, replayed
+# Then one learning run per side
 # (bf16, 4,096 tokens, a 512-token copy vocabulary, 300 updates) for the loss
 # curves. Prints the table with MFU against clinic's measured GEMM peak of that
 # dtype; writes $out/perf.json (for docs/bench/).
@@ -228,6 +229,8 @@ perf_gpu() {
       timeout 120 "$bin" bench "$rec" "${common[@]}" "${set[@]}" >"$pdir/clinic-$tag.json" 2>>"$pdir/log"
       timeout 120 "$bin" bench "$rec" "${common[@]}" "${set[@]}" --throughput \
         >"$pdir/clinic_device-$tag.json" 2>>"$pdir/log"
+      timeout 120 "$bin" bench "$rec" "${common[@]}" "${set[@]}" --throughput --set train.cuda_graph=true \
+        >"$pdir/clinic_graph-$tag.json" 2>>"$pdir/log"
       timeout 120 "$py" "$ref" "$pdir/init.pt" --copy "$rows,32" --precision "$prec" \
         --steps "$steps" --warmup "$warm" "${pyargs[@]}" >"$pdir/torch_eager-$tag.json" 2>>"$pdir/log"
       if [ "$prec" = bf16 ]; then
@@ -247,6 +250,9 @@ perf_gpu() {
   timeout 120 "$bin" bench "$rec" "${common[@]}" --set data.vocab_size=512 --set train.precision=bf16 \
     --steps "${PERF_STEPS:-300}" --warmup 0 --curve-points 30 --throughput \
     >"$pdir/curve-clinic_device.json" 2>>"$pdir/log"
+  timeout 120 "$bin" bench "$rec" "${common[@]}" --set data.vocab_size=512 --set train.precision=bf16 \
+    --steps "${PERF_STEPS:-300}" --warmup 0 --curve-points 30 --throughput --set train.cuda_graph=true \
+    >"$pdir/curve-clinic_graph.json" 2>>"$pdir/log"
   timeout 120 "$py" "$ref" "$pdir/init512.pt" --copy 128,32 --precision bf16 --steps "${PERF_STEPS:-300}" --warmup 0 \
     "${pyargs[@]}" --curve-points 30 >"$pdir/curve-torch_eager.json" 2>>"$pdir/log"
   "$py" scripts/perf_table.py "$pdir" "$out/machine.txt" | tee "$out/perf.txt"

@@ -57,11 +57,12 @@ std::vector<std::vector<int64_t>> plan_epoch(const ParallelCorpus& c,
 
 BatchStream::BatchStream(const ParallelCorpus& corpus,
                          std::vector<std::vector<int64_t>> plan, int64_t start,
-                         int64_t prefetch)
+                         int64_t prefetch, bool pin)
     : corpus_(corpus),
       plan_(std::move(plan)),
       next_produce_(start),
-      prefetch_(std::max<int64_t>(prefetch, 1)) {
+      prefetch_(std::max<int64_t>(prefetch, 1)),
+      pin_(pin) {
   worker_ = std::thread([this] { run(); });
 }
 
@@ -87,6 +88,8 @@ void BatchStream::run() {
         i = next_produce_++;
       }
       Batch b = corpus_.make_batch(plan_[i]);
+      if (pin_)  // the host-side copy here, off the trainer's thread
+        for (torch::Tensor* t : {&b.src, &b.tgt_in, &b.tgt_out}) *t = t->pin_memory();
       {
         std::lock_guard<std::mutex> l(mu_);
         ready_.push_back(std::move(b));

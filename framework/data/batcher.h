@@ -32,12 +32,13 @@ struct DataPosition {
 };
 
 /// Iterates a plan from a start index, preparing up to `prefetch` batches on
-/// a background thread.
+/// a background thread; `pin`: in page-locked memory (for a GPU's
+/// asynchronous copies, device_feed.h; needs a CUDA build).
 class BatchStream {
  public:
   BatchStream(const ParallelCorpus& corpus,
               std::vector<std::vector<int64_t>> plan, int64_t start,
-              int64_t prefetch);
+              int64_t prefetch, bool pin = false);
   ~BatchStream();
   BatchStream(const BatchStream&) = delete;
   BatchStream& operator=(const BatchStream&) = delete;
@@ -50,6 +51,7 @@ class BatchStream {
   const ParallelCorpus& corpus_;
   std::vector<std::vector<int64_t>> plan_;
   int64_t next_produce_, prefetch_;
+  bool pin_;
   std::deque<Batch> ready_;
   bool done_ = false, stop_ = false;
   std::exception_ptr error_;

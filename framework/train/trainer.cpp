@@ -12,6 +12,7 @@
 #include <regex>
 
 #include "framework/amp/autocast.h"
+#include "framework/data/device_feed.h"
 #include "framework/data/text.h"
 #include "framework/eval/bleu.h"
 #include "framework/eval/search.h"
@@ -673,7 +674,8 @@ std::pair<double, double> Trainer::validate() {
   int64_t tokens = 0;
   std::vector<std::vector<int64_t>> plan;
   if (!fixed_source()) plan = plan_epoch(valid_, cfg_.data.max_tokens, 0, cfg_.train.seed, 0, false);
-  BatchStream stream(valid_, plan, 0, cfg_.data.prefetch);
+  BatchStream stream(valid_, plan, 0, cfg_.data.prefetch, device_.is_cuda());
+  DeviceFeed feed(stream, make_batch_copier(device_));
   bool fixed_done = false;
   for (;;) {
     Batch d;
@@ -682,9 +684,9 @@ std::pair<double, double> Trainer::validate() {
       d = fixed_;
       fixed_done = true;
     } else {
-      auto b = stream.next();
+      auto b = feed.next();
       if (!b) break;
-      d = b->to(device_);
+      d = std::move(b->batch);
     }
     DecoderFeatures out;
     {
@@ -961,7 +963,8 @@ void Trainer::fit() {
     if (!fixed_source())
       plan = plan_epoch(train_, cfg_.data.max_tokens, cfg_.data.max_sentences, t.seed,
                         state_.position.epoch, true);
-    BatchStream stream(train_, plan, state_.position.batch, cfg_.data.prefetch);
+    BatchStream stream(train_, plan, state_.position.batch, cfg_.data.prefetch, device_.is_cuda());
+    DeviceFeed feed(stream, make_batch_copier(device_), world_->size(), world_->rank());
     bool stopped = false;
     // Data parallel: an update takes update_freq x world batches of the
     // plan and rank r trains on every world-th one from r, so N ranks make
@@ -977,10 +980,10 @@ void Trainer::fit() {
           if (k % world_->size() == world_->rank()) pending.push_back(fixed_);
           continue;
         }
-        auto b = stream.next();
+        auto b = feed.next();  // the next one's copy already started
         if (!b) break;
         ++taken;
-        if (k % world_->size() == world_->rank()) pending.push_back(b->to(device_));
+        if (b->mine) pending.push_back(std::move(b->batch));
       }
       if (taken == 0) break;
       UpdateStats s = train_update(pending);

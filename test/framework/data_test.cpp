@@ -5,6 +5,7 @@
 
 #include "framework/data/batcher.h"
 #include "framework/data/corpus.h"
+#include "framework/data/device_feed.h"
 #include "framework/data/text.h"
 #include "framework/data/vocab.h"
 #include "framework/errors.h"
@@ -139,6 +140,67 @@ TEST(Batcher, OrderIsDeterministicAndResumable) {
   }
   ASSERT_EQ(all.size(), a.size());
   EXPECT_EQ(tail, std::vector<std::vector<int64_t>>(all.begin() + 5, all.end()));
+}
+
+// The feed (issue 33 item 1) against a plain BatchStream: the same batches
+// in the same order, this rank's only, and each one's copy started one batch
+// ahead: when batch k is handed over, the copy of the next batch of this
+// rank has begun, and batch k was readied (its stream waits) first.
+namespace {
+struct RecordingCopier : BatchCopier {
+  std::vector<std::string>* events;
+  explicit RecordingCopier(std::vector<std::string>* e) : events(e) {}
+  Batch start(const Batch& host) override {
+    events->push_back("start " + std::to_string(host.ids.front()));
+    Batch b = host;
+    b.src = host.src.clone();  // "the device's copy"
+    return b;
+  }
+  void ready(Batch& b) override { events->push_back("ready " + std::to_string(b.ids.front())); }
+};
+}  // namespace
+
+TEST(Batcher, DeviceFeedCopiesThisRanksBatchesOneAhead) {
+  Toy t;
+  auto plan = plan_epoch(t.corpus, 40, 0, 3, 2, true);
+  ASSERT_GE(plan.size(), 6u);
+  std::vector<Batch> plain;
+  {
+    BatchStream s(t.corpus, plan, 1, 2);
+    while (auto b = s.next()) plain.push_back(*b);
+  }
+  for (int64_t world : {1, 2}) {
+    for (int64_t rank = 0; rank < world; ++rank) {
+      std::vector<std::string> ev;
+      BatchStream s(t.corpus, plan, 1, 2);
+      DeviceFeed feed(s, std::make_unique<RecordingCopier>(&ev), world, rank);
+      std::vector<std::string> expect;
+      std::vector<size_t> mine;
+      for (size_t k = 0; k < plain.size(); ++k)
+        if (static_cast<int64_t>(k) % world == rank) mine.push_back(k);
+      auto first = [&](size_t k) { return std::to_string(plain[k].ids.front()); };
+      expect.push_back("start " + first(mine[0]));
+      size_t k = 0, m = 0;
+      while (auto f = feed.next()) {
+        ASSERT_LT(k, plain.size());
+        EXPECT_EQ(f->batch.ids, plain[k].ids) << k;
+        EXPECT_EQ(f->mine, static_cast<int64_t>(k) % world == rank) << k;
+        if (f->mine) {
+          EXPECT_TRUE(torch::equal(f->batch.src, plain[k].src));
+          expect.push_back("ready " + first(k));
+          if (++m < mine.size()) expect.push_back("start " + first(mine[m]));
+          // Handed over: the next of this rank is on its way (when the
+          // stream has it: the feed looks one batch of the plan ahead).
+          if (m < mine.size() && mine[m] == k + 1) {
+            EXPECT_EQ(ev.back(), "start " + first(k + 1));
+          }
+        }
+        ++k;
+      }
+      EXPECT_EQ(k, plain.size());
+      EXPECT_EQ(ev, expect) << "world " << world << " rank " << rank;
+    }
+  }
 }
 
 TEST(Data, BatchTensorsHaveEosBosAndPadding) {

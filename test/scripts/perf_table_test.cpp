@@ -34,11 +34,16 @@ TEST(PerfTable, MfuAndTargetRatiosAreComputedFromTheRows) {
       R"({"tokens_per_s": 819200, "updates_per_s": 100, "ms_per_update": 10.0,)"
       R"( "flops_per_update": 2e12, "gemm_peak_gflops": 400000, "device_peak_memory_mb": 3100,)"
       R"( "loss_curve": [[1, 9.2], [100, 7.4]]})" "\n");
+  put(dir / "clinic_graph-4096-bf16.json",
+      R"({"tokens_per_s": 1024000, "updates_per_s": 125, "ms_per_update": 8.0,)"
+      R"( "flops_per_update": 2e12, "gemm_peak_gflops": 400000, "device_peak_memory_mb": 3300,)"
+      R"( "loss_curve": [[1, 9.2], [100, 7.4]]})" "\n");
   put(dir / "torch_eager-4096-bf16.json",
       R"({"tokens_per_s": 327680, "ms_per_update": 25.0, "peak_memory_mb": 4000,)"
       R"( "loss_curve": [[1, 9.3], [100, 7.6]]})" "\n");
   put(dir / "torch_compile-4096-bf16.json", "");  // timed out: printed nothing
   put(dir / "curve-clinic_device.json", R"({"loss_curve": [[1, 6.0], [150, 4.0], [300, 2.0]]})");
+  put(dir / "curve-clinic_graph.json", R"({"loss_curve": [[1, 6.0], [150, 4.09], [300, 2.0]]})");
   put(dir / "curve-torch_eager.json", R"({"loss_curve": [[1, 6.0], [150, 4.04], [300, 2.01]]})");
   std::string out;
   ASSERT_EQ(test::run_shell("/usr/bin/python3 " + std::string(kSourceDir) + "/scripts/perf_table.py " +
@@ -57,13 +62,24 @@ TEST(PerfTable, MfuAndTargetRatiosAreComputedFromTheRows) {
   EXPECT_NE(out.find("clinic_device / clinic (today): 4.000 (target >= 4.0) met"), std::string::npos) << out;
   EXPECT_NE(out.find("clinic_device / torch_eager: 2.500 (target >= 2.0) met"), std::string::npos) << out;
   EXPECT_NE(out.find("clinic_device / torch_compile: n/a"), std::string::npos) << out;
-  // Curves: the largest |a - b| / b is 0.04 / 4.04 = 0.0099 (met at <= 0.01).
-  EXPECT_NE(out.find("largest relative difference 0.0099 (target <= 0.01: met"), std::string::npos) << out;
+  // clinic_graph at 8 ms: 62.50 %; 1024000 / 204800 = 5.000, / 327680 = 3.125.
+  EXPECT_NE(out.find("62.50%"), std::string::npos) << out;
+  EXPECT_NE(out.find("clinic_graph / clinic (today): 5.000 (target >= 4.0) met"), std::string::npos) << out;
+  EXPECT_NE(out.find("clinic_graph / torch_eager: 3.125 (target >= 2.0) met"), std::string::npos) << out;
+  // Curves: the largest |a - b| / b is 0.04 / 4.04 = 0.0099 (met at <= 0.01)
+  // for clinic_device, 0.05 / 4.04 = 0.0124 (not met) for clinic_graph.
+  EXPECT_NE(out.find("clinic_device 6.000 -> 2.000, torch_eager 6.000 -> 2.010; largest relative "
+                     "difference 0.0099 (target <= 0.01: met"), std::string::npos) << out;
+  EXPECT_NE(out.find("clinic_graph 6.000 -> 2.000, torch_eager 6.000 -> 2.010; largest relative "
+                     "difference 0.0124 (target <= 0.01: NOT met"), std::string::npos) << out;
   nlohmann::json j = nlohmann::json::parse(read_file(d.file("perf.json")));
   EXPECT_EQ(j["device"], "NVIDIA H100 80GB HBM3");
-  ASSERT_EQ(j["rows"].size(), 4u);
+  ASSERT_EQ(j["rows"].size(), 5u);
+  EXPECT_NEAR(j["curve_max_rel_diff"].get<double>(), 0.05 / 4.04, 1e-9);
   for (const auto& r : j["rows"])
-    if (r["system"] == "clinic_device") EXPECT_NEAR(r["mfu"].get<double>(), 0.5, 1e-12);
+    if (r["system"] == "clinic_device") {
+      EXPECT_NEAR(r["mfu"].get<double>(), 0.5, 1e-12);
+    }
 }
 
 }  // namespace

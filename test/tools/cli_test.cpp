@@ -519,7 +519,22 @@ TEST(Cli, BenchThroughputTrainsAsThePhaseTimedBench) {
   EXPECT_LT(phases.back(), phases.front());
   EXPECT_NE(fo.find("\"mode\": \"throughput\""), std::string::npos) << fo;
   EXPECT_NE(po.find("\"mode\": \"phases\""), std::string::npos) << po;
+  // train.cuda_graph: the trainer's graphed update (on the CPU the body runs
+  // on the static buffers, the lr and step counts read from device tensors):
+  // the same curve, within 1e-3 (the capturable step's coefficients are
+  // computed in tensors, not host doubles).
+  auto [graphed, go] = curve(" --throughput --set train.cuda_graph=true");
+  ASSERT_EQ(graphed.size(), phases.size()) << go;
+  for (size_t i = 0; i < phases.size(); ++i)
+    EXPECT_NEAR(graphed[i], phases[i], 1e-3 * phases[i]) << "point " << i;
+  EXPECT_NE(go.find("\"mode\": \"throughput_graph\""), std::string::npos) << go;
   // What it cannot do is one error.
+  {
+    std::string o2;
+    EXPECT_NE(run_shell(clinic() + " bench multi30k/admin --steps 1 --set train.cuda_graph=true", &o2), 0);
+    EXPECT_NE(o2.find("clinic: error: bench: train.cuda_graph times captured updates"),
+              std::string::npos) << o2;
+  }
   std::string out;
   EXPECT_NE(run_shell(clinic() + " bench multi30k/admin --steps 1 --throughput --diag", &out), 0);
   EXPECT_NE(out.find("clinic: error: bench --throughput"), std::string::npos) << out;
