@@ -418,7 +418,8 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
              : std::string();
 
   double beam5_sps = 0, beam5_tps = 0, beam1_sps = 0, beam1_tps = 0, lat1 = 0;
-  double beam5_full_sps = 0;
+  double beam5_full_sps = 0, beam5_static_sps = 0;
+  int64_t beam5_graph_replays = 0;
   if (o.translate) {
     const int64_t n = 64, out_len = 32;
     auto src = rand_ids(n, 20).to(device);
@@ -444,6 +445,15 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
     double t0 = now_seconds();
     beam_search(*model, src.narrow(0, 0, 1), so);
     lat1 = now_seconds() - t0;
+    // eval.cuda_graph: the static cache, its step captured on CUDA (eagerly
+    // elsewhere).
+    so.cuda_graph = true;
+    SearchStats graph_stats;
+    t0 = now_seconds();
+    beam_search(*model, src, so, &graph_stats);
+    beam5_static_sps = n / (now_seconds() - t0);
+    beam5_graph_replays = graph_stats.replays;
+    so.cuda_graph = false;
     // Baseline: the same search re-running the decoder over the whole prefix.
     so.incremental = false;
     t0 = now_seconds();
@@ -464,7 +474,8 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         "\"loss\": {:.5f}, \"beam5_sentences_per_s\": {:.2f}, \"beam5_tokens_per_s\": {:.1f}, "
         "\"beam1_sentences_per_s\": {:.2f}, \"beam1_tokens_per_s\": {:.1f}, "
         "\"beam5_latency_bs1_s\": {:.4f}, \"beam5_uncached_sentences_per_s\": {:.2f}, "
-        "\"beam5_cache_speedup\": {:.2f}, \"device\": \"{}\", \"task\": \"{}\", "
+        "\"beam5_cache_speedup\": {:.2f}, \"beam5_static_sentences_per_s\": {:.2f}, "
+        "\"beam5_graph_replays\": {}, \"device\": \"{}\", \"task\": \"{}\", "
         "\"device_peak_memory_mb\": {:.1f}, \"gemm_peak_dtype\": \"{}\", \"loss_scale\": {}, "
         "\"loss_scale_overflows\": {}, \"loss_scale_growths\": {}, \"loss_curve\": [{}], "
         "\"mode\": \"{}\", \"ms_per_update\": {:.3f}{}{}}}\n",
@@ -472,7 +483,8 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         tgt_tok, t_fwd / o.steps, t_bwd / o.steps, t_opt / o.steps, t_data / o.steps,
         peak_rss_mb(), rss_growth, flops, achieved, peak, achieved / peak, last_loss, beam5_sps,
         beam5_tps, beam1_sps, beam1_tps, lat1, beam5_full_sps,
-        beam5_full_sps > 0 ? beam5_sps / beam5_full_sps : 0.0, device.str(), o.task,
+        beam5_full_sps > 0 ? beam5_sps / beam5_full_sps : 0.0, beam5_static_sps,
+        beam5_graph_replays, device.str(), o.task,
         device_peak_mb, c10::toString(dtype), scaler.scale(), overflows, growths, curve_json,
         graphs ? "throughput_graph" : o.throughput ? "throughput" : "phases", 1000.0 / ups,
         o.compare_python

@@ -469,6 +469,7 @@ struct EvalConfig {
   int64_t max_tokens = 4096;
   std::string bleu_tokenize = "13a";
   bool lowercase = false;
+  bool cuda_graph = false;
 
   template <class V>
   void visit(V& v) {
@@ -487,6 +488,12 @@ struct EvalConfig {
       "(already tokenized text)",
       one_of({"13a", "intl", "none"}));
     v("lowercase", lowercase, "lowercase before BLEU", any());
+    v("cuda_graph", cuda_graph,
+      "beam search with a static KV cache and its decoder step captured as a CUDA graph, "
+      "replayed every step (one launch per step); the first step runs eagerly. Where the model "
+      "has no static cache or capture fails, the growing cache (one log line). Off CUDA the "
+      "static cache without a capture",
+      any());
   }
 };
 

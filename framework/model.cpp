@@ -31,6 +31,12 @@ void DecoderCache::reorder(const torch::Tensor& rows) {
       if (t.defined()) t = t.index_select(0, rows);
 }
 
+void DecoderCache::reorder_in_place(const torch::Tensor& rows) {
+  for (auto* v : {&self_k, &self_v})
+    for (auto& t : *v)
+      if (t.defined()) t.copy_(t.index_select(0, rows));
+}
+
 Registry<ModelBuilder>& model_registry() {
   static Registry<ModelBuilder> r("model");
   return r;

@@ -79,7 +79,19 @@ struct DecoderCache {
   std::vector<torch::Tensor> self_k, self_v;    // [R, H, t, dh]
   std::vector<torch::Tensor> cross_k, cross_v;  // [R, H, S, dh]
   int64_t steps = 0;                            // tokens decoded so far
+  /// > 0: a static cache (eval.cuda_graph, issue 33 item 3). Self-attention
+  /// keys and values are [R, H, capacity, dh] from the first step on; a
+  /// step writes its own at slot `position` (0-dim long on the device, which
+  /// the step advances in place) and masks the later slots. No tensor
+  /// changes shape or memory between steps, so a step can be captured once
+  /// and replayed. 0: the caches grow by one slot per step.
+  int64_t capacity = 0;
+  torch::Tensor position;
   void reorder(const torch::Tensor& rows);
+  /// Static caches: the self-attention rows gathered by `rows` in place.
+  /// Cross-attention caches are left as they are: beam search reorders
+  /// within a sentence, whose rows share one encoder output.
+  void reorder_in_place(const torch::Tensor& rows);
 };
 
 /// Vocabulary facts a model builder needs.
@@ -117,6 +129,8 @@ class Seq2SeqModel : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& src, const torch::Tensor& tgt_in) {
     return decode(tgt_in, encode(src));
   }
+  /// Whether decode() honours DecoderCache::capacity (a static cache).
+  virtual bool static_cache() const { return false; }
   /// Teacher-forced decode() split before a linear output layer. The default
   /// splits nothing: hidden holds decode()'s logits.
   virtual DecoderFeatures decode_features(const torch::Tensor& tgt_in,

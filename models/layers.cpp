@@ -415,7 +415,8 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
                                               const torch::Tensor& future_mask,
                                               torch::Tensor* cache_k,
                                               torch::Tensor* cache_v,
-                                              bool future_is_causal) {
+                                              bool future_is_causal,
+                                              const torch::Tensor& write_at) {
   const int64_t B = query.size(0), T = query.size(1);
   const int64_t d = options.embed_dim(), H = options.heads(), dh = d / H;
   auto heads = [&](const torch::Tensor& t) {  // [B, L, d] -> [B, H, L, dh]
@@ -427,7 +428,17 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& query,
     q = heads(qkv[0]);
     k = heads(qkv[1]);
     v = heads(qkv[2]);
-    if (cache_k) {
+    if (cache_k && write_at.defined()) {  // static: written in place, read whole
+      if (!cache_k->defined()) {
+        TORCH_CHECK(future_mask.defined(), "a static cache needs the slot mask");
+        *cache_k = torch::zeros({B, H, future_mask.size(-1), dh}, k.options());
+        *cache_v = torch::zeros({B, H, future_mask.size(-1), dh}, v.options());
+      }
+      cache_k->index_copy_(2, write_at, k);
+      cache_v->index_copy_(2, write_at, v);
+      k = *cache_k;
+      v = *cache_v;
+    } else if (cache_k) {
       if (cache_k->defined()) {
         k = torch::cat({*cache_k, k}, 2);
         v = torch::cat({*cache_v, v}, 2);
@@ -561,6 +572,11 @@ torch::Tensor SinusoidalPositionsImpl::forward(const torch::Tensor& tokens,
   TORCH_CHECK(T < table.size(0), "sequence of length ", T,
               " exceeds max positions ", table.size(0) - 1);
   return table.index_select(0, pos.view(-1)).view({B, T, -1});
+}
+
+torch::Tensor SinusoidalPositionsImpl::at(const torch::Tensor& tokens, const torch::Tensor& step) {
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  return table.index_select(0, step + 1).view({1, 1, -1}).expand({B, T, -1});
 }
 
 torch::Tensor layer_norm_fp32(torch::nn::LayerNorm& ln,

@@ -72,13 +72,18 @@ class MultiheadAttentionImpl : public torch::nn::Module {
   /// (ones(T, T).triu(1)); with no key padding, LibTorch 2.x's SDPA then
   /// runs with is_causal and no mask tensor, which its flash kernel needs
   /// (an explicit mask limits it to the memory-efficient or math kernels).
+  /// `write_at` ([1] long, self-attention with a cache): a static cache
+  /// (DecoderCache::capacity): this step's keys go to that slot of caches
+  /// with future_mask.size(-1) slots (allocated, zero, on the first step),
+  /// and the step attends over every slot future_mask leaves open.
   torch::Tensor forward(const torch::Tensor& query,
                         const torch::Tensor& memory,
                         const torch::Tensor& key_pad_mask,
                         const torch::Tensor& future_mask,
                         torch::Tensor* cache_k = nullptr,
                         torch::Tensor* cache_v = nullptr,
-                        bool future_is_causal = false);
+                        bool future_is_causal = false,
+                        const torch::Tensor& write_at = torch::Tensor());
 
   MultiheadAttentionOptions options;
   torch::Tensor in_proj_weight;  // [3d, d]: q, k, v rows
@@ -119,6 +124,9 @@ class SinusoidalPositionsImpl : public torch::nn::Module {
   /// tokens [B, T] -> [B, T, dim]. `step` >= 0 means incremental decoding:
   /// every row is at position step + 1.
   torch::Tensor forward(const torch::Tensor& tokens, int64_t step = -1);
+  /// Incremental decoding at a step held on the device ([1] long): every
+  /// row at position step + 1, read without a host value (a static cache).
+  torch::Tensor at(const torch::Tensor& tokens, const torch::Tensor& step);
   torch::Tensor table;  // [max_positions + 1, dim], row 0 = padding
 };
 TORCH_MODULE(SinusoidalPositions);

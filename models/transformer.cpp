@@ -87,9 +87,11 @@ torch::Tensor DecoderLayerImpl::forward(
     const torch::Tensor& x, const torch::Tensor& enc,
     const torch::Tensor& enc_pad, const torch::Tensor& future,
     torch::Tensor* self_k, torch::Tensor* self_v, torch::Tensor* cross_k,
-    torch::Tensor* cross_v) {
+    torch::Tensor* cross_v, const torch::Tensor& write_at) {
   torch::Tensor h = self_sublayer->forward(x, [&](const torch::Tensor& in) {
-    return self_attn(in, in, torch::Tensor(), future, self_k, self_v, /*future_is_causal=*/true);
+    // A static cache's slot mask is not the causal square: no is_causal then.
+    return self_attn(in, in, torch::Tensor(), future, self_k, self_v,
+                     /*future_is_causal=*/!write_at.defined(), write_at);
   });
   h = cross_sublayer->forward(h, [&](const torch::Tensor& in) {
     return cross_attn(in, enc, enc_pad, torch::Tensor(), cross_k, cross_v);
@@ -199,6 +201,10 @@ bool TransformerImpl::linear_output() const {
   return typeid(*this) == typeid(TransformerImpl);
 }
 
+bool TransformerImpl::static_cache() const {
+  return typeid(*this) == typeid(TransformerImpl);
+}
+
 DecoderFeatures TransformerImpl::decode_features(const torch::Tensor& tgt_in,
                                                  const EncoderOut& enc) {
   if (!linear_output()) return Seq2SeqModel::decode_features(tgt_in, enc);
@@ -217,22 +223,36 @@ torch::Tensor TransformerImpl::decode_hidden(const torch::Tensor& tgt_in,
   TORCH_CHECK(tgt_in.dim() == 2, "decode expects tgt [B, T], got ",
               tgt_in.sizes());
   const int64_t T = tgt_in.size(1);
-  torch::Tensor future;
+  torch::Tensor future, write_at;
   if (cache) {
     TORCH_CHECK(T == 1, "incremental decoding takes one token per step");
-    if (cache->self_k.empty()) *cache = new_cache();
+    if (cache->self_k.empty()) {
+      DecoderCache fresh = new_cache();
+      fresh.capacity = cache->capacity;
+      fresh.position = cache->position;
+      *cache = std::move(fresh);
+    }
+    if (cache->capacity > 0) {  // static: slot `position`, the later ones masked
+      TORCH_CHECK(cache->position.defined(), "a static cache needs its position tensor");
+      write_at = cache->position.view({1});
+      future = torch::arange(cache->capacity, cache->position.options()).gt(cache->position)
+                   .view({1, -1});
+    }
   } else if (T > 1) {
     future = torch::ones({T, T}, torch::dtype(torch::kBool).device(tgt_in.device()))
                  .triu(1);
   }
-  auto x = apply_dropout(embed_target(tgt_in, cache ? cache->steps : -1), config.dropout,
-                   is_training());
+  torch::Tensor embedded =
+      write_at.defined()
+          ? decoder_embed(tgt_in) * embed_scale + positions->at(tgt_in, write_at)
+          : embed_target(tgt_in, cache ? cache->steps : -1);
+  auto x = apply_dropout(embedded, config.dropout, is_training());
   for (size_t l = 0; l < decoder_layers->size(); ++l) {
     auto* layer = decoder_layers[l]->as<DecoderLayerImpl>();
     if (cache) {
       x = layer->forward(x, enc.out, enc.pad_mask, future, &cache->self_k[l],
                          &cache->self_v[l], &cache->cross_k[l],
-                         &cache->cross_v[l]);
+                         &cache->cross_v[l], write_at);
     } else if (config.checkpoint_activations && is_training()) {
       const auto& pad = enc.pad_mask;
       x = recompute_in_backward(
@@ -246,6 +266,7 @@ torch::Tensor TransformerImpl::decode_hidden(const torch::Tensor& tgt_in,
   }
   if (decoder_norm) x = layer_norm_fp32(decoder_norm, x);
   if (cache) cache->steps += 1;
+  if (write_at.defined()) cache->position.add_(1);  // in place: a replay advances it
   return x;
 }
 

@@ -65,14 +65,16 @@ class DecoderLayerImpl : public torch::nn::Module {
   DecoderLayerImpl(const ModelConfig& cfg, const ResidualVariant& variant,
                    const SublayerSite& site);
   /// x [B, T, d]; enc [B, S, d]; enc_pad [B, S]; future [T, T] or undefined;
-  /// cache slots for incremental decoding (all four or none).
+  /// cache slots for incremental decoding (all four or none); write_at: the
+  /// slot of a static cache (MultiheadAttention::forward), future its mask.
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& enc,
                                 const torch::Tensor& enc_pad,
                                 const torch::Tensor& future,
                                 torch::Tensor* self_k = nullptr,
                                 torch::Tensor* self_v = nullptr,
                                 torch::Tensor* cross_k = nullptr,
-                                torch::Tensor* cross_v = nullptr);
+                                torch::Tensor* cross_v = nullptr,
+                                const torch::Tensor& write_at = torch::Tensor());
   MultiheadAttention self_attn{nullptr}, cross_attn{nullptr};
   FeedForward ffn{nullptr};
   Sublayer self_sublayer{nullptr}, cross_sublayer{nullptr},
@@ -106,6 +108,10 @@ class TransformerImpl : public Seq2SeqModel {
   /// class itself: a subclass keeps the full-logits path, whatever it
   /// overrides, unless it returns true here.
   virtual bool linear_output() const;
+  /// A static cache embeds the target at a step held on the device, past
+  /// embed_target's host step: true only for this class itself, like
+  /// linear_output (a subclass keeps the growing cache unless it says so).
+  bool static_cache() const override;
 
   /// decode() before project_output: [B, T, d] after the final norm.
   torch::Tensor decode_hidden(const torch::Tensor& tgt_in, const EncoderOut& enc,

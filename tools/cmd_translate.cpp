@@ -30,6 +30,7 @@ struct DecodeFlags {
   std::string beam, lenpen, nbest;
   int64_t threads = 0;
   bool strict = false;  // refuse sources longer than the model's positions
+  bool cuda_graph = false;  // eval.cuda_graph
 };
 void add_decode_flags(CLI::App* c, DecodeFlags& f) {
   c->add_option("--checkpoint", f.checkpoint, "checkpoint file");
@@ -40,6 +41,8 @@ void add_decode_flags(CLI::App* c, DecodeFlags& f) {
       ->check(CLI::Range(0, 4096));
   c->add_flag("--strict", f.strict,
               "refuse an input line longer than model.max_source_positions instead of cutting it");
+  c->add_flag("--cuda-graph", f.cuda_graph,
+              "static KV cache, the decoder step captured as a CUDA graph (eval.cuda_graph)");
 }
 void apply_decode_flags(RunConfig& cfg, const DecodeFlags& f) {
   for (auto [flag, key, value] : {std::tuple{"--beam", "eval.beam", &f.beam},
@@ -47,6 +50,7 @@ void apply_decode_flags(RunConfig& cfg, const DecodeFlags& f) {
                                   std::tuple{"--nbest", "eval.nbest", &f.nbest}})
     if (!value->empty())
       apply_override(cfg, std::string(key) + "=" + *value, std::string(flag) + " " + *value);
+  if (f.cuda_graph) apply_override(cfg, "eval.cuda_graph=true", "--cuda-graph");
   validate(cfg);
 }
 std::vector<std::string> read_input(const std::string& path) {
@@ -110,6 +114,8 @@ void translate_torchscript(const DecodeFlags& f, const std::vector<std::string>&
   if (cfg.eval.nbest > 1)
     throw ConfigError("--nbest: the exported model's translate() returns one hypothesis; "
                       "use --checkpoint for n-best lists");
+  if (f.cuda_graph)
+    throw ConfigError("--cuda-graph: the exported model searches in TorchScript; use --checkpoint");
   std::string dir = (std::filesystem::temp_directory_path() /
                      ("clinic-ts-" + std::to_string(::getpid()))).string();
   std::filesystem::create_directories(dir);

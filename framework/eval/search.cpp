@@ -58,12 +58,16 @@ SearchOptions SearchOptions::from(const EvalConfig& e, const ModelConfig& m) {
   o.nbest = std::min(e.nbest, e.beam);
   o.max_positions = m.max_target_positions;
   o.max_source_positions = m.max_source_positions;
+  o.cuda_graph = e.cuda_graph;
   return o;
 }
 
 std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
                                                  const torch::Tensor& src,
-                                                 const SearchOptions& o) {
+                                                 const SearchOptions& o,
+                                                 SearchStats* stats) {
+  SearchStats local;
+  SearchStats& st = stats ? *stats : local;
   torch::NoGradGuard no_grad;
   model.eval();
   const int64_t B = src.size(0), K = o.beam;
@@ -80,22 +84,79 @@ std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
   }
   EncoderOut enc = model.encode(src);
   // Active sentences and their rows: row r of the decoder batch is beam
-  // r % K of active sentence r / K.
+  // r % K of active sentence r / K. With a static cache (eval.cuda_graph)
+  // the decoder keeps all B sentences: row r is beam r % K of sentence
+  // r / K, finished or not, and only the active ones are read.
   std::vector<int64_t> active(B);
   std::iota(active.begin(), active.end(), 0);
   auto rows = torch::arange(B, torch::kLong).repeat_interleave(K).to(dev);
   enc = enc.index_select(rows);
   DecoderCache cache;
+  const bool fixed = o.cuda_graph && o.incremental && model.static_cache();
+  if (o.cuda_graph && !fixed) {
+    st.refused = o.incremental ? "the model has no static cache (a subclass or a registered model)"
+                               : "the uncached search (incremental: false)";
+    static bool said = false;  // once per process, not once per batch
+    if (!said) log()->info("[eval] eval.cuda_graph: {}; the growing cache", st.refused);
+    said = true;
+  }
+  st.static_cache = fixed;
+  const int64_t R = B * K;
+  MakeCapturer make;
+  torch::Tensor reorder_rows, step_lprobs;  // the static step's input and output
+  std::unique_ptr<GraphCapturer> graph;
+  if (fixed) {
+    make = o.capturer ? o.capturer : dev.is_cuda() ? cuda_graph_capturer() : nullptr;
+    cache.capacity = global_max + 1;
+    cache.position = torch::zeros({}, torch::TensorOptions(torch::kLong).device(dev));
+    reorder_rows = torch::arange(R, torch::TensorOptions(torch::kLong).device(dev));
+  }
   std::vector<std::vector<int64_t>> seqs(B * K);  // tokens so far per row
   auto scores = torch::zeros({B, K}, torch::kFloat);
   if (K > 1) scores.narrow(1, 1, K - 1).fill_(kNegInf);  // one live beam at t=0
   std::vector<std::vector<Hypothesis>> finished(B);
   auto last = torch::full({B * K, 1}, kBos, torch::kLong).to(dev);
+  // One static step: the beams' rows gathered, one token decoded, its
+  // log-probabilities. Reads last, reorder_rows and the cache, all in place.
+  auto static_step = [&] {
+    cache.reorder_in_place(reorder_rows);
+    step_lprobs = torch::log_softmax(model.decode(last, enc, &cache).to(torch::kFloat).squeeze(1), -1);
+  };
 
   for (int64_t step = 0; step <= global_max && !active.empty(); ++step) {
     const int64_t A = static_cast<int64_t>(active.size());
     torch::Tensor logits;  // [A*K, 1, V]
-    if (o.incremental) {
+    torch::Tensor lprobs;  // [rows, V] on the host
+    if (fixed) {
+      // Step 0 fills the caches (the cross-attention ones from the encoder);
+      // from step 1 the step reads them and nothing else changes: captured.
+      if (step == 1 && make && st.refused.empty()) {
+        std::unique_ptr<GraphCapturer> g = make();
+        try {
+          g->capture(static_step);
+          graph = std::move(g);
+          st.captures += 1;
+        } catch (const std::exception& ex) {
+          std::string what = ex.what();
+          st.refused = what.substr(0, what.find('\n'));
+          log()->info("[eval] eval.cuda_graph: capture failed ({}); the static step eagerly",
+                      st.refused);
+        }
+      }
+      if (graph) {
+        graph->replay();
+        st.replays += 1;
+      } else {
+        static_step();
+        st.eager_static_steps += 1;
+      }
+      const int64_t V = step_lprobs.size(1);
+      // The active sentences' rows, in active order (what the growing
+      // cache's decoder batch holds).
+      lprobs = step_lprobs.cpu().view({B, K, V})
+                   .index_select(0, torch::tensor(active, torch::kLong))
+                   .view({A * K, V});
+    } else if (o.incremental) {
       logits = model.decode(last, enc, &cache);
     } else {
       auto prefix = torch::full({A * K, step + 1}, kBos, torch::kLong);
@@ -104,7 +165,7 @@ std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
         for (int64_t t = 0; t < step; ++t) pa[r][t + 1] = seqs[r][t];
       logits = model.decode(prefix.to(dev), enc).narrow(1, step, 1);
     }
-    auto lprobs = torch::log_softmax(logits.to(torch::kFloat).squeeze(1), -1).cpu();
+    if (!fixed) lprobs = torch::log_softmax(logits.to(torch::kFloat).squeeze(1), -1).cpu();
     const int64_t V = lprobs.size(1);
     lprobs.select(1, kPad).fill_(kNegInf);
     lprobs.select(1, kBos).fill_(kNegInf);
@@ -166,11 +227,26 @@ std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
     }
     active = keep_sent;
     if (active.empty()) break;
-    auto idx = torch::tensor(reorder, torch::kLong).to(dev);
-    if (o.incremental) cache.reorder(idx);
-    enc = enc.index_select(idx);
+    if (fixed) {
+      // Rows of the sentences still searched take their chosen beams'
+      // caches and tokens; every other row stays as it is (a dead row).
+      std::vector<int64_t> full_rows(R), full_tok(R, kEos);
+      std::iota(full_rows.begin(), full_rows.end(), 0);
+      for (size_t j = 0; j < keep_sent.size(); ++j)
+        for (int64_t k = 0; k < K; ++k) {
+          const size_t c = j * K + k;
+          full_rows[keep_sent[j] * K + k] = keep_sent[j] * K + reorder[c] % K;
+          full_tok[keep_sent[j] * K + k] = next_tok[c];
+        }
+      reorder_rows.copy_(torch::tensor(full_rows, torch::kLong));
+      last.copy_(torch::tensor(full_tok, torch::kLong).view({R, 1}));
+    } else {
+      auto idx = torch::tensor(reorder, torch::kLong).to(dev);
+      if (o.incremental) cache.reorder(idx);
+      enc = enc.index_select(idx);
+      last = torch::tensor(next_tok, torch::kLong).view({-1, 1}).to(dev);
+    }
     seqs = std::move(next_seqs);
-    last = torch::tensor(next_tok, torch::kLong).view({-1, 1}).to(dev);
     scores = torch::tensor(next_score, torch::kFloat).view({-1, K});
   }
   for (auto& f : finished) {

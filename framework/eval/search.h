@@ -10,6 +10,7 @@
 
 #include "framework/config.h"
 #include "framework/data/vocab.h"
+#include "framework/graph_capture.h"
 #include "framework/model.h"
 
 namespace clinic {
@@ -27,7 +28,24 @@ struct SearchOptions {
   /// using the KV cache (the straightforward decoder; a benchmark baseline
   /// and a cross-check of the cache).
   bool incremental = true;
+  /// eval.cuda_graph: every row decodes every step (finished sentences as
+  /// dead rows) on a static cache (DecoderCache::capacity), so the decoder
+  /// step keeps its shapes and memory: step 0 runs eagerly, step 1 is
+  /// captured, every step replays it. `capturer` null: CUDA's graph on a
+  /// CUDA device, none (the static step eagerly) elsewhere; a test's
+  /// stand-in otherwise. Falls back to the growing cache (one log line)
+  /// where the model has no static cache, and to the eager static step
+  /// where capture fails.
+  bool cuda_graph = false;
+  MakeCapturer capturer;
   static SearchOptions from(const EvalConfig& e, const ModelConfig& m);
+};
+
+/// What a search did with eval.cuda_graph (filled when given to beam_search).
+struct SearchStats {
+  bool static_cache = false;
+  int64_t captures = 0, replays = 0, eager_static_steps = 0;
+  std::string refused;  // why the graph or the static cache was not used
 };
 
 struct Hypothesis {
@@ -39,7 +57,8 @@ struct Hypothesis {
 /// is run in eval mode under NoGradGuard.
 std::vector<std::vector<Hypothesis>> beam_search(Seq2SeqModel& model,
                                                  const torch::Tensor& src,
-                                                 const SearchOptions& opts);
+                                                 const SearchOptions& opts,
+                                                 SearchStats* stats = nullptr);
 
 struct Translation {
   std::string text;

@@ -18,10 +18,10 @@
 // device on the host, say), the update runs eagerly, one log line says why,
 // and every later update is eager.
 //
-// The capture backend is a seam: CUDA's graph (cuda_graph_capturer(), built
-// with CLINIC_WITH_CUDA), or none (the body runs eagerly on the static
-// buffers, what the CPU does), or a test's stand-in that records the body
-// and replays it, which checks the protocol on the CPU.
+// The capture backend is a seam (graph_capture.h): CUDA's graph, or none
+// (the body runs eagerly on the static buffers, what the CPU does), or a
+// test's stand-in that records the body and replays it, which checks the
+// protocol on the CPU.
 #include <torch/torch.h>
 
 #include <functional>
@@ -30,23 +30,10 @@
 #include <string>
 #include <vector>
 
+#include "framework/graph_capture.h"
 #include "framework/model.h"
 
 namespace clinic {
-
-class GraphCapturer {
- public:
-  virtual ~GraphCapturer() = default;
-  /// Record `body`'s kernels without running them (throws if it cannot).
-  virtual void capture(const std::function<void()>& body) = 0;
-  /// Run what was recorded.
-  virtual void replay() = 0;
-};
-using MakeCapturer = std::function<std::unique_ptr<GraphCapturer>()>;
-
-/// CUDA's graph capture (at::cuda::CUDAGraph on a side stream, the autocast
-/// cache off while capturing); null where clinic was built without CUDA.
-MakeCapturer cuda_graph_capturer();
 
 class UpdateGraphs {
  public:

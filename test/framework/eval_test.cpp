@@ -260,5 +260,97 @@ TEST(Search, NonIncrementalDecoderGivesTheSameNBest) {
   }
 }
 
+// eval.cuda_graph (issue 33 item 3): the static cache keeps every row and
+// writes each step's keys into a preallocated slot; the graph replays the
+// step. Against the uncached decoder (the whole prefix every step, no cache
+// at all): the same n-best, for the static step run eagerly (the CPU's
+// path), for it captured and replayed (a recording stand-in: capture keeps
+// the body, replay runs it), when capture fails (eager from there), and for
+// a model without a static cache (a subclass: the growing cache).
+struct RecordingGraph : GraphCapturer {
+  std::function<void()> body;
+  int* replays;
+  bool fail;
+  RecordingGraph(int* r, bool f) : replays(r), fail(f) {}
+  void capture(const std::function<void()>& b) override {
+    if (fail) throw std::runtime_error("operation not permitted when stream is capturing\nmore");
+    body = b;
+  }
+  void replay() override {
+    ++*replays;
+    body();
+  }
+};
+
+struct PlainSubclass : TransformerImpl {
+  using TransformerImpl::TransformerImpl;
+};
+
+TEST(Search, StaticCacheAndItsGraphGiveTheNBestOfTheUncachedDecoder) {
+  auto m = copy_model();
+  {
+    torch::NoGradGuard g;
+    torch::manual_seed(4);
+    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.3);
+  }
+  const int e = static_cast<int>(kEos);
+  // Lengths differ, so sentences finish at different steps (dead rows).
+  auto src = torch::tensor({{5, 9, 7, 12, 4, e}, {13, 6, 8, e, 0, 0}, {4, 4, 10, 11, e, 0}},
+                           torch::kLong);
+  SearchOptions o;
+  o.beam = 4;
+  o.nbest = 4;
+  o.max_len_b = 7;
+  o.max_positions = 64;
+  o.incremental = false;
+  const auto full = beam_search(*m, src, o);
+  o.incremental = true;
+  auto same = [&](const std::vector<std::vector<Hypothesis>>& got, const std::string& what) {
+    ASSERT_EQ(got.size(), full.size()) << what;
+    for (size_t r = 0; r < full.size(); ++r) {
+      ASSERT_EQ(got[r].size(), full[r].size()) << what << " row " << r;
+      for (size_t k = 0; k < full[r].size(); ++k) {
+        EXPECT_EQ(got[r][k].tokens, full[r][k].tokens) << what << " row " << r << " hyp " << k;
+        EXPECT_NEAR(got[r][k].score, full[r][k].score, 1e-4) << what;
+      }
+    }
+  };
+  o.cuda_graph = true;
+  SearchStats eager;
+  same(beam_search(*m, src, o, &eager), "static, eager");
+  EXPECT_TRUE(eager.static_cache);
+  EXPECT_EQ(eager.captures, 0);
+  EXPECT_GE(eager.eager_static_steps, 3);  // the longest sentence's steps
+  int replays = 0;
+  o.capturer = [&] { return std::unique_ptr<GraphCapturer>(new RecordingGraph(&replays, false)); };
+  SearchStats graphed;
+  same(beam_search(*m, src, o, &graphed), "static, captured");
+  EXPECT_EQ(graphed.captures, 1);
+  EXPECT_EQ(graphed.eager_static_steps, 1);  // step 0 fills the caches
+  EXPECT_EQ(graphed.replays, eager.eager_static_steps - 1);
+  EXPECT_EQ(replays, graphed.replays);
+  EXPECT_TRUE(graphed.refused.empty());
+  o.capturer = [&] { return std::unique_ptr<GraphCapturer>(new RecordingGraph(&replays, true)); };
+  SearchStats failed;
+  same(beam_search(*m, src, o, &failed), "capture refused");
+  EXPECT_EQ(failed.captures, 0);
+  EXPECT_EQ(failed.replays, 0);
+  EXPECT_EQ(failed.eager_static_steps, eager.eager_static_steps);
+  EXPECT_EQ(failed.refused, "operation not permitted when stream is capturing");
+  // A subclass may decode differently: the growing cache, said.
+  torch::manual_seed(21);
+  auto sub = std::make_shared<PlainSubclass>(m->config, m->vocab);
+  {
+    torch::NoGradGuard g;
+    auto from = m->parameters(), to = sub->parameters();
+    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
+  }
+  sub->eval();
+  SearchStats plain;
+  same(beam_search(*sub, src, o, &plain), "subclass");
+  EXPECT_FALSE(plain.static_cache);
+  EXPECT_NE(plain.refused.find("no static cache"), std::string::npos) << plain.refused;
+}
+
 }  // namespace
 }  // namespace clinic

@@ -284,6 +284,12 @@ TEST(Cli, DecodeFlagsAreValidatedLikeTheRecipe) {
     auto last = lines[i].rfind(" ||| ");
     EXPECT_LE(std::stod(lines[i].substr(last + 5)), 0.0) << lines[i];
   }
+  // --cuda-graph (eval.cuda_graph): the static cache (no capture on the
+  // CPU) gives the same n-best lists, scores to the printed digits.
+  std::string graphed;
+  ASSERT_EQ(run_shell(r.translate("--beam 3 --nbest 3 --cuda-graph 2>/dev/null"), &graphed), 0)
+      << graphed;
+  EXPECT_EQ(graphed, out);
 }
 
 // Resuming another model printed ~90 lines (the whole recipe); c10 memory
