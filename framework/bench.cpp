@@ -89,7 +89,8 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
   auto model = build_model(cfg.model, info);
   model->to(device);
   model->train();
-  auto opt = build_optimizer(*model, cfg.optim);  // each group at its peak lr
+  // each group at its peak lr; --throughput decides on the device
+  auto opt = build_optimizer(*model, resolve_foreach(cfg.optim, o.throughput));
   auto loss_fn = loss_registry().get(cfg.train.criterion)(cfg.train);
   at::ScalarType dtype = cfg.train.precision == "bf16" ? at::kBFloat16
                          : (cfg.train.precision == "fp16" && device.is_cuda()) ? at::kHalf

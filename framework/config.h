@@ -263,7 +263,7 @@ struct OptimConfig {
   bool degenerate_to_sgd = false;
   bool decoupled_weight_decay = false;
   bool no_decay_bias_norm = false;
-  bool foreach = true;
+  std::string foreach = "auto";
   std::vector<OptimGroupConfig> groups;
 
   template <class V>
@@ -285,9 +285,11 @@ struct OptimConfig {
     v("no_decay_bias_norm", no_decay_bias_norm,
       "exclude biases, LayerNorm gains and omega from weight decay", any());
     v("foreach", foreach,
-      "step all tensors of a parameter group with multi-tensor (_foreach_*) ops; false: one "
-      "tensor at a time (the same trajectory on CPU)",
-      any());
+      "true: step all tensors of a parameter group with multi-tensor (_foreach_*) ops; false: "
+      "one tensor at a time (the same trajectory on CPU); auto: true on CUDA and wherever the "
+      "update is decided on the device (train.host_reads: log_interval, train.cuda_graph, bench "
+      "--throughput), else false (on the CPU the per-tensor step is the faster one)",
+      one_of({"auto", "true", "false"}));
     v("groups", groups,
       "parameter groups, in order: [{name, match (regex) or glob, lr, betas, eps, "
       "weight_decay, schedule: {name, warmup_updates, ...}}]; a parameter in two groups or "

@@ -20,14 +20,14 @@ void register_builtin_optimizers() {
     // torch::optim::Adam's weight_decay is L2 added to the gradient, as in
     // fairseq's Adam before AdamW semantics.
     auto o = torch::optim::AdamOptions(c.lr).betas(betas(c)).eps(c.eps).weight_decay(c.weight_decay);
-    if (c.foreach)
+    if (c.foreach == "true")
       return std::unique_ptr<torch::optim::Optimizer>(new MultiTensorAdam(std::move(g), o));
     return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::Adam(std::move(g), o));
   });
   r.add("adamw", [betas](std::vector<torch::optim::OptimizerParamGroup> g,
                          const OptimConfig& c) {
     auto o = torch::optim::AdamWOptions(c.lr).betas(betas(c)).eps(c.eps).weight_decay(c.weight_decay);
-    if (c.foreach)
+    if (c.foreach == "true")
       return std::unique_ptr<torch::optim::Optimizer>(new MultiTensorAdamW(std::move(g), o));
     return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::AdamW(std::move(g), o));
   });
@@ -43,15 +43,26 @@ void register_builtin_optimizers() {
                  .flavour(f)
                  .degenerate_to_sgd(c.degenerate_to_sgd)
                  .decoupled_weight_decay(c.decoupled_weight_decay);
-    if (c.foreach)
+    if (c.foreach == "true")
       return std::unique_ptr<torch::optim::Optimizer>(new MultiTensorRAdam(std::move(g), o));
     return std::unique_ptr<torch::optim::Optimizer>(new RAdam(std::move(g), o));
   });
 }
 
 std::unique_ptr<torch::optim::Optimizer> build_optimizer(const std::vector<ParamPlacement>& placed,
-                                                         const OptimConfig& cfg,
+                                                         const OptimConfig& given,
                                                          std::vector<int>* group_of) {
+  // optim.foreach: auto follows the parameters' device: multi-tensor steps
+  // on CUDA (fewer launches), per-tensor ones on the CPU, where ATen runs
+  // _foreach_* ops as loops over intermediate lists (1.5x the step time:
+  // docs/performance.md). A caller that decides on the device resolves it
+  // to true first (resolve_foreach).
+  OptimConfig cfg = given;
+  if (cfg.foreach == "auto") {
+    bool cuda = false;
+    for (const auto& p : placed) cuda = cuda || p.param.is_cuda();
+    cfg.foreach = cuda ? "true" : "false";
+  }
   const auto& build = optimizer_registry().get(cfg.name);
   std::unique_ptr<torch::optim::Optimizer> opt;
   if (group_of) group_of->clear();
@@ -92,6 +103,11 @@ std::unique_ptr<torch::optim::Optimizer> build_optimizer(Seq2SeqModel& model,
   auto placed = place_parameters(named, cfg,
                                  [&](const std::string& n) { return model.is_no_decay(n); });
   return build_optimizer(placed, cfg, group_of);
+}
+
+OptimConfig resolve_foreach(OptimConfig cfg, bool decided_on_device) {
+  if (cfg.foreach == "auto" && decided_on_device) cfg.foreach = "true";
+  return cfg;
 }
 
 void set_lr(torch::optim::Optimizer& opt, double lr) {

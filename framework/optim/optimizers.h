@@ -24,6 +24,10 @@ void register_builtin_optimizers();
 /// group's options come from the registered builder given that group's
 /// settings, so user-registered optimizers get groups too. `group_of`, when
 /// given, receives for each torch group its optim.groups index (-1: top).
+/// optim.foreach: auto made true where the caller decides updates on the
+/// device (which needs the multi-tensor steps), left for build_optimizer to
+/// resolve by the parameters' device otherwise.
+OptimConfig resolve_foreach(OptimConfig cfg, bool decided_on_device);
 std::unique_ptr<torch::optim::Optimizer> build_optimizer(Seq2SeqModel& model,
                                                          const OptimConfig& cfg,
                                                          std::vector<int>* group_of = nullptr);

@@ -242,7 +242,10 @@ void Trainer::setup() {
   for (const auto& p : params_) n_params += p.numel();
   log()->info("[model] {} ({}), {} parameters, vocab {} / {}", cfg_.model.arch,
               cfg_.model.residual_label(), n_params, info.src_size, info.tgt_size);
-  optimizer_ = build_optimizer(*model_, cfg_.optim, &group_of_);
+  // optim.foreach: auto is multi-tensor where updates may be decided on the
+  // device (train.host_reads below), per the parameters' device otherwise.
+  const bool on_device = cfg_.train.host_reads == "log_interval" || cfg_.train.cuda_graph;
+  optimizer_ = build_optimizer(*model_, resolve_foreach(cfg_.optim, on_device), &group_of_);
   schedules_ = build_group_schedules(cfg_);
   for (size_t i = 0; i < cfg_.optim.groups.size(); ++i) {
     const auto& g = cfg_.optim.groups[i];

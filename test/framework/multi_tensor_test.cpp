@@ -68,7 +68,7 @@ std::vector<Named> mt_configs() {
 
 std::unique_ptr<torch::optim::Optimizer> mt_build(OptimConfig c, bool foreach,
                                                   const std::vector<torch::Tensor>& ps) {
-  c.foreach = foreach;
+  c.foreach = foreach ? "true" : "false";
   std::vector<ParamPlacement> placed;
   for (size_t i = 0; i < ps.size(); ++i) {
     ParamPlacement pp;
@@ -94,6 +94,24 @@ TEST(MultiTensor, RecipeBuildsTheMultiTensorClassesUnlessForeachIsOff) {
                         dynamic_cast<MultiTensorRAdam*>(off.get());
     EXPECT_TRUE(on_mt) << name;
     EXPECT_FALSE(off_mt) << name;
+    // auto: per-tensor for CPU parameters (the faster step there), the
+    // multi-tensor class where the caller decides on the device.
+    OptimConfig a = cfg;
+    a.foreach = "auto";
+    std::vector<ParamPlacement> placed;
+    for (size_t i = 0; i < ps.size(); ++i) {
+      ParamPlacement pp;
+      pp.name = "p" + std::to_string(i);
+      pp.param = ps[i];
+      pp.group = -1;
+      pp.decay = true;
+      placed.push_back(pp);
+    }
+    auto cpu = build_optimizer(placed, a);
+    auto dev = build_optimizer(placed, resolve_foreach(a, true));
+    EXPECT_EQ(typeid(*cpu), typeid(*off)) << name;
+    EXPECT_EQ(typeid(*dev), typeid(*on)) << name;
+    EXPECT_EQ(resolve_foreach(a, false).foreach, "auto");
   }
 }
 
