@@ -253,6 +253,15 @@ void adaptive_step(CapturePlan::Bucket& b, torch::Tensor c, const torch::Tensor&
   at::_foreach_add_(b.params, upd);
 }
 
+// Adam's moments and bias-corrected step with the lr and step counts on
+// the device (Adam and AdamW differ only in where the decay goes).
+void adam_device_step(CapturePlan::Bucket& b, const TensorList& grads, const torch::Tensor& lr,
+                      double beta1, double beta2, double eps, const Guard& g) {
+  update_moments(b, grads, beta1, beta2, g);
+  adaptive_step(b, -lr / (1 - torch::pow(beta1, b.steps)), (1 - torch::pow(beta2, b.steps)).sqrt(),
+                eps, g);
+}
+
 template <typename Options>
 double lr_of_options(const torch::optim::OptimizerOptions& o) {
   return static_cast<const Options&>(o).lr();
@@ -444,10 +453,8 @@ void MultiTensorAdam::launch() {
     TensorList grads = o.weight_decay() != 0
                            ? at::_foreach_add(b.grads, b.params, o.weight_decay())
                            : b.grads;
-    update_moments(b, grads, beta1, beta2, guard);
-    const torch::Tensor lr = plan_->lr[b.group].to(b.steps.device());
-    adaptive_step(b, -lr / (1 - torch::pow(beta1, b.steps)),
-                  (1 - torch::pow(beta2, b.steps)).sqrt(), o.eps(), guard);
+    adam_device_step(b, grads, plan_->lr[b.group].to(b.steps.device()), beta1, beta2, o.eps(),
+                     guard);
   }
 }
 
@@ -464,9 +471,7 @@ void MultiTensorAdamW::launch() {
     b.steps.add_(1);
     const torch::Tensor lr = plan_->lr[b.group].to(b.steps.device());
     if (o.weight_decay() != 0) mul_all_(b.params, guarded_factor(guard, 1 - lr * o.weight_decay()));
-    update_moments(b, b.grads, beta1, beta2, guard);
-    adaptive_step(b, -lr / (1 - torch::pow(beta1, b.steps)),
-                  (1 - torch::pow(beta2, b.steps)).sqrt(), o.eps(), guard);
+    adam_device_step(b, b.grads, lr, beta1, beta2, o.eps(), guard);
   }
 }
 
@@ -518,9 +523,8 @@ void MultiTensorRAdam::launch() {
     if (sgd) {
       torch::Tensor c = torch::where(rectified, zero, -lr / bc1);
       if (guard.on()) c = c * guard.ok;
-      TensorList upd = at::_foreach_mul(b.exp_avg, 1.0);
-      mul_each_(upd, c);
-      at::_foreach_add_(b.params, upd);
+      const TensorList cs = c.unbind();  // p += c * m, one coefficient a tensor
+      for (size_t i = 0; i < b.params.size(); ++i) b.params[i].add_(b.exp_avg[i] * cs[i]);
     }
   }
 }
