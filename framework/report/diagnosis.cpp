@@ -181,6 +181,7 @@ int64_t divergence_update(const RunData& r, const DiagnoseThresholds& t) {
     int64_t u = update_of(p);
     if (first_nonfinite >= 0 && u >= first_nonfinite) break;
     if (!std::isfinite(loss)) return u;
+    if (is_short_record(p)) continue;  // one batch's loss after a resume: neither a best nor a rise
     if (rose_past_margin(loss, lowest, t)) return u;
     lowest = std::min(lowest, loss);
   }
@@ -198,7 +199,7 @@ std::vector<Finding> diagnose(const RunData& r, const DiagnoseThresholds& t) {
       double lowest = std::numeric_limits<double>::infinity();
       int64_t at = -1;
       for (const auto& p : r.train)
-        if (update_of(p) < diverged && json_num(p, "loss") < lowest) {
+        if (update_of(p) < diverged && !is_short_record(p) && json_num(p, "loss") < lowest) {
           lowest = json_num(p, "loss");
           at = update_of(p);
         }

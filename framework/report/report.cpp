@@ -523,7 +523,13 @@ std::string write_diagnose_report(const std::vector<RunData>& runs, const std::s
     auto findings = diagnose(r, t);
     md << "## " << r.label << "\n\n`" << r.dir << "`: " << r.train.size() << " training records, "
        << r.valid.size() << " validations, " << r.diag.size() << " measurements, "
-       << r.spikes.size() << " spikes, " << r.nonfinite.size() << " non-finite updates.\n\n";
+       << r.spikes.size() << " spikes, " << r.nonfinite.size() << " non-finite updates"
+       << (r.resumes > 0
+               ? fmt::format("; resumed {} time{} (the updates logged twice are the resumed "
+                             "session's; a record averaging fewer updates sets no minimum)",
+                             r.resumes, r.resumes == 1 ? "" : "s")
+               : std::string())
+       << ".\n\n";
     html << "<h2>" << html_escape(r.label) << "</h2>\n<p><code>" << html_escape(r.dir)
          << "</code></p>\n";
     terminal << r.label << ":\n";

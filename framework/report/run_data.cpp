@@ -1,5 +1,7 @@
 #include "framework/report/run_data.h"
 
+#include <map>
+
 #include <fmt/format.h>
 
 #include <cmath>
@@ -58,6 +60,65 @@ std::vector<std::string> json_strings(const nlohmann::json& j, const std::string
   return out;
 }
 
+bool is_short_record(const nlohmann::json& j) { return j.value("short_record", false); }
+
+namespace {
+int64_t record_update(const nlohmann::json& j) {
+  const auto it = j.find("update");
+  return it != j.end() && it->is_number() ? it->get<int64_t>() : -1;
+}
+
+// A resumed run appends to metrics.jsonl from its checkpoint's update: the
+// updates the stopped session logged after that checkpoint appear twice.
+// The resumed session's records are the run's (its weights went on); the
+// earlier ones from that update on are dropped. Returns the resumes found
+// and the index of each one's first record.
+std::vector<size_t> keep_latest(std::vector<nlohmann::json>& records, int64_t* resumes) {
+  std::vector<nlohmann::json> kept;
+  std::vector<size_t> firsts;
+  for (auto& j : records) {
+    const int64_t u = record_update(j);
+    bool replaced = false;
+    while (u >= 0 && !kept.empty() && record_update(kept.back()) >= u) {
+      kept.pop_back();
+      replaced = true;
+    }
+    if (replaced) {
+      if (resumes) *resumes += 1;
+      firsts.push_back(kept.size());
+    }
+    kept.push_back(std::move(j));
+  }
+  records = std::move(kept);
+  return firsts;
+}
+
+// Training records average the updates since the previous one: log_interval
+// of them, except the first after a resume from a checkpoint between two
+// boundaries (an epoch's end, say), which may average one. Such a record's
+// loss is one batch's, and a rule that tracks a running minimum would take
+// it for the run's best (a false "diverged"): it is marked short.
+void mend_resumes(RunData& r) {
+  const std::vector<size_t> firsts = keep_latest(r.train, &r.resumes);
+  keep_latest(r.valid, nullptr);
+  keep_latest(r.diag, nullptr);
+  std::map<int64_t, int64_t> counts;  // "updates" value -> how many records
+  for (const auto& j : r.train)
+    if (j.contains("updates") && j["updates"].is_number()) counts[j["updates"].get<int64_t>()] += 1;
+  int64_t usual = 0, most = 0;
+  for (const auto& [n, c] : counts)
+    if (c > most) {
+      usual = n;
+      most = c;
+    }
+  for (auto& j : r.train)
+    if (j.contains("updates") && j["updates"].is_number())
+      j["short_record"] = 2 * j["updates"].get<int64_t>() < usual;
+  for (size_t i : firsts)  // a file from before records said how many they average
+    if (i < r.train.size() && !r.train[i].contains("updates")) r.train[i]["short_record"] = true;
+}
+}  // namespace
+
 RunData read_run(const std::string& run_dir) {
   RunData r;
   r.dir = run_dir;
@@ -102,6 +163,7 @@ RunData read_run(const std::string& run_dir) {
     else if (event == "nonfinite") r.nonfinite.push_back(std::move(j));
     else if (event == "init") r.init_summary = j.value("summary", "");
   }
+  mend_resumes(r);
   if (records == 0 && r.skipped_lines > 0)
     throw DataError(fmt::format("{}: no readable record ({} unreadable line{}; the first: {})",
                                 metrics, r.skipped_lines, r.skipped_lines == 1 ? "" : "s",

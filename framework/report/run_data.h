@@ -19,11 +19,21 @@ struct RunData {
   double label_smoothing = 0;  // the recipe's, when its criterion smooths (0 when unknown)
   bool fixed_batch = false;    // data.source: fixed_batch (one batch every update)
   std::vector<nlohmann::json> train, valid, diag, spikes, nonfinite;
+  /// Resumes found in the file: a record whose update is not past the one
+  /// before it starts a resumed session, whose records replace the earlier
+  /// ones from that update on (train, valid and diag records).
+  int64_t resumes = 0;
   std::string init_summary;
   int64_t skipped_lines = 0;  // unreadable lines (a killed run's last one, garbage a full disk left)
   /// One entry per unreadable line: "FILE:LINE: why" (the report's data problems).
   std::vector<std::string> data_problems;
 };
+
+/// A training record that averages fewer updates than the run's others
+/// (under half of the usual count): the first one after a resume that did
+/// not start on a log boundary. Its "updates" field says so; a file written
+/// before records had one marks the first training record after a resume.
+bool is_short_record(const nlohmann::json& j);
 
 /// Reads RUN_DIR/metrics.jsonl (required) and RUN_DIR/recipe.yaml (optional).
 /// Lines that are not valid UTF-8 or not a JSON object are skipped and listed

@@ -899,6 +899,7 @@ void Trainer::log_update(const UpdateStats& s, double seconds) {
       .add("loss_scale", scaler_->scale())
       .add("tokens_per_s", tps)
       .add("skipped", log_skipped_)
+      .add("updates", log_updates_)  // averaged here: fewer in the first record after a resume
       .add("wall_s", wall);
   if (world_->size() > 1) r.add("comm_wait_s", log_updates_ ? log_comm_s_ / log_updates_ : 0.0);
   std::string group_lrs;  // optim.groups: each group's lr beside the recipe's

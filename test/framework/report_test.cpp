@@ -188,6 +188,65 @@ TEST(Diagnose, DivergenceOfTheValidationLossWhileTheTrainingLossHolds) {
   }
 }
 
+// A run resumed from its epoch-8 checkpoint (update 1024) logged updates
+// 1025-1125 twice, and the first record after the resume averaged one
+// update (3.546 bits against 4.533 for the same update's 25): diagnose said
+// "diverged at update 1050" (docs/results.md §1.1, Admin seed 1; these are
+// that run's losses). The resumed session's records are kept, the short one
+// sets no minimum; in files that say how many updates a record averages and
+// in older ones alike. A low record that is not short still counts.
+TEST(Diagnose, AResumedRunKeepsItsLatestRecordsAndNoShortOneIsItsBest) {
+  auto lines = [](bool with_counts, bool resumed) {
+    auto rec = [&](int u, double loss, int n) {
+      return fmt::format(R"j({{"update": {}, "loss": {}, "loss_scale": 1, "skipped": 0{}}})j", u,
+                         loss, with_counts ? fmt::format(", \"updates\": {}", n) : "");
+    };
+    std::vector<std::string> v = {rec(975, 4.435, 25), rec(1000, 4.536, 25)};
+    if (resumed)
+      for (auto [u, l] : std::vector<std::pair<int, double>>{
+               {1025, 4.533}, {1050, 4.55}, {1075, 4.381}, {1100, 4.363}, {1125, 4.299}})
+        v.push_back(rec(u, l, 25));
+    v.push_back(rec(1025, 3.546, resumed ? 1 : 25));
+    for (auto [u, l] : std::vector<std::pair<int, double>>{
+             {1050, 4.55}, {1075, 4.381}, {1100, 4.363}, {1125, 4.299}, {1150, 4.241}})
+      v.push_back(rec(u, l, 25));
+    return v;
+  };
+  for (bool with_counts : {true, false}) {
+    TempDir d;
+    RunData run = synthetic(d, lines(with_counts, true));
+    EXPECT_EQ(run.resumes, 1);
+    ASSERT_EQ(run.train.size(), 8u);  // 975, 1000, then the resumed session's six
+    std::vector<int64_t> updates;
+    for (const auto& j : run.train) updates.push_back(j["update"].get<int64_t>());
+    EXPECT_EQ(updates, (std::vector<int64_t>{975, 1000, 1025, 1050, 1075, 1100, 1125, 1150}));
+    EXPECT_TRUE(is_short_record(run.train[2]));
+    EXPECT_FALSE(is_short_record(run.train[3]));
+    EXPECT_EQ(divergence_update(run), -1) << "counts in the file: " << with_counts;
+    EXPECT_FALSE(rule(diagnose(run), "divergence").fired);
+  }
+  {
+    TempDir d;  // the report says so
+    synthetic(d, lines(true, true));
+    std::string out;
+    ASSERT_EQ(test::run_shell(test::clinic_bin() + " diagnose " + d.file("run") + " --out " +
+                                  d.file("report"),
+                              &out),
+              0)
+        << out;
+    expect_contains(read_file(d.file("report/report.md")),
+                    "8 training records, 0 validations, 0 measurements, 0 spikes, 0 non-finite "
+                    "updates; resumed 1 time (the updates logged twice");
+  }
+  {
+    TempDir d;  // the same 3.546 as a 25-update record, no resume: a rise of 1.004 bits fires
+    RunData run = synthetic(d, lines(true, false));
+    EXPECT_EQ(run.resumes, 0);
+    EXPECT_FALSE(is_short_record(run.train[2]));
+    EXPECT_EQ(divergence_update(run), 1050);
+  }
+}
+
 // Case B's signature (docs/cases.md): the loss is ~0 but the gradient keeps
 // its starting size, which no cross-entropy gradient of that loss can have.
 TEST(Diagnose, StaleGradientFiresWhenTheGradientOutlivesItsLoss) {
