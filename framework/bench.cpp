@@ -277,22 +277,16 @@ void run_bench(const RunConfig& cfg, const BenchOptions& o, std::ostream& out) {
         capturable->stage();
         graphs->run(b, capturable->layout());
         device_step->keep_last();
-        if (step == o.warmup) rss_first = process_memory().rss_mb;
-        if (step == o.warmup + o.steps - 1) {
-          sync();
-          t_total = now_seconds() - t_start;
-          rss_last = process_memory().rss_mb;
-        }
-        continue;
+      } else {
+        auto lo = forward_loss(make_batch());
+        (scaler.enabled() ? lo.loss * device_step->scale() : lo.loss).backward();
+        const torch::Tensor tokens = device_step->tokens(B * L);
+        torch::Tensor norm = device_step->unscale_and_norm(params, tokens);
+        device_step->step(lo.loss, lo.nll, norm, tokens, params, *guarded, [&] { opt->step(); });
+        if (timed && ((step - o.warmup) % curve_every == 0 || step == o.warmup + o.steps - 1))
+          device_curve.emplace_back(step - o.warmup + 1, lo.loss.detach().to(torch::kDouble) /
+                                                             static_cast<double>(B * L));
       }
-      auto lo = forward_loss(make_batch());
-      (scaler.enabled() ? lo.loss * device_step->scale() : lo.loss).backward();
-      const torch::Tensor tokens = device_step->tokens(B * L);
-      torch::Tensor norm = device_step->unscale_and_norm(params, tokens);
-      device_step->step(lo.loss, lo.nll, norm, tokens, params, *guarded, [&] { opt->step(); });
-      if (timed && ((step - o.warmup) % curve_every == 0 || step == o.warmup + o.steps - 1))
-        device_curve.emplace_back(step - o.warmup + 1, lo.loss.detach().to(torch::kDouble) /
-                                                           static_cast<double>(B * L));
       if (step == o.warmup) rss_first = process_memory().rss_mb;
       if (step == o.warmup + o.steps - 1) {
         sync();

@@ -230,22 +230,31 @@ TEST(Search, BeamOneEqualsGreedyAndBatchOrderDoesNotMatter) {
   }
 }
 
-TEST(Search, NonIncrementalDecoderGivesTheSameNBest) {
-  auto m = copy_model();
-  // Perturb the trained model so that hypotheses differ and ties are rare.
-  {
+// The trained copy model perturbed so that hypotheses differ and ties are
+// rare, three sources of different lengths, a 4-best search.
+struct PerturbedSearch {
+  std::shared_ptr<TransformerImpl> m = copy_model();
+  torch::Tensor src;
+  SearchOptions o;
+  PerturbedSearch() {
     torch::NoGradGuard g;
     torch::manual_seed(4);
     for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.3);
+    const int e = static_cast<int>(kEos);
+    src = torch::tensor({{5, 9, 7, 12, 4, e}, {13, 6, 8, e, 0, 0}, {4, 4, 10, 11, e, 0}},
+                        torch::kLong);
+    o.beam = 4;
+    o.nbest = 4;
+    o.max_len_b = 7;
+    o.max_positions = 64;
   }
-  const int e = static_cast<int>(kEos);
-  auto src = torch::tensor({{5, 9, 7, 12, 4, e}, {13, 6, 8, e, 0, 0}, {4, 4, 10, 11, e, 0}},
-                           torch::kLong);
-  SearchOptions o;
-  o.beam = 4;
-  o.nbest = 4;
-  o.max_len_b = 7;
-  o.max_positions = 64;
+};
+
+TEST(Search, NonIncrementalDecoderGivesTheSameNBest) {
+  PerturbedSearch ps;
+  auto& m = ps.m;
+  auto& src = ps.src;
+  auto& o = ps.o;
   auto cached = beam_search(*m, src, o);
   o.incremental = false;
   auto full = beam_search(*m, src, o);
@@ -287,21 +296,10 @@ struct PlainSubclass : TransformerImpl {
 };
 
 TEST(Search, StaticCacheAndItsGraphGiveTheNBestOfTheUncachedDecoder) {
-  auto m = copy_model();
-  {
-    torch::NoGradGuard g;
-    torch::manual_seed(4);
-    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.3);
-  }
-  const int e = static_cast<int>(kEos);
-  // Lengths differ, so sentences finish at different steps (dead rows).
-  auto src = torch::tensor({{5, 9, 7, 12, 4, e}, {13, 6, 8, e, 0, 0}, {4, 4, 10, 11, e, 0}},
-                           torch::kLong);
-  SearchOptions o;
-  o.beam = 4;
-  o.nbest = 4;
-  o.max_len_b = 7;
-  o.max_positions = 64;
+  PerturbedSearch ps;  // lengths differ: sentences finish at different steps (dead rows)
+  auto& m = ps.m;
+  auto& src = ps.src;
+  auto& o = ps.o;
   o.incremental = false;
   const auto full = beam_search(*m, src, o);
   o.incremental = true;

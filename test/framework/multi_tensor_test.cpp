@@ -66,9 +66,7 @@ std::vector<Named> mt_configs() {
   return out;
 }
 
-std::unique_ptr<torch::optim::Optimizer> mt_build(OptimConfig c, bool foreach,
-                                                  const std::vector<torch::Tensor>& ps) {
-  c.foreach = foreach ? "true" : "false";
+std::vector<ParamPlacement> mt_placed(const std::vector<torch::Tensor>& ps) {
   std::vector<ParamPlacement> placed;
   for (size_t i = 0; i < ps.size(); ++i) {
     ParamPlacement pp;
@@ -78,7 +76,13 @@ std::unique_ptr<torch::optim::Optimizer> mt_build(OptimConfig c, bool foreach,
     pp.decay = true;
     placed.push_back(pp);
   }
-  return build_optimizer(placed, c);
+  return placed;
+}
+
+std::unique_ptr<torch::optim::Optimizer> mt_build(OptimConfig c, bool foreach,
+                                                  const std::vector<torch::Tensor>& ps) {
+  c.foreach = foreach ? "true" : "false";
+  return build_optimizer(mt_placed(ps), c);
 }
 
 TEST(MultiTensor, RecipeBuildsTheMultiTensorClassesUnlessForeachIsOff) {
@@ -98,17 +102,8 @@ TEST(MultiTensor, RecipeBuildsTheMultiTensorClassesUnlessForeachIsOff) {
     // multi-tensor class where the caller decides on the device.
     OptimConfig a = cfg;
     a.foreach = "auto";
-    std::vector<ParamPlacement> placed;
-    for (size_t i = 0; i < ps.size(); ++i) {
-      ParamPlacement pp;
-      pp.name = "p" + std::to_string(i);
-      pp.param = ps[i];
-      pp.group = -1;
-      pp.decay = true;
-      placed.push_back(pp);
-    }
-    auto cpu = build_optimizer(placed, a);
-    auto dev = build_optimizer(placed, resolve_foreach(a, true));
+    auto cpu = build_optimizer(mt_placed(ps), a);
+    auto dev = build_optimizer(mt_placed(ps), resolve_foreach(a, true));
     EXPECT_EQ(typeid(*cpu), typeid(*off)) << name;
     EXPECT_EQ(typeid(*dev), typeid(*on)) << name;
     EXPECT_EQ(resolve_foreach(a, false).foreach, "auto");
