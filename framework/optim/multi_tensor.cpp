@@ -414,30 +414,39 @@ void MultiTensorRAdam::retract_steps(int64_t k) {
 }
 
 // ---- CapturableStep -----------------------------------------------------------
-// set_capturable / load / stage are the same for the three classes; launch()
-// is each one's step with device coefficients (the branches of its step()
-// above, as arithmetic on [n] tensors of per-tensor values).
-#define CLINIC_CAPTURABLE_COMMON(Cls, Base, State, Options)                          \
-  void Cls::load(torch::serialize::InputArchive& archive) {                          \
-    Base::load(archive);                                                             \
-    if (plan_) plan_->dirty = true;                                                  \
-  }                                                                                  \
-  void Cls::set_capturable(bool on) {                                                \
-    TORCH_CHECK(!on || can_guard(), #Cls ": AMSGrad has no capturable step");        \
-    if (!on) plan_.reset();                                                          \
-    else if (!plan_) plan_ = std::make_shared<CapturePlan>();                        \
-  }                                                                                  \
-  void Cls::stage() {                                                                \
-    TORCH_CHECK(plan_, #Cls "::stage() needs set_capturable(true)");                 \
-    stage_plan<State>(*plan_, state_, param_groups_, lr_of_options<Options>);        \
-  }                                                                                  \
-  uint64_t Cls::layout() const { return plan_ ? plan_->layout : 0; }
-CLINIC_CAPTURABLE_COMMON(MultiTensorAdam, torch::optim::Adam, torch::optim::AdamParamState,
-                         torch::optim::AdamOptions)
-CLINIC_CAPTURABLE_COMMON(MultiTensorAdamW, torch::optim::AdamW, torch::optim::AdamWParamState,
-                         torch::optim::AdamWOptions)
-CLINIC_CAPTURABLE_COMMON(MultiTensorRAdam, RAdam, RAdamParamState, RAdamOptions)
-#undef CLINIC_CAPTURABLE_COMMON
+// set_capturable / load / stage / layout are MultiTensorStep's, the same for
+// the three classes; launch() is each one's step with device coefficients
+// (the branches of its step() above, as arithmetic on [n] tensors of
+// per-tensor values).
+template <class Base, class State, class Options>
+void MultiTensorStep<Base, State, Options>::load(torch::serialize::InputArchive& archive) {
+  Base::load(archive);
+  if (plan_) plan_->dirty = true;
+}
+
+template <class Base, class State, class Options>
+void MultiTensorStep<Base, State, Options>::set_capturable(bool on) {
+  TORCH_CHECK(!on || this->can_guard(), "AMSGrad has no capturable step");
+  if (!on) plan_.reset();
+  else if (!plan_) plan_ = std::make_shared<CapturePlan>();
+}
+
+template <class Base, class State, class Options>
+void MultiTensorStep<Base, State, Options>::stage() {
+  TORCH_CHECK(plan_, "stage() needs set_capturable(true)");
+  stage_plan<State>(*plan_, this->state_, this->param_groups_, lr_of_options<Options>);
+}
+
+template <class Base, class State, class Options>
+uint64_t MultiTensorStep<Base, State, Options>::layout() const {
+  return plan_ ? plan_->layout : 0;
+}
+
+template class MultiTensorStep<torch::optim::Adam, torch::optim::AdamParamState,
+                               torch::optim::AdamOptions>;
+template class MultiTensorStep<torch::optim::AdamW, torch::optim::AdamWParamState,
+                               torch::optim::AdamWOptions>;
+template class MultiTensorStep<RAdam, RAdamParamState, RAdamOptions>;
 
 void MultiTensorAdam::launch() {
   TORCH_CHECK(plan_, "MultiTensorAdam::launch() needs set_capturable(true)");

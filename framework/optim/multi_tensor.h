@@ -73,61 +73,54 @@ class GuardedStep {
   virtual void retract_steps(int64_t k) = 0;
 };
 
-class MultiTensorAdam : public torch::optim::Adam, public GuardedStep, public CapturableStep {
+/// What the three multi-tensor classes share: the guard of the next step
+/// and the capture plan (set while capturable), and the CapturableStep
+/// members that do not depend on the update rule (defined and instantiated
+/// in multi_tensor.cpp for the three bases).
+template <class Base, class State, class Options>
+class MultiTensorStep : public Base, public GuardedStep, public CapturableStep {
  public:
-  using torch::optim::Adam::Adam;
-  torch::Tensor step(LossClosure closure = nullptr) override;
+  using Base::Base;
+  /// The base's load, then a layout change for the capture plan.
   void load(torch::serialize::InputArchive& archive) override;
   void set_capturable(bool on) override;
   bool capturable() const override { return plan_ != nullptr; }
   void stage() override;
-  void launch() override;
   uint64_t layout() const override;
-  bool can_guard() const override;
   void guard_next_step(torch::Tensor ok) override { guard_ = std::move(ok); }
-  void retract_steps(int64_t k) override;
 
- private:
+ protected:
   torch::Tensor guard_;
   std::shared_ptr<CapturePlan> plan_;  // set while capturable
 };
 
-class MultiTensorAdamW : public torch::optim::AdamW, public GuardedStep, public CapturableStep {
+class MultiTensorAdam
+    : public MultiTensorStep<torch::optim::Adam, torch::optim::AdamParamState, torch::optim::AdamOptions> {
  public:
-  using torch::optim::AdamW::AdamW;
+  using MultiTensorStep::MultiTensorStep;
   torch::Tensor step(LossClosure closure = nullptr) override;
-  void load(torch::serialize::InputArchive& archive) override;
-  void set_capturable(bool on) override;
-  bool capturable() const override { return plan_ != nullptr; }
-  void stage() override;
   void launch() override;
-  uint64_t layout() const override;
   bool can_guard() const override;
-  void guard_next_step(torch::Tensor ok) override { guard_ = std::move(ok); }
   void retract_steps(int64_t k) override;
-
- private:
-  torch::Tensor guard_;
-  std::shared_ptr<CapturePlan> plan_;  // set while capturable
 };
 
-class MultiTensorRAdam : public RAdam, public GuardedStep, public CapturableStep {
+class MultiTensorAdamW
+    : public MultiTensorStep<torch::optim::AdamW, torch::optim::AdamWParamState, torch::optim::AdamWOptions> {
  public:
-  using RAdam::RAdam;
+  using MultiTensorStep::MultiTensorStep;
   torch::Tensor step(LossClosure closure = nullptr) override;
-  void load(torch::serialize::InputArchive& archive) override;
-  void set_capturable(bool on) override;
-  bool capturable() const override { return plan_ != nullptr; }
-  void stage() override;
   void launch() override;
-  uint64_t layout() const override;
+  bool can_guard() const override;
+  void retract_steps(int64_t k) override;
+};
+
+class MultiTensorRAdam : public MultiTensorStep<RAdam, RAdamParamState, RAdamOptions> {
+ public:
+  using MultiTensorStep::MultiTensorStep;
+  torch::Tensor step(LossClosure closure = nullptr) override;
+  void launch() override;
   bool can_guard() const override { return true; }
-  void guard_next_step(torch::Tensor ok) override { guard_ = std::move(ok); }
   void retract_steps(int64_t k) override;
-
- private:
-  torch::Tensor guard_;
-  std::shared_ptr<CapturePlan> plan_;  // set while capturable
 };
 
 /// t *= s for every t, s a 0-dim tensor on their device (one foreach op on
