@@ -12,6 +12,7 @@
 #include "framework/eval/search.h"
 #include "framework/model.h"
 #include "framework/train/checkpoint.h"
+#include "framework/train/graphed_update.h"
 #include "framework/train/trainer.h"
 #include "test/support.h"
 
@@ -250,6 +251,81 @@ TEST_P(OnDevice, BeamSearchMatchesTheCpuModel) {
   std::vector<std::vector<int64_t>> src = {{5, 6, 7, 8, kEos}, {9, 10, 11, kEos, kPad}};
   auto want = beam_search(*ref, device_ids(src, torch::kCPU), o);
   auto got = beam_search(*dev, device_ids(src, device()), o);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(got[i].size(), want[i].size());
+    for (size_t k = 0; k < want[i].size(); ++k) {
+      EXPECT_EQ(got[i][k].tokens, want[i][k].tokens) << "sentence " << i << " rank " << k;
+      EXPECT_NEAR(got[i][k].score, want[i][k].score, 1e-4);
+    }
+  }
+}
+
+// train.cuda_graph on the device (issue 33 item 3): on CUDA the update is
+// captured once (at its second run) and replayed by the real CUDA graph; on
+// the CPU it runs eagerly on the static buffers. Against the deferred
+// trainer of the same device (the same update un-captured, the step's
+// coefficients on the host): within 1 % of the way the weights moved (the
+// CPU's stand-in test measured 0.17 %), and on CUDA one capture, the other
+// updates replays, nothing refused.
+TEST_P(OnDevice, CudaGraphUpdatesFollowTheDeferredTrainer) {
+  TempDir d;
+  std::vector<std::vector<torch::Tensor>> params;
+  for (bool graph : {false, true}) {
+    Trainer t(config(d, "admin", {"model.dropout=0", "diag.interval=0", "train.clip_norm=0.3",
+                                  "train.host_reads=log_interval", "data.shape_buckets=2",
+                                  "optim.name=radam",
+                                  std::string("train.cuda_graph=") + (graph ? "true" : "false")}),
+              d.file(graph ? "graph" : "deferred"));
+    t.setup();
+    const int n = 8;
+    for (int u = 0; u < n; ++u) t.train_update({t.train_data().make_batch({0, 1, 2})});
+    if (graph) {
+      const UpdateGraphs* g = t.update_graphs();
+      ASSERT_NE(g, nullptr);
+      EXPECT_TRUE(g->refused().empty()) << g->refused();
+      EXPECT_EQ(g->captures(), device().is_cuda() ? 1 : 0);
+      EXPECT_EQ(g->replays(), device().is_cuda() ? n - 1 : 0);
+    }
+    std::vector<torch::Tensor> ps;
+    for (const auto& p : t.model().parameters()) ps.push_back(p.detach().cpu());
+    params.push_back(ps);
+  }
+  Trainer fresh(config(d, "admin", {"model.dropout=0"}), d.file("fresh"));
+  fresh.setup();
+  auto p0 = fresh.model().parameters();
+  double moved = 0, off = 0;
+  for (size_t i = 0; i < params[0].size(); ++i) {
+    moved = std::max(moved, (params[0][i] - p0[i].detach().cpu()).abs().max().item<double>());
+    off = std::max(off, (params[1][i] - params[0][i]).abs().max().item<double>());
+  }
+  EXPECT_GT(moved, 0);
+  EXPECT_LE(off, 0.01 * moved) << "off " << off << ", moved " << moved;
+}
+
+// eval.cuda_graph on the device: the static cache, on CUDA its step captured
+// and replayed by the real CUDA graph; the n-best of the growing cache on
+// the CPU model.
+TEST_P(OnDevice, StaticCacheBeamSearchMatchesTheCpuModel) {
+  ModelConfig mc = test::tiny_model("pre_ln", 2, 32);
+  torch::manual_seed(3);
+  auto ref = build_model(mc, VocabInfo{24, 24, true});
+  torch::manual_seed(3);
+  auto dev = build_model(mc, VocabInfo{24, 24, true});
+  dev->to(device());
+  SearchOptions o;
+  o.beam = 4;
+  o.nbest = 2;
+  o.max_len_b = 8;
+  std::vector<std::vector<int64_t>> src = {{5, 6, 7, 8, kEos}, {9, 10, 11, kEos, kPad}};
+  auto want = beam_search(*ref, device_ids(src, torch::kCPU), o);
+  o.cuda_graph = true;
+  SearchStats st;
+  auto got = beam_search(*dev, device_ids(src, device()), o, &st);
+  EXPECT_TRUE(st.static_cache);
+  EXPECT_TRUE(st.refused.empty()) << st.refused;
+  EXPECT_EQ(st.captures, device().is_cuda() ? 1 : 0);
+  EXPECT_EQ(st.replays > 0, device().is_cuda());
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_EQ(got[i].size(), want[i].size());
