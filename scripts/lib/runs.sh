@@ -82,28 +82,50 @@ _runs_last_update() {  # the last logged training update of RUN (or empty)
     grep -o '[0-9]*$' || true
 }
 
+# _runs_log_update LOG OFFSET: the last update this session's lines of LOG (the
+# bytes past OFFSET) reached: "[train] resumed ... at update U" or "[train]
+# epoch E update U |" (or empty). Not metrics.jsonl: after a resume it still
+# holds the old session's updates past the checkpoint (update 160 while the
+# run, back at 100, logs 110), which made the rate 0 and the ETA 0h00m.
+_runs_log_update() {
+  tail -c +$(( $2 + 1 )) "$1" 2>/dev/null |
+    grep -oE '\[train\] (epoch [0-9]+ update|resumed .* at update) [0-9]+' | tail -n 1 |
+    grep -oE '[0-9]+$' || true
+}
+
+# runs_progress_line NAME U U0 MAX SECONDS: "NAME: update U/MAX, S s/update,
+# ETA XhYYm", the rate over the SECONDS since the session's first sample at
+# update U0; "ETA pending" until the run has moved past U0.
+runs_progress_line() {
+  awk -v n="$1" -v u="$2" -v u0="$3" -v m="$4" -v t="$5" \
+    'BEGIN { if (u <= u0) { printf "%s: update %d/%d, ETA pending\n", n, u, m; exit }
+             r = t / (u - u0); eta = (m > u) ? r * (m - u) : 0
+             printf "%s: update %d/%d, %.2f s/update, ETA %dh%02dm\n", n, u, m, r,
+                    int(eta / 3600), int(eta % 3600 / 60) }'
+}
+
 _runs_one() {
   local run=$1 max=$2; shift 2
   mkdir -p "$(dirname "$run")"
   local name; name=$(basename "$run")
   echo "$name: training (log: $run.log)"
+  local offset=0
+  [ ! -f "$run.log" ] || offset=$(stat -c %s "$run.log")
   nice "$CLINIC" train "$@" --run-dir "$run" >> "$run.log" 2>&1 &
   local pid=$! start; start=$(date +%s)
   # Stopped, the run checkpoints and exits 0 (clinic train's SIGTERM contract).
   trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid"; exit 143' TERM INT
-  local u0; u0=$(_runs_last_update "$run")
-  local ticks=0
+  local ticks=0 u0="" t0=0
   while kill -0 "$pid" 2>/dev/null; do
     sleep 1
     ticks=$((ticks + 1))
-    if [ "$PROGRESS_EVERY" -gt 0 ] && [ $((ticks % PROGRESS_EVERY)) -eq 0 ]; then
-      local u; u=$(_runs_last_update "$run")
-      if [ -n "$u" ]; then
-        awk -v n="$name" -v u="$u" -v u0="${u0:-0}" -v m="$max" -v t=$(( $(date +%s) - start )) \
-          'BEGIN { r = (u > u0) ? t / (u - u0) : 0; eta = (r > 0 && m > u) ? r * (m - u) : 0
-                   printf "%s: update %d/%d, %.2f s/update, ETA %dh%02dm\n", n, u, m, r,
-                          int(eta / 3600), int(eta % 3600 / 60) }'
-      fi
+    [ "$PROGRESS_EVERY" -gt 0 ] || continue
+    # The rate's origin, looked for every second until found: a resumed run's
+    # checkpoint (its "resumed" line comes first), a fresh run's first update.
+    if [ -z "$u0" ]; then u0=$(_runs_log_update "$run.log" "$offset"); t0=$ticks; fi
+    if [ $((ticks % PROGRESS_EVERY)) -eq 0 ] && [ -n "$u0" ]; then
+      runs_progress_line "$name" "$(_runs_log_update "$run.log" "$offset")" "$u0" "$max" \
+        $((ticks - t0))
     fi
   done
   local rc=0
