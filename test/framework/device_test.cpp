@@ -236,21 +236,32 @@ TEST_P(OnDevice, RngStateRoundTrips) {
   EXPECT_TRUE(torch::equal(first, draw()));
 }
 
-// Beam search on the device returns the CPU model's hypotheses.
-TEST_P(OnDevice, BeamSearchMatchesTheCpuModel) {
-  ModelConfig mc = test::tiny_model("pre_ln", 2, 32);
-  torch::manual_seed(3);
-  auto ref = build_model(mc, VocabInfo{24, 24, true});
-  torch::manual_seed(3);
-  auto dev = build_model(mc, VocabInfo{24, 24, true});
-  dev->to(device());
-  SearchOptions o;
-  o.beam = 4;
-  o.nbest = 2;
-  o.max_len_b = 8;
-  std::vector<std::vector<int64_t>> src = {{5, 6, 7, 8, kEos}, {9, 10, 11, kEos, kPad}};
-  auto want = beam_search(*ref, device_ids(src, torch::kCPU), o);
-  auto got = beam_search(*dev, device_ids(src, device()), o);
+// The beam tests' case: one seeded tiny model on the CPU (the oracle) and its
+// twin moved to the device, the options and the two sources (one padded).
+struct BeamCase {
+  explicit BeamCase(torch::Device dev) : device(dev) {
+    ModelConfig mc = test::tiny_model("pre_ln", 2, 32);
+    torch::manual_seed(3);
+    ref = build_model(mc, VocabInfo{24, 24, true});
+    torch::manual_seed(3);
+    model = build_model(mc, VocabInfo{24, 24, true});
+    model->to(dev);
+    options.beam = 4;
+    options.nbest = 2;
+    options.max_len_b = 8;
+  }
+  torch::Tensor cpu_sources() const { return device_ids(sources, torch::kCPU); }
+  torch::Tensor device_sources() const { return device_ids(sources, device); }
+
+  torch::Device device;
+  std::shared_ptr<Seq2SeqModel> ref, model;
+  SearchOptions options;
+  std::vector<std::vector<int64_t>> sources = {{5, 6, 7, 8, kEos}, {9, 10, 11, kEos, kPad}};
+};
+
+// The same n-best lists: tokens exactly, scores within 1e-4.
+void expect_same_nbest(const std::vector<std::vector<Hypothesis>>& got,
+                       const std::vector<std::vector<Hypothesis>>& want) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_EQ(got[i].size(), want[i].size());
@@ -259,6 +270,13 @@ TEST_P(OnDevice, BeamSearchMatchesTheCpuModel) {
       EXPECT_NEAR(got[i][k].score, want[i][k].score, 1e-4);
     }
   }
+}
+
+// Beam search on the device returns the CPU model's hypotheses.
+TEST_P(OnDevice, BeamSearchMatchesTheCpuModel) {
+  BeamCase c(device());
+  expect_same_nbest(beam_search(*c.model, c.device_sources(), c.options),
+                    beam_search(*c.ref, c.cpu_sources(), c.options));
 }
 
 // train.cuda_graph on the device (issue 33 item 3): on CUDA the update is
@@ -307,33 +325,16 @@ TEST_P(OnDevice, CudaGraphUpdatesFollowTheDeferredTrainer) {
 // and replayed by the real CUDA graph; the n-best of the growing cache on
 // the CPU model.
 TEST_P(OnDevice, StaticCacheBeamSearchMatchesTheCpuModel) {
-  ModelConfig mc = test::tiny_model("pre_ln", 2, 32);
-  torch::manual_seed(3);
-  auto ref = build_model(mc, VocabInfo{24, 24, true});
-  torch::manual_seed(3);
-  auto dev = build_model(mc, VocabInfo{24, 24, true});
-  dev->to(device());
-  SearchOptions o;
-  o.beam = 4;
-  o.nbest = 2;
-  o.max_len_b = 8;
-  std::vector<std::vector<int64_t>> src = {{5, 6, 7, 8, kEos}, {9, 10, 11, kEos, kPad}};
-  auto want = beam_search(*ref, device_ids(src, torch::kCPU), o);
-  o.cuda_graph = true;
+  BeamCase c(device());
+  auto want = beam_search(*c.ref, c.cpu_sources(), c.options);
+  c.options.cuda_graph = true;
   SearchStats st;
-  auto got = beam_search(*dev, device_ids(src, device()), o, &st);
+  auto got = beam_search(*c.model, c.device_sources(), c.options, &st);
   EXPECT_TRUE(st.static_cache);
   EXPECT_TRUE(st.refused.empty()) << st.refused;
   EXPECT_EQ(st.captures, device().is_cuda() ? 1 : 0);
   EXPECT_EQ(st.replays > 0, device().is_cuda());
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < want.size(); ++i) {
-    ASSERT_EQ(got[i].size(), want[i].size());
-    for (size_t k = 0; k < want[i].size(); ++k) {
-      EXPECT_EQ(got[i][k].tokens, want[i][k].tokens) << "sentence " << i << " rank " << k;
-      EXPECT_NEAR(got[i][k].score, want[i][k].score, 1e-4);
-    }
-  }
+  expect_same_nbest(got, want);
 }
 
 }  // namespace
