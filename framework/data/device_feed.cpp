@@ -68,7 +68,7 @@ std::optional<FedBatch> DeviceFeed::fetch() {
   auto b = stream_.next();
   if (!b) return std::nullopt;
   FedBatch f;
-  f.mine = index_ % world_ == rank_;
+  f.mine = rank_owns(index_, world_, rank_);
   index_ += 1;
   f.batch = f.mine ? copier_->start(*b) : std::move(*b);
   return f;

@@ -37,6 +37,11 @@ class BatchCopier {
 /// plain `to(device)` one otherwise.
 std::unique_ptr<BatchCopier> make_batch_copier(torch::Device device);
 
+/// Data parallel's one ownership rule: rank `rank` of `world` trains on the
+/// k-th batch of a plan (or of an update: it takes a multiple of world) when
+/// k % world == rank. The feed and the trainer's fixed-batch path both ask.
+inline bool rank_owns(int64_t k, int64_t world, int64_t rank) { return k % world == rank; }
+
 struct FedBatch {
   Batch batch;       // on the device when mine, else the host batch (not to be used)
   bool mine = true;  // this rank trains on it
@@ -58,6 +63,24 @@ class DeviceFeed {
   int64_t index_ = 0, world_, rank_;
   std::optional<FedBatch> ahead_;
   bool primed_ = false;
+};
+
+/// A plan's batches on `device`: the stream (pinned when the device is a
+/// GPU) and its feed (that device's copier) made together, so pinning and
+/// copying cannot disagree.
+class DeviceBatches {
+ public:
+  DeviceBatches(const ParallelCorpus& corpus, std::vector<std::vector<int64_t>> plan,
+                int64_t start, int64_t prefetch, torch::Device device, int64_t world = 1,
+                int64_t rank = 0)
+      : stream_(corpus, std::move(plan), start, prefetch, device.is_cuda()),
+        feed_(stream_, make_batch_copier(device), world, rank) {}
+  /// The next batch of the plan, or nullopt at its end.
+  std::optional<FedBatch> next() { return feed_.next(); }
+
+ private:
+  BatchStream stream_;  // before feed_, which holds a reference to it
+  DeviceFeed feed_;
 };
 
 }  // namespace clinic

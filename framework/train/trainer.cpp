@@ -677,8 +677,7 @@ std::pair<double, double> Trainer::validate() {
   int64_t tokens = 0;
   std::vector<std::vector<int64_t>> plan;
   if (!fixed_source()) plan = plan_epoch(valid_, cfg_.data.max_tokens, 0, cfg_.train.seed, 0, false);
-  BatchStream stream(valid_, plan, 0, cfg_.data.prefetch, device_.is_cuda());
-  DeviceFeed feed(stream, make_batch_copier(device_));
+  DeviceBatches feed(valid_, plan, 0, cfg_.data.prefetch, device_);
   bool fixed_done = false;
   for (;;) {
     Batch d;
@@ -967,8 +966,8 @@ void Trainer::fit() {
     if (!fixed_source())
       plan = plan_epoch(train_, cfg_.data.max_tokens, cfg_.data.max_sentences, t.seed,
                         state_.position.epoch, true);
-    BatchStream stream(train_, plan, state_.position.batch, cfg_.data.prefetch, device_.is_cuda());
-    DeviceFeed feed(stream, make_batch_copier(device_), world_->size(), world_->rank());
+    DeviceBatches feed(train_, plan, state_.position.batch, cfg_.data.prefetch, device_,
+                       world_->size(), world_->rank());
     bool stopped = false;
     // Data parallel: an update takes update_freq x world batches of the
     // plan and rank r trains on every world-th one from r, so N ranks make
@@ -981,7 +980,7 @@ void Trainer::fit() {
         if (fixed_source()) {  // an epoch: fixed_updates_per_epoch updates
           if (state_.position.batch + k >= cfg_.data.fixed_updates_per_epoch * per_update) break;
           ++taken;
-          if (k % world_->size() == world_->rank()) pending.push_back(fixed_);
+          if (rank_owns(k, world_->size(), world_->rank())) pending.push_back(fixed_);
           continue;
         }
         auto b = feed.next();  // the next one's copy already started
