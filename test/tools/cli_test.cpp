@@ -351,6 +351,22 @@ TEST(Cli, ErrorsAreOneLine) {
         << how;
     EXPECT_EQ(read_file(r.d.file("long2.out")), "kept\n") << how;
   }
+  // What the exported model cannot do is refused by name (exit 2, a usage
+  // error), before anything is written.
+  test::write_text(r.d.file("short"), "w2 w3\n");
+  for (const auto& [flag, said] : std::vector<std::pair<std::string, std::string>>{
+           {"--nbest 2", "--nbest: the exported model's translate() returns one hypothesis; use "
+                         "--checkpoint for n-best lists"},
+           {"--cuda-graph", "--cuda-graph: the exported model searches in TorchScript; use "
+                            "--checkpoint"}}) {
+    EXPECT_EQ(run_shell(clinic() + " translate --torchscript " + r.d.file("m.pt") + " " + flag +
+                            " --input " + r.d.file("short") + " --output " + r.d.file("long2.out"),
+                        &out),
+              2)
+        << flag;
+    EXPECT_EQ(out, "clinic: error: " + said + "\n") << flag;
+    EXPECT_EQ(read_file(r.d.file("long2.out")), "kept\n") << flag;
+  }
 }
 
 // export to /dev/full aborted with a c10 backtrace (exit 134) and a full disk
